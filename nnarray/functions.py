@@ -1,0 +1,82 @@
+"""Stateless building blocks of the seed network, written against the Array API standard.
+
+Every function takes the namespace ``xp`` explicitly (from a :class:`~nnarray.backend.Backend`),
+uses only ``xp.*`` and never imports NumPy or CuPy. Shapes: ``N`` images per batch, ``C`` classes.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "relu",
+    "relu_backward",
+    "softmax",
+    "log_softmax",
+    "one_hot",
+    "cross_entropy",
+    "softmax_cross_entropy_backward",
+    "count_correct",
+]
+
+
+def relu(xp, Z):
+    """ReLU(x) = x if x > 0 else 0, elementwise. The seed's hidden layer: H = ReLU(B + Σ X W)."""
+    # A Python scalar is "weak": the result keeps Z's dtype (float32 stays float32).
+    return xp.maximum(Z, 0.0)
+
+
+def relu_backward(xp, h, H):
+    """ReLU backward: h stays where H > 0 and becomes 0 where H ≤ 0 (the seed's mask).
+
+    ``h`` : (N, n) gradient arriving at the layer's output; ``H`` : (N, n) the layer's forward output.
+    """
+    # Not ``h * (H > 0)``: bool×float promotion is unspecified by the standard (strict raises).
+    return xp.where(H > 0, h, 0.0)
+
+
+def softmax(xp, A):
+    """Y_k = exp(A_k) / Σ_m exp(A_m) per row of ``A`` (N, C), shifted by the row maximum for stability."""
+    S = A - xp.max(A, axis=1, keepdims=True)
+    E = xp.exp(S)
+    return E / xp.sum(E, axis=1, keepdims=True)
+
+
+def log_softmax(xp, A):
+    """log Y for each row of ``A`` (N, C), computed without forming Y (exact for very negative logits)."""
+    S = A - xp.max(A, axis=1, keepdims=True)
+    return S - xp.log(xp.sum(xp.exp(S), axis=1, keepdims=True))
+
+
+def one_hot(xp, t, num_classes: int, dtype):
+    """Teacher T (N, C): 1.0 at the correct class t_n, 0 elsewhere.
+
+    Built by comparison, not by integer-array assignment, which the standard leaves unspecified.
+    """
+    classes = xp.arange(num_classes, dtype=t.dtype, device=_device(xp, t))
+    return xp.astype(t[..., None] == classes, dtype)
+
+
+def cross_entropy(xp, A, T, reduction: str = "mean"):
+    """E = −Σ_k T_k log Y_k with Y = softmax(A), summed over the batch or averaged over it.
+
+    ``A`` : (N, C) output-layer values; ``T`` : (N, C) one-hot teacher. Returns a 0-d array.
+    """
+    E = -xp.sum(T * log_softmax(xp, A))
+    return E / A.shape[0] if reduction == "mean" else E
+
+
+def softmax_cross_entropy_backward(xp, Y, T, reduction: str = "mean"):
+    """a = Y − T, the gradient of E with respect to A (divided by N for ``reduction="mean"``)."""
+    a = Y - T
+    return a / Y.shape[0] if reduction == "mean" else a
+
+
+def count_correct(xp, A, t):
+    """Number of rows whose largest output is the correct class (0-d integer array; no host sync)."""
+    return xp.sum(xp.astype(xp.argmax(A, axis=1) == t, xp.int64))
+
+
+def _device(xp, x):
+    # array_api_compat.device handles CuPy and torch arrays, which have no uniform ``.device``.
+    import array_api_compat  # noqa: PLC0415
+
+    return array_api_compat.device(x)

@@ -1,0 +1,181 @@
+"""Saving and loading: models (:func:`save` / :func:`load`) and training checkpoints.
+
+Both are portable ``.npz`` files of host NumPy arrays plus a JSON header, so a network trained on a GPU
+loads on a CPU-only machine. Files are written atomically: to a temporary file in the same directory,
+flushed to disk, then renamed over the target, so an interrupted save never leaves a half-written file
+and never destroys the previous good one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+
+import numpy as np
+
+__all__ = ["save", "load", "save_checkpoint", "load_checkpoint", "CheckpointError", "atomic_write"]
+
+MODEL_FORMAT = "nnarray-model"
+CHECKPOINT_FORMAT = "nnarray-checkpoint"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A model or checkpoint file is missing, truncated, corrupt or of another format."""
+
+
+def atomic_write(path, write):
+    """Call ``write(fileobj)`` on a temporary file beside ``path``, then rename it to ``path``."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def _write_npz(path, header, arrays):
+    payload = {"__header__": np.asarray(json.dumps(header))}
+    payload.update(arrays)
+    atomic_write(path, lambda f: np.savez(f, **payload))
+
+
+def _read_npz(path, expected_format):
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise CheckpointError(f"{path}: no such file")
+    try:
+        # Our own file handle: np.load(path) leaks its handle when the zip directory is corrupt.
+        with open(path, "rb") as fh:
+            z = np.load(fh, allow_pickle=False)
+            if not hasattr(z, "files"):  # a bare .npy array, not an archive
+                raise ValueError("a single .npy array, not an .npz archive")
+            with z:
+                files = {k: z[k] for k in z.files}
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as exc:
+        raise CheckpointError(
+            f"{path}: not a readable nnarray file (truncated or corrupt: {type(exc).__name__}: {exc})"
+        ) from exc
+    if "__header__" not in files:
+        raise CheckpointError(f"{path}: an .npz file but not one written by nnarray (no header)")
+    try:
+        header = json.loads(str(files.pop("__header__")))
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path}: corrupt header ({exc})") from exc
+    fmt = header.get("format")
+    if fmt != expected_format:
+        hint = " (use load_checkpoint for training checkpoints)" if fmt == CHECKPOINT_FORMAT else ""
+        raise CheckpointError(f"{path}: expected a {expected_format!r} file, got format {fmt!r}{hint}")
+    if header.get("version", 0) > FORMAT_VERSION:
+        raise CheckpointError(f"{path}: written by a newer nnarray (format version {header['version']})")
+    return header, files
+
+
+def _model_header(net):
+    return {"layer_sizes": net.layer_sizes, "dtype": net.dtype_name}
+
+
+def _net_from(header, arrays, path, backend, prefix=""):
+    from .model import MLP  # noqa: PLC0415 -- model imports io-free modules only; avoid a cycle
+
+    try:
+        sizes, dtype = header["layer_sizes"], header["dtype"]
+    except KeyError as exc:
+        raise CheckpointError(f"{path}: header lacks {exc}") from None
+    net = MLP(sizes, backend=backend, dtype=dtype, seed=0)
+    state = {}
+    for k in net.params:
+        if prefix + k not in arrays:
+            raise CheckpointError(f"{path}: parameter {k!r} is missing")
+        state[k] = arrays[prefix + k]
+    try:
+        net.load_state_dict(state)
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    return net
+
+
+def save(net, path):
+    """Write the model (parameters, layer sizes, dtype) to ``path`` as an ``.npz``, atomically."""
+    header = {"format": MODEL_FORMAT, "version": FORMAT_VERSION, **_model_header(net)}
+    _write_npz(path, header, net.state_dict())
+
+
+def load(path, backend=None):
+    """Read a model written by :func:`save` (or the model inside a checkpoint) onto ``backend``."""
+    path = os.fspath(path)
+    try:
+        header, arrays = _read_npz(path, MODEL_FORMAT)
+        prefix = ""
+    except CheckpointError as exc:
+        if "got format 'nnarray-checkpoint'" not in str(exc):
+            raise
+        header, arrays = _read_npz(path, CHECKPOINT_FORMAT)
+        header, prefix = header["model"], "param/"
+    return _net_from(header, arrays, path, backend, prefix)
+
+
+def save_checkpoint(path, net, opt, rng, history, config=None):
+    """Write a training checkpoint: parameters, optimiser state, RNG state, history and run config.
+
+    ``rng`` is the ``numpy.random.Generator`` that draws the epoch permutations; restoring its state
+    makes a resumed run see exactly the batches an uninterrupted one would.
+    """
+    opt_state = opt.state_dict()
+    arrays = {f"param/{k}": v for k, v in net.state_dict().items()}
+    arrays.update({f"velocity/{k}": v for k, v in opt_state.pop("velocity").items()})
+    header = {
+        "format": CHECKPOINT_FORMAT,
+        "version": FORMAT_VERSION,
+        "model": _model_header(net),
+        "optimizer": {"type": type(opt).__name__, **opt_state},
+        "rng": rng.bit_generator.state,
+        "history": history.to_dict(),
+        "epoch": history.epoch[-1] if len(history) else 0,
+        "config": config or {},
+    }
+    _write_npz(path, header, arrays)
+
+
+def load_checkpoint(path, backend=None):
+    """Read a checkpoint. Returns a dict: ``net``, ``opt``, ``rng``, ``history``, ``epoch``, ``config``."""
+    from .optim import SGD  # noqa: PLC0415
+    from .train import History  # noqa: PLC0415
+
+    path = os.fspath(path)
+    header, arrays = _read_npz(path, CHECKPOINT_FORMAT)
+    net = _net_from(header.get("model", {}), arrays, path, backend, prefix="param/")
+    opt_header = dict(header.get("optimizer", {}))
+    if opt_header.pop("type", "SGD") != "SGD":
+        raise CheckpointError(f"{path}: unknown optimizer type")
+    opt = SGD()
+    opt.load_state_dict(
+        {**opt_header, "velocity": {k[len("velocity/") :]: v for k, v in arrays.items() if k.startswith("velocity/")}},
+        backend=net.backend,
+        dtype=net.dtype,
+    )
+    try:
+        rng = np.random.default_rng()
+        rng.bit_generator.state = header["rng"]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: corrupt RNG state ({exc})") from None
+    return {
+        "net": net,
+        "opt": opt,
+        "rng": rng,
+        "history": History.from_dict(header.get("history", {})),
+        "epoch": int(header.get("epoch", 0)),
+        "config": header.get("config", {}),
+    }

@@ -1,0 +1,220 @@
+"""The seed network generalised to any number of hidden ReLU layers: :class:`MLP`.
+
+Notation (the seed's; forward values upper case, backward values lower case):
+
+====================  ===============  =========================================================
+seed                   nnarray          shape / meaning
+====================  ===============  =========================================================
+X_i                    ``X``            (N, n_in) input pixels, one image per row
+W⁽ˡ⁾_j,i               ``W{l}[i, j]``   (fan_in, fan_out) weight from unit i to unit j of layer l
+B⁽ˡ⁾_j                 ``b{l}[j]``      (fan_out,) bias
+H_j                    ``H``            (N, n_hidden) hidden values after ReLU
+A_k                    ``A``            (N, C) output-layer values (affine, no activation)
+Y_k                    ``Y``            (N, C) softmax probabilities
+T_k                    ``T``            (N, C) one-hot teacher
+a_k                    ``a``            (N, C) a = Y − T
+h_j                    ``h``            (N, n_hidden) back-propagated value, masked by ReLU
+ΔW, ΔB                 ``grads``        same keys and shapes as ``params``
+====================  ===============  =========================================================
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np  # host-side only: He initialisation is drawn from numpy.random.default_rng
+
+from . import functions as F
+from .backend import Backend, get_backend, to_numpy
+from .validation import check_X, check_Xt, check_reduction
+
+__all__ = ["MLP"]
+
+_FLOAT_DTYPES = ("float32", "float64")
+
+
+class MLP:
+    """Fully-connected classifier: affine + ReLU hidden layers, an affine output layer, softmax.
+
+    ``MLP([784, 100, 10])`` is the seed network: X (784) → H (100, ReLU) → A (10) → Y = softmax(A).
+
+    Parameters
+    ----------
+    layer_sizes : sequence of int
+        ``[n_in, n_hidden_1, ..., n_out]``; at least two entries (no hidden layer = softmax regression).
+    backend : str or Backend, optional
+        Where the parameters live and the arithmetic runs (see :func:`nnarray.get_backend`).
+    dtype : {"float32", "float64"}
+        Floating type of parameters and computation (float32 default). Nothing is silently upcast.
+    seed : int or numpy.random.Generator or None
+        He initialisation W ~ N(0, 2/fan_in), biases 0, drawn on the host from
+        ``numpy.random.default_rng(seed)``, so every backend starts from the same weights.
+
+    Attributes
+    ----------
+    params : dict
+        ``"W1"`` (n_in, n_1), ``"b1"`` (n_1,), ``"W2"``, ``"b2"``, ... as arrays of the backend.
+
+    Examples
+    --------
+    >>> import nnarray as nn
+    >>> net = nn.MLP([4, 8, 3], backend="numpy", seed=0)
+    >>> sorted(net.params), net.params["W1"].shape
+    (['W1', 'W2', 'b1', 'b2'], (4, 8))
+    """
+
+    def __init__(self, layer_sizes, backend=None, dtype="float32", seed=None):
+        sizes = list(layer_sizes) if not isinstance(layer_sizes, (str, bytes)) else None
+        if (
+            sizes is None
+            or len(sizes) < 2
+            or not all(isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n >= 1 for n in sizes)
+        ):
+            raise ValueError(
+                f"layer_sizes: expected a list of at least two positive integers such as [784, 100, 10], got {layer_sizes!r}"
+            )
+        if str(getattr(dtype, "name", getattr(dtype, "__name__", dtype))) not in _FLOAT_DTYPES:
+            raise TypeError(f"dtype: expected 'float32' or 'float64', got {dtype!r}")
+        self.layer_sizes = [int(n) for n in sizes]
+        self.backend = get_backend(backend)
+        self.dtype_name = str(getattr(dtype, "name", getattr(dtype, "__name__", dtype)))
+        self.dtype = self.backend.dtype(self.dtype_name)
+        rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+        self.params = {}
+        for l, (fan_in, fan_out) in enumerate(zip(self.layer_sizes[:-1], self.layer_sizes[1:]), start=1):
+            # He: std √(2/n), n = units in the previous layer. Drawn in float64 on the host, then cast,
+            # so float32 and float64 nets from one seed hold the same weights up to rounding.
+            W = rng.standard_normal((fan_in, fan_out)) * math.sqrt(2.0 / fan_in)
+            self.params[f"W{l}"] = self.backend.asarray(W, dtype=self.dtype)
+            self.params[f"b{l}"] = self.backend.asarray(np.zeros(fan_out), dtype=self.dtype)
+
+    # ----------------------------------------------------------------- introspection
+    @property
+    def xp(self):
+        """The Array API namespace of the backend."""
+        return self.backend.xp
+
+    @property
+    def n_layers(self) -> int:
+        """Number of affine layers (hidden layers + the output layer)."""
+        return len(self.layer_sizes) - 1
+
+    @property
+    def n_in(self) -> int:
+        return self.layer_sizes[0]
+
+    @property
+    def n_classes(self) -> int:
+        return self.layer_sizes[-1]
+
+    def __repr__(self):
+        sizes = "-".join(map(str, self.layer_sizes))
+        return f"MLP({sizes}, backend={self.backend.name!r}, dtype={self.dtype_name!r})"
+
+    # ----------------------------------------------------------------- forward / backward on device arrays
+    def forward(self, X):
+        """Forward pass on backend arrays. Returns ``(A, Hs)``.
+
+        ``X`` : (N, n_in) backend array of ``self.dtype``. ``A`` : (N, C) output-layer values.
+        ``Hs`` : the input X followed by each hidden layer's output H (what backward needs).
+        """
+        xp, p = self.xp, self.params
+        Hs = [X]
+        H = X
+        L = self.n_layers
+        for l in range(1, L):
+            # H_j = ReLU(B⁽ˡ⁾_j + Σ_i H_i W⁽ˡ⁾_j,i)
+            H = F.relu(xp, H @ p[f"W{l}"] + p[f"b{l}"])
+            Hs.append(H)
+        # A_k = B_k + Σ_j H_j W_k,j
+        A = H @ p[f"W{L}"] + p[f"b{L}"]
+        return A, Hs
+
+    def backward(self, a, Hs):
+        """Back-propagation from ``a`` (N, C) = ∂E/∂A through the layers cached in ``Hs``.
+
+        Returns the gradient dict (same keys as ``params``). Per layer, summed over the batch rows:
+        ΔB_k = Σ_n a_k,  ΔW_k,j = Σ_n H_j a_k,  h_j = Σ_k W_k,j a_k masked where H_j ≤ 0.
+        """
+        xp, p = self.xp, self.params
+        grads = {}
+        for l in range(self.n_layers, 0, -1):
+            H_prev = Hs[l - 1]
+            grads[f"W{l}"] = H_prev.T @ a
+            grads[f"b{l}"] = xp.sum(a, axis=0)
+            if l > 1:  # the input layer has no gradient to pass on
+                a = F.relu_backward(xp, a @ p[f"W{l}"].T, H_prev)
+        return grads
+
+    # ----------------------------------------------------------------- public API (validated input)
+    def predict(self, X):
+        """Class probabilities Y (N, C) = softmax(A) for input ``X`` (N, n_in), as a backend array."""
+        Xd = self._to_device_X(X)
+        A, _ = self.forward(Xd)
+        return F.softmax(self.xp, A)
+
+    def loss(self, X, t, reduction: str = "mean") -> float:
+        """Cross-entropy E = −Σ_k T_k log Y_k, averaged over the rows (``"mean"``) or summed (``"sum"``)."""
+        check_reduction(reduction)
+        Xd, td = self._to_device_Xt(X, t)
+        A, _ = self.forward(Xd)
+        T = F.one_hot(self.xp, td, self.n_classes, self.dtype)
+        return float(F.cross_entropy(self.xp, A, T, reduction))
+
+    def accuracy(self, X, t) -> float:
+        """Fraction of rows whose most probable class equals the label ``t``."""
+        Xd, td = self._to_device_Xt(X, t)
+        A, _ = self.forward(Xd)
+        return int(F.count_correct(self.xp, A, td)) / Xd.shape[0]
+
+    def gradient(self, X, t, reduction: str = "mean"):
+        """ΔW, ΔB for every layer by back-propagation, as a dict with the keys of ``params``.
+
+        ``reduction="sum"`` adds every image's values over the batch (the seed's accumulation);
+        ``"mean"`` divides that sum by N (the book's convention).
+        """
+        check_reduction(reduction)
+        Xd, td = self._to_device_Xt(X, t)
+        return self._gradient_device(Xd, F.one_hot(self.xp, td, self.n_classes, self.dtype), reduction)
+
+    def _gradient_device(self, Xd, T, reduction):
+        A, Hs = self.forward(Xd)
+        Y = F.softmax(self.xp, A)
+        return self.backward(F.softmax_cross_entropy_backward(self.xp, Y, T, reduction), Hs)
+
+    def numerical_gradient(self, X, t, reduction: str = "mean", eps: float = 1e-6):
+        """Central-difference gradient, host float64 (see :func:`nnarray.gradcheck.numerical_gradient`)."""
+        from .gradcheck import numerical_gradient  # noqa: PLC0415
+
+        return numerical_gradient(self, X, t, reduction=reduction, eps=eps)
+
+    # ----------------------------------------------------------------- helpers
+    def _to_device_X(self, X):
+        check_X(X, self.n_in)
+        return self.backend.asarray(X, dtype=self.dtype)
+
+    def _to_device_Xt(self, X, t):
+        check_Xt(X, t, self.n_in, self.n_classes)
+        return self.backend.asarray(X, dtype=self.dtype), self.backend.asarray(t, dtype=self.xp.int64)
+
+    def to(self, backend) -> "MLP":
+        """A copy of this network on another backend (e.g. GPU-trained → ``"numpy"``)."""
+        other = MLP.__new__(MLP)
+        other.layer_sizes = list(self.layer_sizes)
+        other.backend = get_backend(backend)
+        other.dtype_name = self.dtype_name
+        other.dtype = other.backend.dtype(self.dtype_name)
+        other.params = {k: other.backend.asarray(to_numpy(v), dtype=other.dtype) for k, v in self.params.items()}
+        return other
+
+    def state_dict(self):
+        """Host NumPy copies of the parameters, keyed like ``params``."""
+        return {k: np.array(to_numpy(v)) for k, v in self.params.items()}
+
+    def load_state_dict(self, state):
+        """Replace the parameters by ``state`` (host or backend arrays of the right shapes)."""
+        expected = {k: tuple(v.shape) for k, v in self.params.items()}
+        got = {k: tuple(np.shape(to_numpy(v))) for k, v in state.items()}
+        if expected != got:
+            raise ValueError(f"state: parameter shapes {got} do not match this network's {expected}")
+        self.params = {k: self.backend.asarray(to_numpy(state[k]), dtype=self.dtype) for k in expected}

@@ -1,0 +1,47 @@
+"""Shared fixtures: the backends every cross-backend test runs on, and small seeded problems."""
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+import nnarray as nn
+
+
+def _has(module):
+    return importlib.util.find_spec(module) is not None
+
+
+HAS_TORCH = _has("torch")
+HAS_CUPY_GPU = nn.cupy_available()
+NO_GPU_REASON = "needs CuPy and a CUDA device (none here); run ci/gpu.sh on a GPU machine"
+NO_TORCH_REASON = "torch is not installed (bash ci/test.sh installs the CPU build when a local wheel exists)"
+
+# CPU backends that must agree with NumPy; CuPy joins them on a GPU machine.
+CPU_BACKENDS = [
+    pytest.param("numpy", id="numpy"),
+    pytest.param("array_api_strict", id="strict"),
+    pytest.param("torch", id="torch", marks=pytest.mark.skipif(not HAS_TORCH, reason=NO_TORCH_REASON)),
+]
+ALL_BACKENDS = CPU_BACKENDS + [
+    pytest.param("cupy", id="cupy", marks=[pytest.mark.gpu, pytest.mark.skipif(not HAS_CUPY_GPU, reason=NO_GPU_REASON)])
+]
+
+
+@pytest.fixture(params=ALL_BACKENDS)
+def backend_name(request):
+    return request.param
+
+
+def blobs(n=600, n_in=12, n_classes=3, seed=0, dtype=np.float64):
+    """A small, learnable classification problem: Gaussian blobs around random centres."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(scale=2.0, size=(n_classes, n_in))
+    t = rng.integers(0, n_classes, size=n)
+    X = centres[t] + rng.normal(size=(n, n_in))
+    return X.astype(dtype), t.astype(np.int64)
+
+
+@pytest.fixture
+def problem():
+    return blobs()

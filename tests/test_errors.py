@@ -1,0 +1,146 @@
+"""Bad input gets a specific error before any work starts; the message names argument, expectation and value."""
+
+import numpy as np
+import pytest
+
+import nnarray as nn
+
+
+@pytest.fixture
+def net():
+    return nn.MLP([4, 5, 3], backend="numpy", dtype="float64", seed=0)
+
+
+@pytest.fixture
+def data():
+    rng = np.random.default_rng(0)
+    return rng.random((10, 4)), rng.integers(0, 3, size=10)
+
+
+def _untouched(net, before):
+    return all(np.array_equal(nn.to_numpy(net.params[k]), before[k]) for k in before)
+
+
+def fit_raises(net, exc, match, *args, **kw):
+    before = {k: nn.to_numpy(v).copy() for k, v in net.params.items()}
+    with pytest.raises(exc, match=match):
+        nn.fit(net, nn.SGD(0.1), *args, **kw)
+    assert _untouched(net, before), "no work may start before the input is checked"
+
+
+def test_X_not_2d(net, data):
+    X, t = data
+    fit_raises(net, ValueError, r"X: expected a 2-D array of shape \(N, 4\), got shape \(40,\)", X.reshape(-1), t)
+
+
+def test_X_wrong_width(net, data):
+    X, t = data
+    fit_raises(net, ValueError, r"X: expected 4 columns \(the network's input width\), got shape \(10, 3\)", X[:, :3], t)
+
+
+def test_X_not_floating(net, data):
+    X, t = data
+    fit_raises(net, TypeError, r"X: expected a floating-point array, got dtype uint8 .*X / 255", (X * 255).astype(np.uint8), t)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_X_not_finite(net, data, bad):
+    X, t = data
+    X = X.copy()
+    X[3, 1] = bad
+    fit_raises(net, ValueError, r"X: expected finite values, got 1 NaN or inf entry", X, t)
+
+
+def test_t_not_1d(net, data):
+    X, t = data
+    fit_raises(net, ValueError, r"t: expected a 1-D array of class labels, got shape \(10, 1\)", X, t[:, None])
+
+
+def test_t_not_integer(net, data):
+    X, t = data
+    fit_raises(net, TypeError, r"t: expected integer class labels, got dtype float64", X, t.astype(np.float64))
+
+
+@pytest.mark.parametrize("bad,shown", [(3, "from 0 to 3"), (-1, "from -1 to")])
+def test_labels_out_of_range(net, data, bad, shown):
+    X, t = data
+    t = t.copy()
+    t[0] = bad
+    fit_raises(net, ValueError, rf"t: expected labels in 0\.\.2 \(the network has 3 outputs\), got labels {shown}", X, t)
+
+
+def test_lengths_differ(net, data):
+    X, t = data
+    fit_raises(net, ValueError, r"X, t: expected the same number of samples, got 10 rows in X and 9 labels in t", X, t[:9])
+
+
+@pytest.mark.parametrize("bs", [0, -5, 2.5])
+def test_batch_size_below_one(net, data, bs):
+    fit_raises(net, ValueError, rf"batch_size: expected a positive integer, got {bs}", *data, batch_size=bs)
+
+
+def test_epochs_below_one(net, data):
+    fit_raises(net, ValueError, r"epochs: expected a positive integer, got 0", *data, epochs=0)
+
+
+def test_unknown_reduction(net, data):
+    fit_raises(net, ValueError, r"reduction: expected 'mean' or 'sum', got 'avg'", *data, reduction="avg")
+
+
+def test_validation_checked_before_training(net, data):
+    X, t = data
+    fit_raises(net, ValueError, r"validation X: expected 4 columns", X, t, validation=(X[:, :2], t))
+
+
+def test_unknown_backend():
+    with pytest.raises(ValueError, match=r"backend: unknown backend 'jax' \(from argument\); expected one of numpy, cupy"):
+        nn.get_backend("jax")
+
+
+def test_unknown_backend_from_environment(monkeypatch):
+    monkeypatch.setenv("NNARRAY_BACKEND", "tensorflow")
+    with pytest.raises(ValueError, match=r"unknown backend 'tensorflow' \(from \$NNARRAY_BACKEND\)"):
+        nn.MLP([2, 2])
+
+
+@pytest.mark.skipif(nn.cupy_available(), reason="CuPy works here; this test is about machines without it")
+def test_cupy_unavailable_says_how_to_install():
+    with pytest.raises(nn.BackendUnavailableError, match=r"cupy.*(pip install \"nnarray\[cuda12\]\"|nvidia-smi|no CUDA device)"):
+        nn.get_backend("cupy")
+
+
+def test_bad_layer_sizes_and_dtype():
+    with pytest.raises(ValueError, match=r"layer_sizes: expected a list of at least two positive integers"):
+        nn.MLP([784])
+    with pytest.raises(ValueError, match=r"layer_sizes"):
+        nn.MLP([784, 0, 10])
+    with pytest.raises(TypeError, match=r"dtype: expected 'float32' or 'float64', got 'int32'"):
+        nn.MLP([4, 3], dtype="int32")
+
+
+@pytest.mark.parametrize("lr", [0, -0.1, float("nan"), float("inf")])
+def test_bad_learning_rate(lr):
+    with pytest.raises(ValueError, match=r"lr: expected a positive finite learning rate"):
+        nn.SGD(lr=lr)
+
+
+def test_predict_checks_its_input_too(net):
+    with pytest.raises(ValueError, match=r"X: expected 4 columns"):
+        net.predict(np.zeros((2, 5)))
+
+
+def test_divergence_stops_with_advice_and_keeps_last_good_epoch(data):
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(200, 4)) * 50
+    t = rng.integers(0, 3, size=200)
+    net = nn.MLP([4, 16, 3], backend="numpy", dtype="float32", seed=0)
+    opt = nn.SGD(lr=1e3)
+    # One calm epoch first, at a reasonable rate; remember where it ended.
+    nn.fit(net, nn.SGD(1e-4), X, t, epochs=1, batch_size=20)
+    good = {k: nn.to_numpy(v).copy() for k, v in net.params.items()}
+    hist = nn.History()
+    hist.append(epoch=1)
+    with pytest.raises(nn.TrainingDivergedError, match=r"diverged in epoch 2: the training loss became (nan|inf).*end of epoch 1.*smaller learning rate than lr=1000"):
+        nn.fit(net, opt, X, t, epochs=3, batch_size=20, history=hist)
+    assert _untouched(net, good)
+    assert all(np.all(np.isfinite(v)) for v in good.values())

@@ -1,0 +1,34 @@
+"""README.md's usage example runs as written, and .ci/run finds the README's test command."""
+
+import pathlib
+import re
+import subprocess
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+
+
+def _block_after(marker, lang):
+    m = re.search(re.escape(marker) + r".*?\n```" + lang + r"\n(.*?)\n```", README, re.S)
+    assert m, f"README.md has no ```{lang} block after {marker!r}"
+    return m.group(1)
+
+
+def test_usage_example_runs_as_written(tmp_path, monkeypatch, capsys):
+    code = _block_after("<!-- example", "python")
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "README.md example", "exec"), {"__name__": "__readme__"})
+    out = capsys.readouterr().out.splitlines()
+    val_acc, acc = map(float, out[0].split())
+    assert val_acc == acc and acc > 0.9
+    assert "'W1': (20, 100)" in out[1]
+    assert (tmp_path / "model.npz").exists()
+
+
+def test_ci_runs_the_readme_test_command():
+    shown = _block_after("<!-- test-command -->", "bash").strip()
+    # The part of .ci/run that extracts the command (minus its own `cd`), run from the repository root.
+    script = (ROOT / ".ci" / "run").read_text().split("if [ -z")[0]
+    script = "\n".join(line for line in script.splitlines() if not line.startswith("cd "))
+    found = subprocess.run(["bash", "-c", script + '\nprintf "%s" "$cmd"'], cwd=ROOT, capture_output=True, text=True)
+    assert found.stdout == shown
