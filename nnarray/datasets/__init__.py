@@ -1,1 +1,58 @@
-"""MNIST-family datasets: see the loaders."""
+"""Datasets for nnarray: MNIST, Fashion-MNIST (IDX files, gzip or raw) and scikit-learn's 8×8 digits.
+
+Every loader returns ``(X_train, t_train), (X_test, t_test)`` as host NumPy arrays: X float32 in
+[0, 1] of shape (N, D), t int64 class labels of shape (N,).
+
+>>> from nnarray import datasets
+>>> (X, t), (X_test, t_test) = datasets.load("digits")
+>>> X.shape, X.dtype, t.dtype
+((1438, 64), dtype('float32'), dtype('int64'))
+
+MNIST and Fashion-MNIST files are looked up in ``data_dir``, ``$NNARRAY_DATA``, the user cache
+and (Fashion-MNIST) ``/usr/share/datasets/fashion-mnist/`` (``apt-get install dataset-fashion-mnist``),
+then downloaded if allowed; see :mod:`nnarray.datasets.loaders`.
+"""
+
+from __future__ import annotations
+
+import os
+
+from .digits import load_digits
+from .errors import DatasetError, DatasetNotFoundError
+from .idx import read_idx, write_idx
+from .loaders import find_dataset_dir, load_fashion_mnist, load_mnist
+
+__all__ = [
+    "DatasetError",
+    "DatasetNotFoundError",
+    "find_dataset_dir",
+    "load",
+    "load_digits",
+    "load_fashion_mnist",
+    "load_mnist",
+    "read_idx",
+    "write_idx",
+]
+
+NAMES = ("mnist", "fashion-mnist", "digits")
+
+
+def load(name: str, data_dir: str | os.PathLike | None = None, download: bool = True):
+    """Load a dataset by name: ``"mnist"``, ``"fashion-mnist"`` (or ``"fashion_mnist"``) or ``"digits"``.
+
+    ``data_dir`` and ``download`` are passed to :func:`load_mnist` / :func:`load_fashion_mnist`;
+    ``"digits"`` ignores them (it ships with scikit-learn).
+
+    Returns
+    -------
+    (X_train, t_train), (X_test, t_test)
+        float32 (N, 784) images in [0, 1] and int64 (N,) labels (for digits, (N, 64)).
+    """
+    key = str(name).strip().lower().replace("_", "-")
+    if key == "mnist":
+        return load_mnist(data_dir=data_dir, download=download)
+    if key == "fashion-mnist":
+        return load_fashion_mnist(data_dir=data_dir, download=download)
+    if key == "digits":
+        return load_digits()
+    raise ValueError(f"unknown dataset {name!r}: expected one of {', '.join(NAMES)}")
