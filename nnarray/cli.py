@@ -18,7 +18,8 @@ import numpy as np
 
 from . import __version__
 from .backend import BACKEND_NAMES, get_backend
-from .io import CheckpointError, atomic_write, load_checkpoint, save, save_checkpoint
+from ._files import atomic_write
+from .io import CheckpointError, load_checkpoint, save, save_checkpoint
 from .metrics import confusion_matrix, per_class_accuracy
 from .model import MLP
 from .optim import SGD

@@ -6,7 +6,7 @@ import io
 
 import numpy as np
 
-from .io import atomic_write
+from ._files import atomic_write
 
 __all__ = ["plot_learning_curve", "plot_confusion_matrix"]
 

@@ -22,12 +22,12 @@ from __future__ import annotations
 import gzip as _gzip
 import math
 import os
-import tempfile
 import zlib
 from pathlib import Path
 
 import numpy as np
 
+from .._files import atomic_write
 from .errors import DatasetError
 
 __all__ = ["IDX_TYPES", "read_idx", "write_idx"]
@@ -185,22 +185,7 @@ def write_idx(path: str | os.PathLike, array, gzip: bool = False) -> Path:
     )
     if gzip:
         blob = _gzip.compress(blob, mtime=0)
-    _atomic_write(path, blob)
+    atomic_write(path, lambda f: f.write(blob))
     return path
 
 
-def _atomic_write(path: Path, blob: bytes) -> None:
-    """Write ``blob`` to ``path`` via a temporary file in the same directory + ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(blob)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise

@@ -32,7 +32,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DatasetError, DatasetNotFoundError
-from .idx import _atomic_write, _read_idx
+from .._files import atomic_write
+from .idx import _read_idx
 
 __all__ = [
     "FILES",
@@ -230,7 +231,7 @@ def _download(name: str, dest: Path, missing: list[str]) -> None:
                 mismatch = (url, actual, len(blob))
                 continue
             dest.mkdir(parents=True, exist_ok=True)
-            _atomic_write(target, blob)
+            atomic_write(target, lambda f: f.write(blob))
             break
         else:
             if mismatch is not None:

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The one script to run on a lent CUDA machine (from the repository root, with ci/carry carried):
+#   bash ci/gpu.sh
+# 1. installs what is missing there from ci/carry/wheels (see ci/prepare_gpu_carry.sh);
+# 2. refuses to run with CUPY_TF32 set (TF32 breaks the float32 parity tolerances);
+# 3. runs the whole test suite, the gpu-marked NumPy-vs-CuPy parity tests included;
+# 4. trains Fashion-MNIST on cupy with scripts/train.py;
+# 5. runs scripts/bench.py (nnarray vs plain NumPy/CuPy, PyTorch eager, PyTorch + CUDA graph).
+# Logs and JSON go to $OUT (at most 8 files come back from the device tool).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-gpu-out}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+
+case "${CUPY_TF32:-0}" in
+  0|"") ;;
+  *) echo "refusing to run: CUPY_TF32=$CUPY_TF32 makes float32 matmuls keep ~10 mantissa bits; unset it" >&2; exit 2 ;;
+esac
+
+if ls ci/carry/wheels/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site ci/carry/wheels/*.whl || exit 1
+  export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+[ -d ci/carry/fashion-mnist ] && export NNARRAY_DATA="$PWD/ci/carry"
+
+{
+  date -u +%FT%TZ
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
+  python3 -c "import sys, numpy, cupy, array_api_compat; print(sys.version); print('numpy', numpy.__version__, 'cupy', cupy.__version__, 'array_api_compat', array_api_compat.__version__)"
+  python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())" || true
+} > "$OUT/env.txt" 2>&1
+cat "$OUT/env.txt"
+
+status=0
+echo "== tests (gpu-marked included)"
+python3 -m pytest -ra -p no:cacheprovider 2>&1 | tee "$OUT/pytest.log" | tail -n 40
+[ "${PIPESTATUS[0]}" = 0 ] || status=1
+
+echo "== training Fashion-MNIST on cupy"
+python3 scripts/train.py --backend cupy --dataset fashion-mnist --out /tmp/nnarray-run --no-plots 2>&1 | tee "$OUT/train.log" | grep -v "^epoch.*batch/s"
+[ "${PIPESTATUS[0]}" = 0 ] || status=1
+cp /tmp/nnarray-run/history.json "$OUT/train_history.json" 2>/dev/null
+
+echo "== benchmark"
+python3 scripts/bench.py --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log"
+[ "${PIPESTATUS[0]}" = 0 ] || status=1
+
+echo "== ci/gpu.sh finished with status $status"
+exit $status
