@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install what nnarray's commands need on a fresh machine (offline apart from PyPI and Debian):
-#   bash ci/install.sh EXTRA      EXTRA: the pip extra to install ("test" or "scripts")
+#   bash ci/install.sh EXTRAS     EXTRAS: the pip extras, comma-separated ("test", "scripts", "scripts,cuda12")
 # - Fashion-MNIST from Debian's dataset-fashion-mnist package (when root and apt-get exist);
 # - a virtual environment in .venv holding nnarray (editable) with the extra.
 set -euo pipefail
