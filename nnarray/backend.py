@@ -80,16 +80,20 @@ class Backend:
             return f"torch {torch.__version__} ({self.device})"
         return f"{self.name} ({self.device})"
 
-    def asarray(self, x, dtype=None):
-        """Move ``x`` (host NumPy or this backend's array) onto this backend, as ``dtype``."""
+    def asarray(self, x, dtype=None, copy=None):
+        """Move ``x`` (host NumPy or this backend's array) onto this backend, as ``dtype``.
+
+        ``copy=None`` copies only when needed (so a host float32 array on NumPy is used as is);
+        ``copy=True`` always returns a new array that shares no memory with ``x``.
+        """
         xp = self.xp
         if not _belongs_to(x, self):
             # Foreign arrays go through the host: CuPy refuses implicit conversion of other
             # devices' arrays, and host NumPy input is what every namespace's asarray accepts.
             x = to_numpy(x)
         if dtype is None:
-            return xp.asarray(x, device=self.device)
-        return xp.asarray(x, dtype=dtype, device=self.device)
+            return xp.asarray(x, device=self.device, copy=copy)
+        return xp.asarray(x, dtype=dtype, device=self.device, copy=copy)
 
     def dtype(self, name) -> Any:
         """The namespace's dtype for ``name`` (``"float32"``, ``"float64"``) or a dtype object."""

@@ -61,20 +61,18 @@ def choose_dataset(name, data_dir, quiet=False):
 
     if name != "auto":
         return name, datasets.load(name, data_dir=data_dir), f"--dataset {name}"
-    if datasets.find_dataset_dir("mnist", data_dir) is not None:
-        return "mnist", datasets.load("mnist", data_dir=data_dir), "MNIST files found locally"
+    where = datasets.find_dataset_dir("mnist", data_dir)
+    if where is not None:
+        return "mnist", datasets.load("mnist", data_dir=data_dir), f"MNIST found in {where}"
     try:
-        data = datasets.load("mnist", data_dir=data_dir, download=True)
-        return "mnist", data, "MNIST downloaded"
-    except datasets.DatasetError as exc:
-        reason = str(exc).splitlines()[0]
-    if datasets.find_dataset_dir("fashion-mnist", data_dir) is not None:
-        return (
-            "fashion-mnist",
-            datasets.load("fashion-mnist", data_dir=data_dir, download=False),
-            f"MNIST not available ({reason}); Fashion-MNIST found locally",
-        )
-    return "digits", datasets.load("digits"), "neither MNIST nor Fashion-MNIST available; using scikit-learn's 8x8 digits"
+        return "mnist", datasets.load("mnist", data_dir=data_dir, download=True), "MNIST downloaded"
+    except datasets.DatasetError:
+        pass
+    where = datasets.find_dataset_dir("fashion-mnist", data_dir)
+    if where is not None:
+        data = datasets.load("fashion-mnist", data_dir=data_dir, download=False)
+        return "fashion-mnist", data, f"MNIST not found and not downloadable; Fashion-MNIST found in {where}"
+    return "digits", datasets.load("digits"), "neither MNIST nor Fashion-MNIST available; scikit-learn's 8x8 digits"
 
 
 def _subset(data, n):
@@ -186,41 +184,52 @@ def train_main(argv=None):
     if remaining < 1:
         _say(quiet, f"nothing to do: the checkpoint already has {done} epochs (ask for more with --epochs)")
     ck_path = os.path.join(args.out, "checkpoint.npz")
-    bar = {"bar": None}
+    n_batches = -(-X.shape[0] // config["batch_size"])
+    state = {"bar": None, "epoch": done + 1}
+
+    def lr_at(epoch):
+        return config["lr"] * config["gamma"] ** (epoch - 1)  # a function of the epoch: resumes exactly
 
     def on_batches(b, n, read_loss):
-        if bar["bar"] is None:
+        if quiet:
             return
-        bar["bar"].update(b - bar["bar"].n)
-        bar["bar"].set_postfix(loss=f"{read_loss():.4f}")
+        if state["bar"] is None:
+            state["bar"] = _progress_bar(quiet, state["epoch"], args.epochs, n_batches)
+            if state["bar"] is None:
+                return
+        state["bar"].update(b - state["bar"].n)
+        state["bar"].set_postfix(loss=f"{read_loss():.4f}", refresh=False)
+
+    def close_bar():
+        if state["bar"] is not None:
+            state["bar"].close()
+            state["bar"] = None
 
     def after_epoch(rec):
-        if bar["bar"] is not None:
-            bar["bar"].close()
+        close_bar()
+        state["epoch"] = rec["epoch"] + 1
+        opt.lr = lr_at(state["epoch"])
         save_checkpoint(ck_path, net, opt, rng, history, config=config)
         _write_history(args.out, history, config)
         _say(quiet, f"epoch {rec['epoch']:3d}/{args.epochs}  train loss {rec['train_loss']:.4f}  "
                     f"train acc {rec['train_accuracy']:.4f}  test loss {rec['val_loss']:.4f}  test acc {rec['val_accuracy']:.4f}  "
                     f"{rec['seconds']:6.2f} s  {rec['samples'] / rec['seconds']:9.0f} samples/s")
 
-    n_batches = -(-X.shape[0] // config["batch_size"])
-    try:
-        for _ in range(max(remaining, 0)):
-            # One fit call per epoch: a fresh progress bar each time; the Generator carries on.
-            epoch = (history.epoch[-1] if len(history) else 0) + 1
-            opt.lr = config["lr"] * config["gamma"] ** (epoch - 1)  # a function of the epoch: resumes exactly
-            bar["bar"] = _progress_bar(quiet, epoch, args.epochs, n_batches)
-            fit(net, opt, X, t, epochs=1, batch_size=config["batch_size"], reduction=config["reduction"], seed=rng,
-                validation=(Xt, tt), history=history, callback=after_epoch, on_batches=on_batches,
+    if remaining >= 1:
+        opt.lr = lr_at(done + 1)
+        try:
+            # One call for all epochs: the data go to the device and are checked once.
+            fit(net, opt, X, t, epochs=remaining, batch_size=config["batch_size"], reduction=config["reduction"],
+                seed=rng, validation=(Xt, tt), history=history, callback=after_epoch, on_batches=on_batches,
                 log_every=max(1, n_batches // 50))
-    except TrainingDivergedError as exc:
-        if bar["bar"] is not None:
-            bar["bar"].close()
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except (ValueError, TypeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        except TrainingDivergedError as exc:
+            close_bar()
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        except (ValueError, TypeError) as exc:
+            close_bar()
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
 
     save(net, os.path.join(args.out, "model.npz"))
     cm = confusion_matrix(net, Xt, tt)

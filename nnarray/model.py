@@ -204,7 +204,7 @@ class MLP:
         other.backend = get_backend(backend)
         other.dtype_name = self.dtype_name
         other.dtype = other.backend.dtype(self.dtype_name)
-        other.params = {k: other.backend.asarray(to_numpy(v), dtype=other.dtype) for k, v in self.params.items()}
+        other.params = {k: other.backend.asarray(to_numpy(v), dtype=other.dtype, copy=True) for k, v in self.params.items()}
         return other
 
     def state_dict(self):
@@ -217,4 +217,5 @@ class MLP:
         got = {k: tuple(np.shape(to_numpy(v))) for k, v in state.items()}
         if expected != got:
             raise ValueError(f"state: parameter shapes {got} do not match this network's {expected}")
-        self.params = {k: self.backend.asarray(to_numpy(state[k]), dtype=self.dtype) for k in expected}
+        # Copies: SGD updates parameters in place, which must never reach the caller's arrays.
+        self.params = {k: self.backend.asarray(to_numpy(state[k]), dtype=self.dtype, copy=True) for k in expected}

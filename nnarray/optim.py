@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from array_api_compat import is_writeable_array
+
 from .backend import to_numpy
 from .validation import check_lr
 
@@ -11,8 +13,9 @@ __all__ = ["SGD"]
 class SGD:
     """Stochastic gradient descent.
 
-    ``update`` replaces every ``params[k]`` by ``params[k] − lr · grads[k]`` (functional, so it works
-    for every namespace, including ones whose arrays cannot be written in place).
+    ``update`` computes ``params[k] − lr · grads[k]`` for every key. Writeable arrays (NumPy, CuPy,
+    array-api-strict, torch) are updated in place, which saves an allocation per parameter and step;
+    others (read-only arrays, JAX) get a new array in ``params[k]``. Both give identical values.
 
     With ``momentum`` μ > 0 (not in the seed; 0 by default) it keeps a velocity per parameter:
     v ← μ v − η ΔW, W ← W + v.
@@ -38,18 +41,22 @@ class SGD:
         return f"SGD(lr={self.lr}, momentum={self.momentum})"
 
     def update(self, params, grads):
-        """Apply one step to ``params`` (a dict, modified: its entries are replaced by new arrays)."""
-        lr = self.lr  # a Python float: stays "weak", so float32 parameters stay float32
-        if self.momentum == 0.0:
-            for k, g in grads.items():
-                params[k] = params[k] - lr * g
-            return
-        mu = self.momentum
+        """Apply one step to every ``params[k]`` that has a gradient ``grads[k]``.
+
+        ``params`` is modified: its arrays in place where they are writeable, else by new entries.
+        """
+        lr, mu = self.lr, self.momentum  # Python floats: "weak", so float32 parameters stay float32
         for k, g in grads.items():
-            v = self.velocity.get(k)
-            v = -lr * g if v is None else mu * v - lr * g
-            self.velocity[k] = v
-            params[k] = params[k] + v
+            if mu == 0.0:
+                delta = -lr * g  # W ← W − η ΔW  (adding −ηΔW rounds exactly like subtracting ηΔW)
+            else:
+                v = self.velocity.get(k)
+                delta = self.velocity[k] = -lr * g if v is None else mu * v - lr * g  # v ← μv − ηΔW; W ← W + v
+            p = params[k]
+            if is_writeable_array(p):
+                p += delta
+            else:
+                params[k] = p + delta
 
     # --------------------------------------------------------- checkpoints
     def state_dict(self):
@@ -65,4 +72,4 @@ class SGD:
         self.lr = check_lr(state["lr"])
         self.momentum = float(state["momentum"])
         vel = state.get("velocity", {})
-        self.velocity = {k: (backend.asarray(v, dtype=dtype) if backend is not None else v) for k, v in vel.items()}
+        self.velocity = {k: (backend.asarray(v, dtype=dtype, copy=True) if backend is not None else v) for k, v in vel.items()}

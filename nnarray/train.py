@@ -164,9 +164,9 @@ def fit(
 
     for epoch in range(first_epoch, first_epoch + epochs):
         start = time.perf_counter()
-        # Updates are functional (new arrays), so keeping the old references is a free snapshot.
-        params_before = dict(net.params)
-        opt_state_before = dict(getattr(opt, "velocity", {}))
+        # SGD updates in place: keep copies to fall back to if this epoch diverges (cheap: once per epoch).
+        params_before = {k: xp.asarray(v, copy=True) for k, v in net.params.items()}
+        opt_state_before = {k: xp.asarray(v, copy=True) for k, v in getattr(opt, "velocity", {}).items()}
         order = rng.permutation(N) if shuffle else np.arange(N)
         order_d = be.asarray(order, dtype=xp.int64)
         loss_sum, correct, seen = _train_epoch(

@@ -144,3 +144,11 @@ def test_divergence_stops_with_advice_and_keeps_last_good_epoch(data):
         nn.fit(net, opt, X, t, epochs=3, batch_size=20, history=hist)
     assert _untouched(net, good)
     assert all(np.all(np.isfinite(v)) for v in good.values())
+
+
+def test_huge_but_finite_values_are_accepted(net):
+    """The quick finiteness check (a sum) may overflow; that alone must not reject the data."""
+    X = np.full((10, 4), 1e308)
+    t = np.zeros(10, dtype=np.int64)
+    with np.errstate(over="ignore"):
+        assert net.predict(X).shape == (10, 3)

@@ -1,0 +1,122 @@
+"""scripts/bench.py: the report's structure (no timing assertions) and the plain-NumPy yardstick's honesty."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import nnarray as nn
+
+BENCH_PATH = Path(__file__).resolve().parents[1] / "scripts" / "bench.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("nnarray_bench_script", BENCH_PATH)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _torch_importable():
+    try:
+        import torch  # noqa: F401, PLC0415
+    except Exception:  # noqa: BLE001
+        return False
+    return True
+
+
+def test_main_writes_json_with_rows_and_ratios(bench, tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    argv = "--samples 2000 --repeats 1 --configs 100x100 --data random --settle 0.05".split()
+    report = bench.main([*argv, "--json", str(out)])
+    printed = capsys.readouterr().out
+    assert "nnarray-numpy" in printed and "plain-numpy" in printed and "ratio" in printed
+
+    data = json.loads(out.read_text())
+    assert data == json.loads(json.dumps(report))  # what main returns is what it wrote
+    assert {"date", "environment", "settings", "configs"} <= set(data)
+    assert data["environment"]["numpy"] == np.__version__
+    assert data["settings"]["samples_per_epoch_timed"] == 2000
+
+    (cfg,) = data["configs"]
+    assert (cfg["hidden"], cfg["batch"], cfg["layers"]) == (100, 100, "784-100-10")
+    assert cfg["scale_to_60000"] == pytest.approx(30.0)
+    res = cfg["results"]
+    for name in ("nnarray-numpy", "plain-numpy"):
+        row = res[name]
+        assert row["available"] is True
+        assert len(row["samples_ms_per_epoch"]) == 1
+        assert row["median_ms_per_epoch"] > 0
+        assert row["samples_per_s"] == pytest.approx(60000 / (row["median_ms_per_epoch"] / 1000))
+        assert math.isfinite(row["last_train_loss"])
+    ms_nnarray, ms_plain = res["nnarray-numpy"]["median_ms_per_epoch"], res["plain-numpy"]["median_ms_per_epoch"]
+    assert cfg["ratios"]["nnarray-numpy/plain-numpy"] == pytest.approx(ms_nnarray / ms_plain)
+
+    # Every yardstick has a row: timed, or marked not available with the reason.
+    for name in ("torch-eager", "torch-cudagraph", "cupy-plain"):
+        assert name in res
+        if not res[name]["available"]:
+            assert res[name]["reason"]
+    if _torch_importable():
+        assert res["torch-eager"]["available"] is True, res["torch-eager"]
+        assert res["torch-eager"]["median_ms_per_epoch"] > 0
+        assert cfg["ratios"]["nnarray-numpy/torch-eager"] == pytest.approx(
+            res["nnarray-numpy"]["median_ms_per_epoch"] / res["torch-eager"]["median_ms_per_epoch"]
+        )
+    else:
+        assert res["torch-eager"]["available"] is False
+        assert "torch" in res["torch-eager"]["reason"]
+    if not nn.cupy_available():
+        assert res["cupy-plain"]["available"] is False
+        assert "nnarray-numpy/cupy-plain" not in cfg["ratios"]
+
+
+@pytest.mark.parametrize("batch_size", [32, 250])
+def test_plain_numpy_yardstick_computes_what_nnarray_computes(bench, batch_size):
+    """Same initial weights and batch order: one epoch of each gives the same parameters (float64)."""
+    rng = np.random.default_rng(7)
+    N, sizes = 250, [20, 16, 5]  # 250 = 7 batches of 32 + a partial batch of 26
+    X = rng.random((N, sizes[0]))
+    t = rng.integers(0, sizes[-1], size=N)
+
+    net = nn.MLP(sizes, backend="numpy", dtype="float64", seed=3)
+    params = {k: np.array(nn.to_numpy(v), dtype=np.float64) for k, v in net.params.items()}
+    np.testing.assert_array_equal(params["W1"], bench.he_init(sizes, seed=3, dtype="float64")["W1"])
+    hist = nn.fit(net, nn.SGD(lr=0.1), X, t, epochs=1, batch_size=batch_size, reduction="mean", seed=11)
+
+    order = np.random.default_rng(11).permutation(N)  # the permutation fit draws for its first epoch
+    T = (t[:, None] == np.arange(sizes[-1])).astype(np.float64)
+    loss_sum = bench.plain_train_epoch(np, X, T, params, order, batch_size, lr=0.1)
+
+    for k in ("W1", "b1", "W2", "b2"):
+        np.testing.assert_allclose(params[k], nn.to_numpy(net.params[k]), rtol=1e-10, atol=1e-13, err_msg=k)
+        assert not np.array_equal(params[k], bench.he_init(sizes, seed=3, dtype="float64")[k])  # it did train
+    assert float(loss_sum) / N == pytest.approx(hist.train_loss[-1], rel=1e-10)
+
+
+def test_plain_numpy_yardstick_keeps_float32(bench):
+    rng = np.random.default_rng(0)
+    X = rng.random((40, 12), dtype=np.float32)
+    t = rng.integers(0, 3, size=40)
+    T = (t[:, None] == np.arange(3)).astype(np.float32)
+    params = bench.he_init([12, 8, 3], seed=0, dtype="float32")
+    loss = bench.plain_train_epoch(np, X, T, params, rng.permutation(40), 16)
+    assert all(v.dtype == np.float32 for v in params.values())
+    assert np.asarray(loss).dtype == np.float32 and math.isfinite(float(loss))
+
+
+def test_parse_configs_and_data_fallback(bench):
+    cfgs = bench.parse_configs("100x100, 4096x1024")
+    assert [(c["hidden"], c["batch"]) for c in cfgs] == [(100, 100), (4096, 1024)]
+    with pytest.raises(SystemExit):
+        bench.parse_configs("100-100")
+    X, t, desc = bench.load_data("random", 300)
+    assert X.shape == (300, 784) and X.dtype == np.float32 and t.dtype == np.int64
+    assert 0 <= X.min() and X.max() < 1 and set(np.unique(t)) <= set(range(10))
+    assert desc.startswith("random")
