@@ -27,7 +27,8 @@ def relu(xp, Z):
 def relu_backward(xp, h, H):
     """ReLU backward: h stays where H > 0 and becomes 0 where H ≤ 0 (the seed's mask).
 
-    ``h`` : (N, n) gradient arriving at the layer's output; ``H`` : (N, n) the layer's forward output.
+    ``h`` : (N, n) gradient arriving at the layer's output (not modified); ``H`` : (N, n) the layer's
+    forward output. Returns a new array.
     """
     # Multiplying by the 0/1 mask is ~10× faster on NumPy than ``xp.where(H > 0, h, 0.0)``.
     # The mask is cast explicitly: bool×float promotion is unspecified by the standard (strict raises).

@@ -123,11 +123,14 @@ class MLP:
         H = X
         L = self.n_layers
         for l in range(1, L):
-            # H_j = ReLU(B⁽ˡ⁾_j + Σ_i H_i W⁽ˡ⁾_j,i)
-            H = F.relu(xp, H @ p[f"W{l}"] + p[f"b{l}"])
+            # H_j = ReLU(B⁽ˡ⁾_j + Σ_i H_i W⁽ˡ⁾_j,i); the bias is added in place to the fresh product
+            Z = H @ p[f"W{l}"]
+            Z += p[f"b{l}"]
+            H = F.relu(xp, Z)
             Hs.append(H)
         # A_k = B_k + Σ_j H_j W_k,j
-        A = H @ p[f"W{L}"] + p[f"b{L}"]
+        A = H @ p[f"W{L}"]
+        A += p[f"b{L}"]
         return A, Hs
 
     def backward(self, a, Hs):

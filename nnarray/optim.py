@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from array_api_compat import is_writeable_array
-
 from .backend import to_numpy
 from .validation import check_lr
 
@@ -53,10 +51,13 @@ class SGD:
                 v = self.velocity.get(k)
                 delta = self.velocity[k] = -lr * g if v is None else mu * v - lr * g  # v ← μv − ηΔW; W ← W + v
             p = params[k]
-            if is_writeable_array(p):
-                p += delta
-            else:
+            try:
+                p += delta  # in place (identical values, no new array)
+            except (ValueError, TypeError):  # read-only NumPy arrays, immutable namespaces (JAX)
                 params[k] = p + delta
+            else:
+                if p is not params[k]:  # a namespace whose += rebinds instead of mutating
+                    params[k] = p
 
     # --------------------------------------------------------- checkpoints
     def state_dict(self):

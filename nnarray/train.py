@@ -23,7 +23,8 @@ class History:
     """Per-epoch record of a training run (one entry per finished epoch, all plain Python numbers).
 
     ``train_loss`` and ``train_accuracy`` are running values over the epoch's mini-batches, each batch
-    measured with the parameters it was trained from (as most training loops report them).
+    measured with the parameters it was trained from (as most training loops report them); a sample
+    counts as correct when its class has the largest output (an exact tie counts as correct).
     ``val_loss`` / ``val_accuracy`` are measured after the epoch on the validation set (None without one).
     """
 
@@ -220,15 +221,16 @@ def _train_epoch(net, opt, Xd, td, Td, order_d, batch_size, reduction, on_batche
             Xb = xp.take(Xd, idx, axis=0)
             Tb = xp.take(Td, idx, axis=0)
             A, Hs = net.forward(Xb)
-            # Softmax and cross-entropy share the shifted logits S = A − max A and Z = Σ exp S:
-            # Y = exp S / Z and Σ_n E_n = Σ_n log Z_n − Σ_n,k T_k S_k.
+            # Softmax, cross-entropy and the accuracy share the shifted logits S = A − max A:
+            # Y = exp S / Z with Z = Σ_k exp S_k, and E_n = log Z_n − S_n,t (S at the correct class t).
             S = A - xp.max(A, axis=1, keepdims=True)
             ES = xp.exp(S)
             Z = xp.sum(ES, axis=1, keepdims=True)
-            Y = ES / Z
-            loss_sum = loss_sum + (xp.sum(xp.log(Z)) - xp.sum(Tb * S))
-            correct = correct + F.count_correct(xp, A, xp.take(td, idx, axis=0))
-            grads = net.backward(F.softmax_cross_entropy_backward(xp, Y, Tb, reduction), Hs)
+            S_t = xp.sum(Tb * S, axis=1)
+            loss_sum += xp.sum(xp.log(Z)) - xp.sum(S_t)
+            # S_t = 0 exactly when the correct class has the largest output (cheaper than an argmax).
+            correct += xp.sum(xp.astype(S_t == 0.0, xp.int64))
+            grads = net.backward(F.softmax_cross_entropy_backward(xp, ES / Z, Tb, reduction), Hs)
             opt.update(net.params, grads)
             if on_batches is not None and (b % log_every == 0 or b == n_batches):
                 seen = min(s + batch_size, N)

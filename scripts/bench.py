@@ -579,7 +579,10 @@ def run_config(cfg, X, t, backends, dtype, repeats, log=print, settle=SETTLE_SEC
         except Exception as exc:  # noqa: BLE001
             results[name] = {"available": False, "reason": f"failed in warm-up: {type(exc).__name__}: {exc}"}
     for r in range(repeats):
-        for name, impl in list(active):
+        # Rotate who goes first: on these shared 2-core machines an epoch's time depends measurably on
+        # what ran just before it, so each implementation takes every position in turn.
+        k = r % len(active) if active else 0
+        for name, impl in active[k:] + active[:k]:
             try:
                 if settle > 0:
                     impl.settle(settle)
@@ -663,7 +666,7 @@ def build_parser():
     )
     p.add_argument("--configs", default=None, help="HIDDENxBATCH list, e.g. 100x100,1000x100,4096x1024 "
                    f"(default: {DEFAULT_CONFIGS_CPU} on CPU, {DEFAULT_CONFIGS_GPU} with a GPU)")
-    p.add_argument("--repeats", type=int, default=3, help="timed epochs per implementation (median reported)")
+    p.add_argument("--repeats", type=int, default=6, help="timed epochs per implementation, rotating who goes first (median reported)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--samples", type=int, default=None, help="samples per timed epoch (scaled to 60000)")
     g.add_argument("--epochs-fraction", type=float, default=None, help="fraction of 60000 samples per timed epoch")
