@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np  # host side only: the epoch permutations come from numpy.random.default_rng
 
 from . import functions as F
+from .fast import make_step
 from .validation import check_positive_int, check_reduction, check_Xt
 
 __all__ = ["fit", "evaluate", "History", "TrainingDivergedError"]
@@ -109,6 +110,7 @@ def fit(
     callback=None,
     on_batches=None,
     log_every=50,
+    fast=None,
 ):
     """Train ``net`` with ``opt`` on (X, t) by mini-batch back-propagation; return a :class:`History`.
 
@@ -135,6 +137,10 @@ def fit(
     on_batches : callable(batches_done, n_batches, read_loss) -> None, optional
         Called every ``log_every`` batches for progress display. ``read_loss()`` returns the running mean
         loss of the epoch; calling it synchronises with the device, so nothing is read unless asked.
+    fast : bool or None
+        Use a backend-specific fast path of :mod:`nnarray.fast` (same results as the generic Array API
+        path, tested against it): ``None`` picks one when available unless ``$NNARRAY_FAST=0``;
+        ``False`` always runs the generic path; ``True`` requires a fast path.
 
     Raises
     ------
@@ -161,18 +167,17 @@ def fit(
         Xv, tv = be.asarray(validation[0], dtype=net.dtype), be.asarray(validation[1], dtype=xp.int64)
     N = Xd.shape[0]
     n_batches = math.ceil(N / batch_size)
+    step = make_step(net, opt, Xd, Td, reduction, fast=fast)
     first_epoch = (history.epoch[-1] + 1) if len(history) else 1
 
     for epoch in range(first_epoch, first_epoch + epochs):
         start = time.perf_counter()
-        # SGD updates in place: keep copies to fall back to if this epoch diverges (cheap: once per epoch).
+        # Updates happen in place: keep copies to fall back to if this epoch diverges (once per epoch).
         params_before = {k: xp.asarray(v, copy=True) for k, v in net.params.items()}
         opt_state_before = {k: xp.asarray(v, copy=True) for k, v in getattr(opt, "velocity", {}).items()}
         order = rng.permutation(N) if shuffle else np.arange(N)
         order_d = be.asarray(order, dtype=xp.int64)
-        loss_sum, correct, seen = _train_epoch(
-            net, opt, Xd, td, Td, order_d, batch_size, reduction, on_batches, log_every, n_batches
-        )
+        loss_sum, correct, seen = _train_epoch(step, order_d, batch_size, on_batches, log_every, n_batches)
         # The epoch's only synchronisation: read the accumulated metrics.
         train_loss = float(loss_sum) / seen
         train_acc = int(correct) / seen
@@ -207,32 +212,56 @@ def fit(
     return history
 
 
-def _train_epoch(net, opt, Xd, td, Td, order_d, batch_size, reduction, on_batches, log_every, n_batches):
+class GenericStep:
+    """One mini-batch of training, written against the Array API standard: the reference path.
+
+    ``Xd`` (N, n_in) and ``Td`` (N, C) are the whole training set on the device; ``step(idx)`` gathers
+    the rows ``idx``, runs forward and back-propagation, applies ``opt.update`` and adds the batch's
+    summed cross-entropy and number of correct samples to ``loss_sum`` / ``correct`` (0-d device arrays,
+    never read here, so nothing synchronises). Backend-specific fast paths (:mod:`nnarray.fast`) have
+    the same interface and are tested against this class.
+    """
+
+    name = "generic"
+
+    def __init__(self, net, opt, Xd, Td, reduction):
+        self.net, self.opt, self.Xd, self.Td, self.reduction = net, opt, Xd, Td, reduction
+        self.reset()
+
+    def reset(self):
+        """Zero the metric accumulators (start of an epoch)."""
+        xp, dev = self.net.xp, self.net.backend.device
+        self.loss_sum = xp.zeros((), dtype=self.net.dtype, device=dev)
+        self.correct = xp.zeros((), dtype=xp.int64, device=dev)
+
+    def __call__(self, idx):
+        net, xp = self.net, self.net.xp
+        Xb = xp.take(self.Xd, idx, axis=0)
+        Tb = xp.take(self.Td, idx, axis=0)
+        A, Hs = net.forward(Xb)
+        # Softmax, cross-entropy and the accuracy share the shifted logits S = A − max A:
+        # Y = exp S / Z with Z = Σ_k exp S_k, and E_n = log Z_n − S_n,t (S at the correct class t).
+        S = A - xp.max(A, axis=1, keepdims=True)
+        ES = xp.exp(S)
+        Z = xp.sum(ES, axis=1, keepdims=True)
+        S_t = xp.sum(Tb * S, axis=1)
+        self.loss_sum += xp.sum(xp.log(Z)) - xp.sum(S_t)
+        # S_t = 0 exactly when the correct class has the largest output (cheaper than an argmax).
+        self.correct += xp.sum(xp.astype(S_t == 0.0, xp.int64))
+        grads = net.backward(F.softmax_cross_entropy_backward(xp, ES / Z, Tb, self.reduction), Hs)
+        self.opt.update(net.params, grads)
+
+
+def _train_epoch(step, order_d, batch_size, on_batches, log_every, n_batches):
     """One pass over the data in the order ``order_d``. Returns device scalars (loss sum, correct) and N."""
-    xp = net.xp
-    N = Xd.shape[0]
-    loss_sum = xp.zeros((), dtype=net.dtype, device=net.backend.device)
-    correct = xp.zeros((), dtype=xp.int64, device=net.backend.device)
+    N = order_d.shape[0]
+    step.reset()
     # NumPy warns on inf − inf etc. once a run diverges; divergence is detected (and reported
     # with advice) after the epoch instead, so the warnings are only noise here.
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         for b, s in enumerate(range(0, N, batch_size), start=1):
-            idx = order_d[s : min(s + batch_size, N)]  # out-of-bounds stops are unspecified
-            Xb = xp.take(Xd, idx, axis=0)
-            Tb = xp.take(Td, idx, axis=0)
-            A, Hs = net.forward(Xb)
-            # Softmax, cross-entropy and the accuracy share the shifted logits S = A − max A:
-            # Y = exp S / Z with Z = Σ_k exp S_k, and E_n = log Z_n − S_n,t (S at the correct class t).
-            S = A - xp.max(A, axis=1, keepdims=True)
-            ES = xp.exp(S)
-            Z = xp.sum(ES, axis=1, keepdims=True)
-            S_t = xp.sum(Tb * S, axis=1)
-            loss_sum += xp.sum(xp.log(Z)) - xp.sum(S_t)
-            # S_t = 0 exactly when the correct class has the largest output (cheaper than an argmax).
-            correct += xp.sum(xp.astype(S_t == 0.0, xp.int64))
-            grads = net.backward(F.softmax_cross_entropy_backward(xp, ES / Z, Tb, reduction), Hs)
-            opt.update(net.params, grads)
+            step(order_d[s : min(s + batch_size, N)])  # out-of-bounds slice stops are unspecified
             if on_batches is not None and (b % log_every == 0 or b == n_batches):
                 seen = min(s + batch_size, N)
-                on_batches(b, n_batches, lambda ls=loss_sum, n=seen: float(ls) / n)
-    return loss_sum, correct, N
+                on_batches(b, n_batches, lambda ls=step.loss_sum, n=seen: float(ls) / n)
+    return step.loss_sum, step.correct, N
