@@ -216,8 +216,11 @@ class NnarrayImpl(Impl):
     kind = "nnarray"
 
     def __init__(self, backend, *a, **k):
-        self.backend_name = backend
-        self.name = f"nnarray-{backend}"
+        # "numpy" uses nnarray's automatic choice (the fast path where one exists);
+        # "numpy:generic" forces the generic Array API path (fit(fast=False)).
+        self.backend_name, _, variant = backend.partition(":")
+        self.fast = False if variant == "generic" else None
+        self.name = f"nnarray-{self.backend_name}" + (f"-{variant}" if variant else "")
         super().__init__(*a, **k)
 
     def prepare(self, X, t):
@@ -237,7 +240,8 @@ class NnarrayImpl(Impl):
     def epoch(self, n=None):
         n = self.N if n is None else n
         Xd, td = (self.Xd, self.td) if n == self.N else (self.Xd[:n, ...], self.td[:n])
-        hist = self.nn.fit(self.net, self.opt, Xd, td, epochs=1, batch_size=self.B, reduction="mean", seed=self.rng)
+        hist = self.nn.fit(self.net, self.opt, Xd, td, epochs=1, batch_size=self.B, reduction="mean", seed=self.rng,
+                           fast=self.fast)
         self.last_loss = hist.train_loss[-1]
         return hist.seconds[-1]
 
@@ -427,7 +431,7 @@ class TorchImpl(Impl):
 
 def build_impls(cfg, X, t, backends, dtype, seed=SEED):
     """All implementations for one config: list of (name, Impl or None, reason)."""
-    makers = [(f"nnarray-{b}", lambda b=b: NnarrayImpl(b, cfg, X, t, dtype, seed)) for b in backends]
+    makers = [(f"nnarray-{b.replace(':', '-')}", lambda b=b: NnarrayImpl(b, cfg, X, t, dtype, seed)) for b in backends]
     makers += [
         ("plain-numpy", lambda: PlainImpl("numpy", cfg, X, t, dtype, seed)),
         ("cupy-plain", lambda: PlainImpl("cupy", cfg, X, t, dtype, seed)),
@@ -671,8 +675,9 @@ def build_parser():
     g.add_argument("--samples", type=int, default=None, help="samples per timed epoch (scaled to 60000)")
     g.add_argument("--epochs-fraction", type=float, default=None, help="fraction of 60000 samples per timed epoch")
     p.add_argument("--backends", default=None,
-                   help="nnarray backends, comma-separated among numpy,cupy,array_api_strict,torch "
-                        "(default: numpy, plus cupy when available)")
+                   help="nnarray backends, comma-separated among numpy,cupy,array_api_strict,torch; "
+                        "append :generic to force the generic Array API path (e.g. numpy:generic) "
+                        "(default: numpy,numpy:generic, plus cupy,cupy:generic when available)")
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     p.add_argument("--data", default="auto", choices=["auto", "fashion-mnist", "random"])
     p.add_argument("--settle", type=float, default=SETTLE_SECONDS, metavar="SECONDS",
@@ -700,7 +705,7 @@ def main(argv=None):
     else:
         import nnarray as nn  # noqa: PLC0415
 
-        backends = ["numpy"] + (["cupy"] if nn.cupy_available() else [])
+        backends = ["numpy", "numpy:generic"] + (["cupy", "cupy:generic"] if nn.cupy_available() else [])
 
     X, t, data_desc = load_data(args.data, n)
     env = environment()
