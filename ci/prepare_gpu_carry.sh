@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p ci/carry/wheels ci/carry/fashion-mnist
-for pkg in array-api-compat array-api-strict tqdm; do
+for pkg in array-api-compat array-api-strict; do  # the rest (pytest, tqdm, matplotlib, torch, cupy) is there
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 --platform any -d ci/carry/wheels "$pkg"
 done
