@@ -193,11 +193,11 @@ class MLP:
 
     # ----------------------------------------------------------------- helpers
     def _to_device_X(self, X):
-        check_X(X, self.n_in)
+        X = check_X(X, self.n_in)
         return self.backend.asarray(X, dtype=self.dtype)
 
     def _to_device_Xt(self, X, t):
-        check_Xt(X, t, self.n_in, self.n_classes)
+        X, t = check_Xt(X, t, self.n_in, self.n_classes)
         return self.backend.asarray(X, dtype=self.dtype), self.backend.asarray(t, dtype=self.xp.int64)
 
     def to(self, backend) -> "MLP":
