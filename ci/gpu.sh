@@ -5,8 +5,9 @@
 # 2. refuses to run with CUPY_TF32 set (TF32 breaks the float32 parity tolerances);
 # 3. runs the whole test suite, the gpu-marked NumPy-vs-CuPy parity tests included;
 # 4. trains Fashion-MNIST on cupy with scripts/train.py;
-# 5. runs scripts/bench.py (nnarray vs plain NumPy/CuPy, PyTorch eager, PyTorch + CUDA graph).
-# Logs and JSON go to $OUT (at most 8 files come back from the device tool).
+# 5. runs scripts/bench.py (nnarray vs plain NumPy/CuPy, PyTorch eager, PyTorch + CUDA graph);
+# 6. runs scripts/time_to_accuracy.py (seconds to 0.88 on Fashion-MNIST, nnarray on cupy vs PyTorch).
+# Logs and JSON go to $OUT: 8 files, the most the device tool brings back.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu-out}
@@ -45,6 +46,10 @@ cp /tmp/nnarray-run/history.json "$OUT/train_history.json" 2>/dev/null
 
 echo "== benchmark"
 python3 scripts/bench.py --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log"
+[ "${PIPESTATUS[0]}" = 0 ] || status=1
+
+echo "== time to 0.88 test accuracy"
+python3 scripts/time_to_accuracy.py --backend cupy --json "$OUT/tta.json" 2>&1 | tee "$OUT/tta.log"
 [ "${PIPESTATUS[0]}" = 0 ] || status=1
 
 echo "== ci/gpu.sh finished with status $status"
