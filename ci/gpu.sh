@@ -8,6 +8,8 @@
 # 5. runs scripts/bench.py (nnarray vs plain NumPy/CuPy, PyTorch eager, PyTorch + CUDA graph);
 # 6. runs scripts/time_to_accuracy.py (seconds to 0.88 on Fashion-MNIST, nnarray on cupy vs PyTorch).
 # Logs and JSON go to $OUT: 8 files, the most the device tool brings back.
+# From a development machine: `bash ci/prepare_gpu_carry.sh`, then one device-tool run of
+# `bash ci/gpu.sh` carrying ci/carry, with a timeout that leaves room for one rerun (it needs ~5 min).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu-out}
