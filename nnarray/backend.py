@@ -166,6 +166,16 @@ def get_backend(name: str | Backend | None = None) -> Backend:
     BackendUnavailableError
         When the backend's library is not installed, or CuPy finds no CUDA device; the message says how
         to install what is missing.
+
+    Examples
+    --------
+    >>> be = get_backend("numpy")
+    >>> be.name, be.device
+    ('numpy', 'cpu')
+    >>> get_backend("jax")
+    Traceback (most recent call last):
+    ...
+    ValueError: backend: unknown backend 'jax' (from argument); expected one of numpy, cupy, array_api_strict, torch, auto
     """
     if isinstance(name, Backend):
         return name

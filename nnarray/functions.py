@@ -36,7 +36,13 @@ def relu_backward(xp, h, H):
 
 
 def softmax(xp, A):
-    """Y_k = exp(A_k) / Σ_m exp(A_m) per row of ``A`` (N, C), shifted by the row maximum for stability."""
+    """Y_k = exp(A_k) / Σ_m exp(A_m) per row of ``A`` (N, C), shifted by the row maximum for stability.
+
+    >>> import array_api_strict as xp
+    >>> Y = softmax(xp, xp.asarray([[0.0, 0.0], [1000.0, 0.0]]))
+    >>> [round(float(v), 6) for v in (Y[0, 0], Y[1, 0], Y[1, 1])]
+    [0.5, 1.0, 0.0]
+    """
     S = A - xp.max(A, axis=1, keepdims=True)
     E = xp.exp(S)
     return E / xp.sum(E, axis=1, keepdims=True)
@@ -52,6 +58,11 @@ def one_hot(xp, t, num_classes: int, dtype):
     """Teacher T (N, C): 1.0 at the correct class t_n, 0 elsewhere.
 
     Built by comparison, not by integer-array assignment, which the standard leaves unspecified.
+
+    >>> import array_api_strict as xp
+    >>> one_hot(xp, xp.asarray([2, 0]), 3, xp.float32)
+    Array([[0., 0., 1.],
+           [1., 0., 0.]], dtype=array_api_strict.float32)
     """
     classes = xp.arange(num_classes, dtype=t.dtype, device=_device(xp, t))
     return xp.astype(t[..., None] == classes, dtype)
