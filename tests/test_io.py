@@ -114,3 +114,17 @@ def test_a_failed_save_never_replaces_a_good_file(tmp_path, monkeypatch):
         nn.save(nn.MLP([4, 3, 2], backend="numpy", seed=1), path)
     assert path.read_bytes() == good
     assert os.listdir(tmp_path) == ["m.npz"], "no temporary file may be left behind"
+
+
+@pytest.mark.parametrize("backend", ["array_api_strict", pytest.param("torch", marks=pytest.mark.skipif(
+    not __import__("importlib").util.find_spec("torch"), reason="torch is not installed"))])
+def test_checkpoint_from_another_backend_loads_on_numpy(tmp_path, backend):
+    """Files hold host arrays only: what was trained elsewhere (GPU included) loads on a CPU-only machine."""
+    X, t = blobs(n=100, seed=1)
+    net, opt, rng = nn.MLP([12, 8, 3], backend=backend, dtype="float32", seed=0), nn.SGD(0.1, momentum=0.9), np.random.default_rng(0)
+    hist = nn.fit(net, opt, X, t, epochs=1, batch_size=20, seed=rng)
+    nn.save_checkpoint(tmp_path / "ck.npz", net, opt, rng, hist)
+    ck = nn.load_checkpoint(tmp_path / "ck.npz", backend="numpy")
+    assert ck["net"].backend.name == "numpy" and ck["opt"].velocity["W1"].dtype == np.float32
+    assert _same_params(ck["net"].params, net.params)
+    assert ck["net"].accuracy(X, t) == pytest.approx(net.accuracy(X, t))
