@@ -104,6 +104,9 @@ def build_train_parser():
                    help="gradient over a mini-batch: mean (the book) or sum (the seed; use --lr 0.001) (default: mean)")
     p.add_argument("--dtype", choices=["float32", "float64"], default=None, help="floating type (default: float32)")
     p.add_argument("--seed", type=int, default=None, help="seed of the initial weights and batch order (default: 0)")
+    p.add_argument("--fast", choices=["auto", "on", "off"], default="auto",
+                   help="backend-specific fast path of the training step: auto picks one when available "
+                        "(also $NNARRAY_FAST=0 turns it off); on requires one (e.g. CuPy's CUDA-graph step)")
     p.add_argument("--subset", type=int, default=None, metavar="N", help="train on the first N training samples only (quick runs)")
     p.add_argument("--data-dir", default=None, help="directory holding the IDX files (else $NNARRAY_DATA, the cache, system dirs)")
     p.add_argument("--out", default="runs/latest", help="output directory (checkpoint, history, plots)")
@@ -128,6 +131,9 @@ def _progress_bar(quiet, epoch, epochs, n_batches):
 def train_main(argv=None):
     args = build_train_parser().parse_args(argv)
     quiet = args.quiet
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        print(f"error: --out: {args.out} exists and is not a directory", file=sys.stderr)
+        return 2
     given = {k: getattr(args, k) for k in RUN_KEYS if getattr(args, k, None) is not None}
 
     if args.resume:
@@ -221,7 +227,7 @@ def train_main(argv=None):
             # One call for all epochs: the data go to the device and are checked once.
             fit(net, opt, X, t, epochs=remaining, batch_size=config["batch_size"], reduction=config["reduction"],
                 seed=rng, validation=(Xt, tt), history=history, callback=after_epoch, on_batches=on_batches,
-                log_every=max(1, n_batches // 50))
+                log_every=max(1, n_batches // 50), fast={"auto": None, "on": True, "off": False}[args.fast])
         except TrainingDivergedError as exc:
             close_bar()
             print(f"error: {exc}", file=sys.stderr)

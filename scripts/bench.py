@@ -217,9 +217,12 @@ class NnarrayImpl(Impl):
 
     def __init__(self, backend, *a, **k):
         # "numpy" uses nnarray's automatic choice (the fast path where one exists);
-        # "numpy:generic" forces the generic Array API path (fit(fast=False)).
+        # "numpy:generic" forces the generic Array API path (fit(fast=False)), "cupy:fast" a fast path
+        # (fit(fast=True): the experimental CUDA-graph step on CuPy).
         self.backend_name, _, variant = backend.partition(":")
-        self.fast = False if variant == "generic" else None
+        if variant not in ("", "generic", "fast"):
+            raise Unavailable(f"unknown variant {variant!r} (generic or fast)")
+        self.fast = {"": None, "generic": False, "fast": True}[variant]
         self.name = f"nnarray-{self.backend_name}" + (f"-{variant}" if variant else "")
         super().__init__(*a, **k)
 
@@ -676,8 +679,8 @@ def build_parser():
     g.add_argument("--epochs-fraction", type=float, default=None, help="fraction of 60000 samples per timed epoch")
     p.add_argument("--backends", default=None,
                    help="nnarray backends, comma-separated among numpy,cupy,array_api_strict,torch; "
-                        "append :generic to force the generic Array API path (e.g. numpy:generic) "
-                        "(default: numpy,numpy:generic, plus cupy,cupy:generic when available)")
+                        "append :generic to force the generic Array API path (e.g. numpy:generic), :fast to force "
+                        "a fast path (e.g. cupy:fast) (default: numpy,numpy:generic, plus cupy,cupy:fast with a GPU)")
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     p.add_argument("--data", default="auto", choices=["auto", "fashion-mnist", "random"])
     p.add_argument("--settle", type=float, default=SETTLE_SECONDS, metavar="SECONDS",
@@ -705,7 +708,7 @@ def main(argv=None):
     else:
         import nnarray as nn  # noqa: PLC0415
 
-        backends = ["numpy", "numpy:generic"] + (["cupy", "cupy:generic"] if nn.cupy_available() else [])
+        backends = ["numpy", "numpy:generic"] + (["cupy", "cupy:fast"] if nn.cupy_available() else [])
 
     X, t, data_desc = load_data(args.data, n)
     env = environment()

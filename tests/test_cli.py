@@ -156,3 +156,15 @@ def test_console_entry_points_answer_help():
     for flag in ("--dataset", "--hidden", "--epochs", "--batch-size", "--lr", "--reduction", "--dtype", "--seed",
                  "--data-dir", "--out", "--resume", "--quiet"):
         assert flag in res.stdout, flag
+
+
+def test_out_must_be_a_directory(tmp_path, capsys):
+    (tmp_path / "file").write_text("keep me")
+    assert cli.main(["train", "--dataset", "digits", "--out", str(tmp_path / "file"), "--quiet"]) == 2
+    assert "--out: " in capsys.readouterr().err and (tmp_path / "file").read_text() == "keep me"
+
+
+def test_fast_on_without_a_fast_path_is_a_clear_error(tmp_path, capsys):
+    assert cli.main(["train", "--dataset", "digits", "--epochs", "1", "--backend", "array_api_strict", "--fast", "on",
+                     "--out", str(tmp_path / "r"), "--quiet", "--no-plots"]) == 2
+    assert "fast: no fast path available here" in capsys.readouterr().err

@@ -10,6 +10,9 @@ path (bit-identical on NumPy). :func:`make_step` picks one automatically; ``fit(
 backend    fast path                              when
 =========  =====================================  ==========================================
 numpy      :class:`~nnarray.fast.numpy_step.NumpyStep`  plain SGD or momentum, writeable C-contiguous arrays
+cupy       :class:`~nnarray.fast.cupy_graph.CupyGraphStep`  experimental: only with ``fit(fast=True)`` until
+                                                      it has passed its parity tests on a GPU
+                                                      (``cupy_graph.VALIDATED``); small layers only
 =========  =====================================  ==========================================
 """
 
@@ -25,23 +28,36 @@ def fast_enabled_by_env() -> bool:
     return os.environ.get("NNARRAY_FAST", "1").strip().lower() not in ("0", "false", "no", "off")
 
 
-def fast_path_for(net, opt, Xd, Td):
-    """The fast-path class that can run this training, or ``(None, reason)``."""
+def fast_path_for(net, opt, Xd, Td, batch_size=None, explicit=False):
+    """The fast-path class that can run this training, or ``(None, reason)``.
+
+    ``explicit``: the caller asked for a fast path (``fit(fast=True)``), which also admits experimental ones.
+    """
     if net.backend.name == "numpy":
         from .numpy_step import NumpyStep  # noqa: PLC0415
 
         reason = NumpyStep.unsupported(net, opt, Xd, Td)
         return (NumpyStep, None) if reason is None else (None, reason)
+    if net.backend.name == "cupy":
+        from . import cupy_graph  # noqa: PLC0415
+
+        reason = cupy_graph.CupyGraphStep.unsupported(net, opt, Xd, Td)
+        if reason is None and not explicit:
+            if not cupy_graph.VALIDATED:
+                reason = "the CuPy graph path is experimental until validated on a GPU (use fast=True)"
+            elif batch_size is not None and cupy_graph.CupyGraphStep.too_large(net, batch_size):
+                reason = "layers too large for the graph path's own GEMM kernel; cuBLAS is faster"
+        return (cupy_graph.CupyGraphStep, None) if reason is None else (None, reason)
     return None, f"no fast path for backend {net.backend.name!r}"
 
 
-def make_step(net, opt, Xd, Td, reduction, fast=None):
-    """The step object ``fit`` calls once per mini-batch: a fast path when allowed, else the generic one."""
+def make_step(net, opt, Xd, Td, reduction, fast=None, batch_size=None):
+    """The step object ``fit`` uses for each mini-batch: a fast path when allowed, else the generic one."""
     from ..train import GenericStep  # noqa: PLC0415 -- train imports this module
 
     if fast is False or (fast is None and not fast_enabled_by_env()):
         return GenericStep(net, opt, Xd, Td, reduction)
-    cls, reason = fast_path_for(net, opt, Xd, Td)
+    cls, reason = fast_path_for(net, opt, Xd, Td, batch_size, explicit=fast is True)
     if cls is None:
         if fast is True:
             raise ValueError(f"fast: no fast path available here ({reason}); use fast=None or False")

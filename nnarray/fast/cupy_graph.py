@@ -1,0 +1,365 @@
+"""The training step on CuPy as one CUDA graph of fused kernels (experimental: see ``VALIDATED``).
+
+Why: on a GPU the seed network at batch 100 needs ~1 ms of arithmetic per epoch, but the generic path
+launches ~40 small kernels per step, each costing several microseconds of launch and Python work, so an
+epoch is bound by overhead. This step replaces them by ~10 fused kernels per step, captured once in a
+CUDA graph and replayed for every mini-batch:
+
+=====================  =====================================================================
+kernel                 does
+=====================  =====================================================================
+``gather``             X, t rows of the batch, read through the epoch permutation on the device
+``gemm`` (+bias, ReLU)  H = ReLU(H_prev W + b), A = H W_L + b_L
+``softmax_ce``         per row: max, Z = Σ exp, E = log Z − S_t (summed), correct count, a = Y − T
+``gemm`` (+mask)       h = (a Wᵀ) masked where H ≤ 0   (before W is updated)
+``bias_update``        ΔB = Σ_n a, B ← B − η ΔB (or momentum)
+``gemm`` (β = 1)       W ← W − η Hᵀa: the SGD update fused into the product's epilogue
+``advance``            moves the batch offset on the device for the next replay
+=====================  =====================================================================
+
+CuPy refuses cuBLAS calls during stream capture, hence the own (tiled, shared-memory) GEMM kernel. It is
+written for the small products of this network; for large layers (784-4096-10 at batch 1024) cuBLAS is
+far faster, so :meth:`CupyGraphStep.unsupported` leaves those to the generic path.
+
+Nothing crosses to the host inside an epoch: the permutation is copied to a device buffer once per epoch,
+the batch offset lives on the device, η and μ are read by the kernels from a device buffer updated once
+per epoch, and the loss and correct count are accumulated on the device.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["CupyGraphStep", "VALIDATED"]
+
+#: Whether this path has passed its parity tests (tests/test_gpu_fast_path.py) on a real GPU. Until it
+#: has, it runs only when asked for (``fit(..., fast=True)`` on CuPy); ``make_step`` never picks it.
+VALIDATED = False
+
+# Largest batch × widest layer × widest fan-in the own GEMM kernel is used for (784-1000-10 at batch 100
+# is 7.8e7); beyond it cuBLAS outside a graph wins.
+MAX_GEMM_WORK = 1.2e8
+
+_TILE = 16
+
+_SOURCE = r"""
+typedef REAL real;
+
+// C(i,j) = epilogue(alpha * sum_k op(A)(i,k) op(B)(k,j)); op(A)(i,k) = A[i*sa0 + k*sa1], op(B)(k,j) = B[k*sb0 + j*sb1].
+// alpha_mode: 0 -> 1, 1 -> -hp[0] (-eta).  beta_mode: 0 -> C = v, 1 -> C += v, 2 -> C = v + hp[1] * C (momentum).
+// use_bias: v += bias[j].  relu: v = max(v, 0).  use_mask: v = 0 where mask[i*sm0 + j] <= 0.
+extern "C" __global__ void gemm(
+    const real* A, long long sa0, long long sa1,
+    const real* B, long long sb0, long long sb1,
+    real* C, long long sc0, int M, int N, int K,
+    const real* hp, int alpha_mode, int beta_mode,
+    const real* bias, int use_bias, int relu,
+    const real* mask, long long sm0, int use_mask)
+{
+    __shared__ real As[TILE][TILE + 1];
+    __shared__ real Bs[TILE][TILE + 1];
+    const int tx = threadIdx.x, ty = threadIdx.y;
+    const int i = blockIdx.y * TILE + ty;
+    const int j = blockIdx.x * TILE + tx;
+    real acc = 0;
+    for (int k0 = 0; k0 < K; k0 += TILE) {
+        const int ka = k0 + tx, kb = k0 + ty;
+        // As[ty][tx] = op(A)(i, k0 + tx) and Bs[ty][tx] = op(B)(k0 + ty, j).
+        As[ty][tx] = (i < M && ka < K) ? A[i * sa0 + ka * sa1] : (real)0;
+        Bs[ty][tx] = (kb < K && j < N) ? B[kb * sb0 + (long long)j * sb1] : (real)0;
+        __syncthreads();
+        #pragma unroll
+        for (int kk = 0; kk < TILE; ++kk) acc += As[ty][kk] * Bs[kk][tx];
+        __syncthreads();
+    }
+    if (i < M && j < N) {
+        real v = alpha_mode ? -hp[0] * acc : acc;
+        if (use_bias) v += bias[j];
+        if (relu) v = v > (real)0 ? v : (real)0;
+        if (use_mask && !(mask[i * sm0 + j] > (real)0)) v = (real)0;
+        real* c = C + i * sc0 + j;
+        if (beta_mode == 0) *c = v;
+        else if (beta_mode == 1) *c += v;
+        else *c = hp[1] * (*c) + v;
+    }
+}
+
+// Rows perm[off + i] of X (N x D) and their labels into Xb (B x D), tb (B).
+extern "C" __global__ void gather(const real* X, const int* labels, const long long* perm,
+                                  const long long* off_p, real* Xb, int* tb, int B, int D)
+{
+    const long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= (long long)B * D) return;
+    const int i = (int)(idx / D), d = (int)(idx % D);
+    const long long r = perm[*off_p + i];
+    Xb[idx] = X[r * D + d];
+    if (d == 0) tb[i] = labels[r];
+}
+
+// Per row i of A (B x C): S = A - max A, Z = sum exp S; adds log Z - S_t to *loss and 1 to *correct when
+// S_t == 0; overwrites the row with a = Y - T (divided by n for the mean reduction).
+extern "C" __global__ void softmax_ce(real* A, const int* tb, int B, int C, int mean,
+                                      double* loss, unsigned long long* correct)
+{
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= B) return;
+    real* a = A + (long long)i * C;
+    const int t = tb[i];
+    real m = a[0];
+    for (int k = 1; k < C; ++k) m = a[k] > m ? a[k] : m;
+    real z = 0;
+    for (int k = 0; k < C; ++k) z += exp(a[k] - m);
+    const real s_t = a[t] - m;
+    atomicAdd(loss, (double)(log(z) - s_t));
+    if (s_t == (real)0) atomicAdd(correct, 1ULL);
+    for (int k = 0; k < C; ++k) {
+        real g = exp(a[k] - m) / z - (k == t ? (real)1 : (real)0);
+        a[k] = mean ? g / (real)B : g;
+    }
+}
+
+// Delta B_j = sum_i a[i, j]; B <- B - eta Delta B, or v <- mu v - eta Delta B, B <- B + v.
+extern "C" __global__ void bias_update(const real* a, int B, int N, real* b, real* vb,
+                                       const real* hp, int momentum)
+{
+    const int j = blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= N) return;
+    real s = 0;
+    for (int i = 0; i < B; ++i) s += a[(long long)i * N + j];
+    if (momentum) { const real v = hp[1] * vb[j] - hp[0] * s; vb[j] = v; b[j] += v; }
+    else b[j] += -hp[0] * s;
+}
+
+extern "C" __global__ void axpy(real* W, const real* V, long long n)
+{
+    const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) W[i] += V[i];
+}
+
+extern "C" __global__ void advance(long long* off_p, long long B) { *off_p += B; }
+"""
+
+_MODULES = {}
+
+
+def gemm_geometry(a_shape, trans_a, b_shape, trans_b):
+    """(M, N, K, sa0, sa1, sb0, sb1) for op(A) @ op(B) of C-contiguous 2-D A and B, as the kernel reads them:
+    op(A)(i, k) = A.flat[i*sa0 + k*sa1], op(B)(k, j) = B.flat[k*sb0 + j*sb1]."""
+    M, K = (a_shape[1], a_shape[0]) if trans_a else (a_shape[0], a_shape[1])
+    Kb, N = (b_shape[1], b_shape[0]) if trans_b else (b_shape[0], b_shape[1])
+    if K != Kb:
+        raise ValueError(f"gemm: inner dimensions differ: op(A) is {M}x{K}, op(B) is {Kb}x{N}")
+    sa0, sa1 = (1, a_shape[1]) if trans_a else (a_shape[1], 1)
+    sb0, sb1 = (1, b_shape[1]) if trans_b else (b_shape[1], 1)
+    return M, N, K, sa0, sa1, sb0, sb1
+
+
+def _module(dtype_name):
+    """The compiled kernels for float32 or float64 (compiled once per process and dtype)."""
+    import cupy  # noqa: PLC0415
+
+    mod = _MODULES.get(dtype_name)
+    if mod is None:
+        real = {"float32": "float", "float64": "double"}[dtype_name]
+        src = _SOURCE.replace("REAL", real).replace("TILE", str(_TILE))
+        mod = _MODULES[dtype_name] = cupy.RawModule(code=src, options=("--std=c++14",))
+    return mod
+
+
+class _Buffers:
+    """Activations of one batch size (the graph bakes in their addresses, so they live as long as it)."""
+
+    def __init__(self, cp, n, sizes, dtype):
+        self.n = n
+        self.Xb = cp.empty((n, sizes[0]), dtype)
+        self.tb = cp.empty((n,), cp.int32)
+        self.H = [None] + [cp.empty((n, s), dtype) for s in sizes[1:-1]]  # H after each hidden layer
+        self.h = [None] + [cp.empty((n, s), dtype) for s in sizes[1:-1]]  # back-propagated h
+        self.A = cp.empty((n, sizes[-1]), dtype)  # A, then a
+
+
+class CupyGraphStep:
+    """Fast path of the training step for the ``cupy`` backend and :class:`nnarray.SGD` (experimental)."""
+
+    name = "cupy-graph"
+
+    @staticmethod
+    def unsupported(net, opt, Xd, Td):
+        """None when this path can run the training, else the reason it cannot."""
+        from ..optim import SGD  # noqa: PLC0415
+
+        if net.backend.name != "cupy":
+            return "not the cupy backend"
+        if type(opt) is not SGD:
+            return f"optimizer {type(opt).__name__} (only nnarray.SGD)"
+        import cupy  # noqa: PLC0415
+
+        for k, v in {**net.params, "X": Xd, "T": Td}.items():
+            if not isinstance(v, cupy.ndarray) or not v.flags.c_contiguous or str(v.dtype) != net.dtype_name:
+                return f"{k} is not a C-contiguous cupy.ndarray of {net.dtype_name}"
+        return None
+
+    @staticmethod
+    def too_large(net, batch_size):
+        """True when the own GEMM kernel would be slower than cuBLAS for these shapes."""
+        widest = max(net.layer_sizes)
+        return batch_size * widest * max(net.layer_sizes[:-1]) > MAX_GEMM_WORK
+
+    def __init__(self, net, opt, Xd, Td, reduction):
+        import cupy as cp  # noqa: PLC0415
+
+        self.cp, self.net, self.opt, self.reduction = cp, net, opt, reduction
+        self.dtype = cp.dtype(net.dtype_name)
+        self.mod = _module(net.dtype_name)
+        self.k = {name: self.mod.get_function(name) for name in ("gemm", "gather", "softmax_ce", "bias_update", "axpy", "advance")}
+        self.Xd = Xd
+        self.labels = cp.argmax(Td, axis=1).astype(cp.int32)  # once per fit: the kernels use class indices
+        self.perm = cp.zeros((Xd.shape[0],), cp.int64)
+        self.off = cp.zeros((1,), cp.int64)
+        self.hp = cp.zeros((2,), self.dtype)  # η, μ
+        self._hp_host = None
+        self._loss = cp.zeros((), cp.float64)
+        self._correct = cp.zeros((), cp.uint64)
+        self.stream = cp.cuda.Stream(non_blocking=True)
+        self._graphs = {}  # batch size -> (graph, buffers)
+        self._signature = None
+
+    # -------------------------------------------------------------- metrics (GenericStep's interface)
+    @property
+    def loss_sum(self):
+        return self._loss
+
+    @property
+    def correct(self):
+        return self._correct
+
+    def reset(self):
+        self._loss.fill(0)
+        self._correct.fill(0)
+
+    # -------------------------------------------------------------- state the graphs depend on
+    def _prepare(self):
+        """Velocities, η/μ on the device, and recapture when parameters were replaced (once per epoch)."""
+        cp, opt, p = self.cp, self.opt, self.net.params
+        momentum = opt.momentum != 0.0
+        if momentum:
+            for k, v in p.items():
+                if k not in opt.velocity:
+                    opt.velocity[k] = cp.zeros_like(v)  # μ·0 − ηΔW = −ηΔW: SGD's first step
+        signature = (momentum, tuple((k, v.data.ptr) for k, v in p.items()),
+                     tuple((k, v.data.ptr) for k, v in opt.velocity.items()) if momentum else ())
+        if signature != self._signature:
+            self._graphs.clear()
+            self._signature = signature
+        hp = (float(opt.lr), float(opt.momentum))
+        if hp != self._hp_host:
+            self.hp.set(np.asarray(hp, dtype=self.dtype))
+            self._hp_host = hp
+
+    def _graph(self, n):
+        entry = self._graphs.get(n)
+        if entry is None:
+            buf = _Buffers(self.cp, n, self.net.layer_sizes, self.dtype)
+            self.stream.synchronize()
+            with self.stream:
+                self.stream.begin_capture()
+                try:
+                    self._launch(buf)
+                finally:
+                    graph = self.stream.end_capture()
+            entry = self._graphs[n] = (graph, buf)
+        return entry[0]
+
+    # -------------------------------------------------------------- the step's kernels
+    def _gemm(self, A, transA, B, transB, C, hp_modes=(0, 0), bias=None, relu=False, mask=None):
+        """C = epilogue(op(A) @ op(B)) with the element strides of 2-D C-contiguous arrays."""
+        M, N, K, sa0, sa1, sb0, sb1 = gemm_geometry(A.shape, transA, B.shape, transB)
+        if C.shape != (M, N):
+            raise ValueError(f"gemm: C is {C.shape}, op(A) @ op(B) is {(M, N)}")
+        i64, i32 = np.int64, np.int32
+        dummy = C  # a valid pointer for unused arguments
+        grid = ((N + _TILE - 1) // _TILE, (M + _TILE - 1) // _TILE)
+        self.k["gemm"](grid, (_TILE, _TILE), (
+            A, i64(sa0), i64(sa1), B, i64(sb0), i64(sb1), C, i64(C.shape[1]), i32(M), i32(N), i32(K),
+            self.hp, i32(hp_modes[0]), i32(hp_modes[1]),
+            bias if bias is not None else dummy, i32(bias is not None), i32(relu),
+            mask if mask is not None else dummy, i64(mask.shape[1] if mask is not None else 0), i32(mask is not None),
+        ))
+
+    def _launch(self, buf):
+        """The kernels of one step for a batch of ``buf.n`` rows (recorded into the graph)."""
+        net, p, k, i32 = self.net, self.net.params, self.k, np.int32
+        n, L, D = buf.n, net.n_layers, net.n_in
+        momentum = self.opt.momentum != 0.0
+        threads = 256
+        k["gather"](((n * D + threads - 1) // threads,), (threads,),
+                    (self.Xd, self.labels, self.perm, self.off, buf.Xb, buf.tb, i32(n), i32(D)))
+        H = buf.Xb
+        for l in range(1, L):
+            self._gemm(H, False, p[f"W{l}"], False, buf.H[l], bias=p[f"b{l}"], relu=True)
+            H = buf.H[l]
+        self._gemm(H, False, p[f"W{L}"], False, buf.A, bias=p[f"b{L}"])
+        C = net.n_classes
+        k["softmax_ce"](((n + threads - 1) // threads,), (threads,),
+                        (buf.A, buf.tb, i32(n), i32(C), i32(self.reduction == "mean"), self._loss, self._correct))
+        a = buf.A
+        for l in range(L, 0, -1):
+            H_prev = buf.H[l - 1] if l > 1 else buf.Xb
+            W, b = p[f"W{l}"], p[f"b{l}"]
+            if l > 1:  # h = (a Wᵀ) masked by H > 0, before W changes
+                self._gemm(a, False, W, True, buf.h[l - 1], mask=buf.H[l - 1])
+            width = b.shape[0]
+            vb = self.opt.velocity[f"b{l}"] if momentum else b
+            k["bias_update"](((width + threads - 1) // threads,), (threads,),
+                             (a, i32(n), i32(width), b, vb, self.hp, i32(momentum)))
+            if momentum:  # V = μV − η H_prevᵀ a, then W += V
+                V = self.opt.velocity[f"W{l}"]
+                self._gemm(H_prev, True, a, False, V, hp_modes=(1, 2))
+                k["axpy"](((W.size + threads - 1) // threads,), (threads,), (W, V, np.int64(W.size)))
+            else:  # W += −η H_prevᵀ a
+                self._gemm(H_prev, True, a, False, W, hp_modes=(1, 1))
+            if l > 1:
+                a = buf.h[l - 1]
+        k["advance"]((1,), (1,), (self.off, np.int64(n)))
+
+    # -------------------------------------------------------------- running
+    def _begin(self):
+        """Order our stream after the work queued so far on the current stream (no host wait)."""
+        cp = self.cp
+        self.stream.wait_event(cp.cuda.get_current_stream().record())
+
+    def _end(self):
+        cp = self.cp
+        cp.cuda.get_current_stream().wait_event(self.stream.record())
+
+    def run_epoch(self, order_d, batch_size, on_batches=None, log_every=50, n_batches=None):
+        """Train on every batch of ``order_d`` (the epoch's permutation, on the device)."""
+        self._prepare()
+        N = order_d.shape[0]
+        self.perm[:N] = order_d
+        self.off.fill(0)
+        n_full, tail = divmod(N, batch_size)
+        graphs = [(self._graph(batch_size), n_full)] + ([(self._graph(tail), 1)] if tail else [])
+        n_batches = n_full + (1 if tail else 0)
+        self._begin()
+        b = 0
+        for graph, count in graphs:
+            for _ in range(count):
+                graph.launch(self.stream)
+                b += 1
+                if on_batches is not None and (b % log_every == 0 or b == n_batches):
+                    self._end()
+                    seen = min(b * batch_size, N)
+                    on_batches(b, n_batches, lambda n=seen: float(self._loss) / n)
+        self._end()
+
+    def __call__(self, idx):
+        """One step on the rows ``idx`` (the interface of GenericStep; fit uses :meth:`run_epoch`)."""
+        self._prepare()
+        n = idx.shape[0]
+        self.perm[:n] = idx
+        self.off.fill(0)
+        graph = self._graph(n)
+        self._begin()
+        graph.launch(self.stream)
+        self._end()
