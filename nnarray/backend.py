@@ -31,6 +31,10 @@ __all__ = ["Backend", "BackendUnavailableError", "BACKEND_NAMES", "get_backend",
 
 BACKEND_NAMES = ("numpy", "cupy", "array_api_strict", "torch", "auto")
 
+#: The oldest revision of the standard the compute code is written for (it passes Python scalars to
+#: ``maximum``, allowed from 2024.12 on).
+MIN_API_VERSION = "2024.12"
+
 
 class BackendUnavailableError(RuntimeError):
     """A known backend was asked for, but its library or its device is missing here."""
@@ -213,6 +217,12 @@ def get_backend(name: str | Backend | None = None) -> Backend:
         return Backend("cupy", xp, cupy.cuda.Device())
     if key == "array_api_strict":
         xp = _import_or_explain("array_api_strict", "array_api_strict", 'pip install array-api-strict (or "nnarray[test]")')
+        version = xp.get_array_api_strict_flags()["api_version"]
+        if version < MIN_API_VERSION:
+            raise BackendUnavailableError(
+                f"backend 'array_api_strict' is set to the standard's {version} revision; nnarray needs "
+                f"{MIN_API_VERSION} or later (array_api_strict.set_array_api_strict_flags(api_version={MIN_API_VERSION!r}))"
+            )
         return Backend("array_api_strict", xp, xp.Device("CPU_DEVICE"))
     # torch
     torch = _import_or_explain("torch", "torch", "pip install torch")

@@ -67,3 +67,26 @@ def test_float32_stays_float32(backend):
     for d in (net.params, grads, {"Y": net.predict(X)}):
         for k, v in d.items():
             assert v.dtype == net.dtype, k
+
+
+@pytest.mark.parametrize("version", ["2024.12", "2025.12"])
+def test_runs_on_each_supported_revision_of_the_standard(version):
+    import array_api_strict as xps
+
+    X, t = blobs(n=200, n_in=12, n_classes=4, seed=1)
+    with xps.ArrayAPIStrictFlags(api_version=version):
+        net = nn.MLP([12, 8, 4], backend="array_api_strict", dtype="float64", seed=0)
+        hist = nn.fit(net, nn.SGD(0.1), X, t, epochs=2, batch_size=50, validation=(X, t))
+        probs = nn.to_numpy(net.predict(X))
+    ref = nn.MLP([12, 8, 4], backend="numpy", dtype="float64", seed=0)
+    ref_hist = nn.fit(ref, nn.SGD(0.1), X, t, epochs=2, batch_size=50, validation=(X, t))
+    np.testing.assert_allclose(hist.train_loss, ref_hist.train_loss, rtol=RTOL)
+    np.testing.assert_allclose(probs, nn.to_numpy(ref.predict(X)), rtol=RTOL)
+
+
+def test_older_revisions_are_refused_clearly():
+    import array_api_strict as xps
+
+    with xps.ArrayAPIStrictFlags(api_version="2023.12"):
+        with pytest.raises(nn.BackendUnavailableError, match=r"2023\.12 revision; nnarray needs 2024\.12 or later"):
+            nn.get_backend("array_api_strict")
