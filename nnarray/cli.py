@@ -17,7 +17,7 @@ import time
 import numpy as np
 
 from . import __version__
-from .backend import BACKEND_NAMES, get_backend
+from .backend import BACKEND_NAMES
 from ._files import atomic_write
 from .io import CheckpointError, load_checkpoint, save, save_checkpoint
 from .metrics import confusion_matrix, per_class_accuracy
@@ -55,7 +55,7 @@ def _say(quiet, *args, **kw):
 
 
 # ------------------------------------------------------------------------------------------- data
-def choose_dataset(name, data_dir, quiet=False):
+def choose_dataset(name, data_dir):
     """Resolve ``--dataset`` (``auto`` picks MNIST, else local Fashion-MNIST, else digits) and load it."""
     from . import datasets  # noqa: PLC0415
 
@@ -117,10 +117,8 @@ def build_train_parser():
     return p
 
 
-def _progress_bar(quiet, epoch, epochs, n_batches):
-    """A tqdm bar for one epoch (None when quiet or tqdm is missing)."""
-    if quiet:
-        return None
+def _progress_bar(epoch, epochs, n_batches):
+    """A tqdm bar for one epoch (None when tqdm is missing)."""
     try:
         from tqdm.auto import tqdm  # noqa: PLC0415
     except ImportError:
@@ -152,7 +150,7 @@ def train_main(argv=None):
         net = opt = rng = history = None
 
     try:
-        name, data, why = choose_dataset(config["dataset"], args.data_dir, quiet)
+        name, data, why = choose_dataset(config["dataset"], args.data_dir)
     except Exception as exc:  # DatasetError and friends: say it plainly, no traceback
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -200,7 +198,7 @@ def train_main(argv=None):
         if quiet:
             return
         if state["bar"] is None:
-            state["bar"] = _progress_bar(quiet, state["epoch"], args.epochs, n_batches)
+            state["bar"] = _progress_bar(state["epoch"], args.epochs, n_batches)
             if state["bar"] is None:
                 return
         state["bar"].update(b - state["bar"].n)

@@ -25,7 +25,7 @@ import math
 import numpy as np  # host-side only: He initialisation is drawn from numpy.random.default_rng
 
 from . import functions as F
-from .backend import Backend, get_backend, to_numpy
+from .backend import get_backend, to_numpy
 from .validation import check_X, check_Xt, check_reduction
 
 __all__ = ["MLP"]

@@ -1,6 +1,6 @@
 """Shared fixtures: the backends every cross-backend test runs on, and small seeded problems."""
 
-import importlib.util
+import importlib
 
 import numpy as np
 import pytest
@@ -8,11 +8,16 @@ import pytest
 import nnarray as nn
 
 
-def _has(module):
-    return importlib.util.find_spec(module) is not None
+def _importable(module):
+    """True when ``module`` imports (a broken install counts as missing)."""
+    try:
+        importlib.import_module(module)
+    except Exception:  # noqa: BLE001
+        return False
+    return True
 
 
-HAS_TORCH = _has("torch")
+HAS_TORCH = _importable("torch")
 HAS_CUPY_GPU = nn.cupy_available()
 NO_GPU_REASON = "needs CuPy and a CUDA device (none here); run ci/gpu.sh on a GPU machine"
 NO_TORCH_REASON = "torch is not installed (bash ci/test.sh installs the CPU build when a local wheel exists)"

@@ -12,6 +12,8 @@ import pytest
 
 import nnarray as nn
 
+from conftest import HAS_TORCH
+
 BENCH_PATH = Path(__file__).resolve().parents[1] / "scripts" / "bench.py"
 
 
@@ -22,13 +24,6 @@ def bench():
     spec.loader.exec_module(mod)
     return mod
 
-
-def _torch_importable():
-    try:
-        import torch  # noqa: F401, PLC0415
-    except Exception:  # noqa: BLE001
-        return False
-    return True
 
 
 def test_main_writes_json_with_rows_and_ratios(bench, tmp_path, capsys):
@@ -63,7 +58,7 @@ def test_main_writes_json_with_rows_and_ratios(bench, tmp_path, capsys):
         assert name in res
         if not res[name]["available"]:
             assert res[name]["reason"]
-    if _torch_importable():
+    if HAS_TORCH:
         assert res["torch-eager"]["available"] is True, res["torch-eager"]
         assert res["torch-eager"]["median_ms_per_epoch"] > 0
         assert cfg["ratios"]["nnarray-numpy/torch-eager"] == pytest.approx(

@@ -15,6 +15,8 @@ import pytest
 
 import nnarray as nn
 
+from conftest import HAS_TORCH
+
 SCRIPT_PATH = Path(__file__).resolve().parents[1] / "scripts" / "time_to_accuracy.py"
 QUICK = ["--subset", "3000", "--hidden", "32", "--max-epochs", "3"]
 
@@ -30,15 +32,7 @@ def _fashion_available():
 pytestmark = pytest.mark.skipif(not _fashion_available(), reason="apt-get install dataset-fashion-mnist")
 
 
-def _torch_importable():
-    try:
-        import torch  # noqa: F401, PLC0415
-    except Exception:  # noqa: BLE001
-        return False
-    return True
 
-
-HAS_TORCH = _torch_importable()
 NO_TORCH = "torch is not importable here: the torch-eager yardstick row is reported as not available"
 
 
