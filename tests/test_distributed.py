@@ -1,0 +1,187 @@
+"""nnarray.distributed: the communicators, checked in-process (LocalComm, errors) and under
+``mpiexec -n 2`` (MPIComm: all-reduce, broadcast, barrier, abort on one rank's exception).
+
+The multi-process tests need mpi4py and an ``mpiexec`` (``pip install "nnarray[mpi]"``). Without them they
+skip, unless ``$NNARRAY_REQUIRE_MPI=1`` (set by ci/test.sh), where a missing MPI is a failure: CI must run them.
+Every launch is bounded by a timeout, so a hang fails the test instead of the CI job.
+"""
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import nnarray.distributed as dist
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKER = ROOT / "tests" / "mpi_worker.py"
+LAUNCH_TIMEOUT = 60  # seconds per mpiexec run; each scenario takes about a second
+
+
+def find_mpiexec():
+    """The ``mpiexec`` of this Python's environment (the MPI wheel puts it beside python), else on PATH."""
+    env = os.environ.get("NNARRAY_MPIEXEC")
+    if env:
+        return env
+    beside = Path(sys.executable).parent / "mpiexec"
+    if beside.exists():
+        return str(beside)
+    return shutil.which("mpiexec")
+
+
+def mpi_missing():
+    """Why the multi-process tests cannot run here, or None."""
+    if importlib.util.find_spec("mpi4py") is None:
+        return f"mpi4py is not installed ({dist.INSTALL_HINT})"
+    if find_mpiexec() is None:
+        return f"no mpiexec beside {sys.executable} or on PATH ({dist.INSTALL_HINT})"
+    return None
+
+
+@pytest.fixture
+def mpi():
+    reason = mpi_missing()
+    if reason is not None:
+        if os.environ.get("NNARRAY_REQUIRE_MPI", "") not in ("", "0"):
+            pytest.fail(f"NNARRAY_REQUIRE_MPI is set but MPI cannot run: {reason}")
+        pytest.skip(reason)
+    return find_mpiexec()
+
+
+def mpi_env():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    # Open MPI refuses to start as root without these (CI runs as root); MPICH ignores them.
+    env.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
+    env.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+    # Two processes on two cores: one BLAS thread each.
+    env.setdefault("OPENBLAS_NUM_THREADS", "1")
+    env.setdefault("OMP_NUM_THREADS", "1")
+    env.setdefault("MKL_NUM_THREADS", "1")
+    return env
+
+
+def launch(mpiexec, args, n=2, timeout=LAUNCH_TIMEOUT):
+    """Run ``mpiexec -n n python ARGS``; a run past ``timeout`` fails the test (a hang is a bug)."""
+    cmd = [mpiexec, "-n", str(n), sys.executable, *map(str, args)]
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=mpi_env(), cwd=ROOT)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"{' '.join(cmd)} did not finish within {timeout} s (a hang):\n{exc.stdout}\n{exc.stderr}")
+    proc.seconds = time.perf_counter() - t0
+    return proc
+
+
+def run_scenario(mpiexec, scenario, tmp_path, n=2):
+    proc = launch(mpiexec, [WORKER, scenario, tmp_path], n=n)
+    assert proc.returncode == 0, f"{scenario} failed (rc {proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+    for r in range(n):
+        assert f"OK {scenario} rank {r}/{n}" in proc.stdout
+    return [json.loads((tmp_path / f"{scenario}.rank{r}.json").read_text()) for r in range(n)]
+
+
+# ----------------------------------------------------------------- in-process
+def test_local_comm_is_a_do_nothing_communicator():
+    comm = dist.LocalComm()
+    assert isinstance(comm, dist.Communicator)
+    buf = np.arange(3.0)
+    assert comm.allreduce_sum(buf) is buf and buf.tolist() == [0.0, 1.0, 2.0]
+    assert comm.bcast_array(buf) is buf
+    obj = {"a": 1}
+    assert comm.bcast_object(obj) is obj
+    comm.barrier()
+    with pytest.raises(ValueError, match="root"):
+        comm.bcast_array(buf, root=1)
+    with pytest.raises(SystemExit):
+        comm.abort(3)
+    assert dist.get_comm(None).size == 1
+
+
+def test_get_comm_rejects_non_communicators():
+    with pytest.raises(TypeError, match="comm: expected a communicator.*allreduce_sum"):
+        dist.get_comm(object())
+
+
+def test_allreduce_gradients_single_process_is_identity():
+    import array_api_compat.numpy as xp
+
+    g = {"W1": xp.ones((2, 3)), "b1": xp.zeros((3,))}
+    assert dist.allreduce_gradients(g, dist.LocalComm(), xp) is g
+
+
+class _DoublingComm(dist.LocalComm):
+    """A fake two-rank communicator whose all-reduce doubles (both ranks holding the same values)."""
+
+    size = 2
+    calls = 0
+
+    def allreduce_sum(self, buf):
+        self.calls += 1
+        return buf * 2
+
+
+@pytest.mark.parametrize("backend", ["numpy", "array_api_strict"])
+def test_allreduce_gradients_packs_one_buffer(backend):
+    """One all-reduce per step, of every gradient at once, unpacked to the original shapes (any namespace)."""
+    import nnarray as nn
+
+    be = nn.get_backend(backend)
+    xp = be.xp
+    rng = np.random.default_rng(0)
+    host = {"W1": rng.normal(size=(4, 3)), "b1": rng.normal(size=3), "W2": rng.normal(size=(3, 2)), "b2": rng.normal(size=2)}
+    grads = {k: be.asarray(v, dtype=xp.float64) for k, v in host.items()}
+    comm = _DoublingComm()
+    out = dist.allreduce_gradients(grads, comm, xp)
+    assert comm.calls == 1
+    assert list(out) == list(host)
+    for k, v in host.items():
+        assert tuple(out[k].shape) == v.shape
+        np.testing.assert_array_equal(nn.to_numpy(out[k]), 2 * v)
+
+
+def test_mpicomm_without_mpi4py_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "mpi4py", None)  # makes "import mpi4py" raise ImportError
+    monkeypatch.setitem(sys.modules, "mpi4py.MPI", None)
+    with pytest.raises(dist.MPIUnavailableError, match=r'pip install "nnarray\[mpi\]"'):
+        dist.MPIComm()
+
+
+# -------------------------------------------------------------- mpiexec -n 2
+def test_allreduce_sum_over_two_processes(mpi, tmp_path):
+    res = run_scenario(mpi, "allreduce", tmp_path)
+    # Every rank ends with the same sums: 0..4 + (0..4 + 10) = 2·(0..4) + 10.
+    for r in res:
+        assert r["float64"] == [10.0, 12.0, 14.0, 16.0, 18.0]
+        assert r["int64"] == [10, 12, 14, 16, 18]
+        assert r["grads_W1"] == [[3.0] * 4] * 3
+    assert res[0] == res[1]
+
+
+def test_broadcast_over_two_processes(mpi, tmp_path):
+    res = run_scenario(mpi, "bcast", tmp_path)
+    for r in res:
+        assert r["a"] == [0.0] * 6 and r["b"] == [101] * 3 and r["seed"] == 7
+    # Both processes run on this host: the local rank is the rank.
+    assert [r["local_rank"] for r in res] == [0, 1]
+
+
+def test_barrier_waits_for_every_process(mpi, tmp_path):
+    run_scenario(mpi, "barrier", tmp_path)
+
+
+@pytest.mark.parametrize("scenario", ["abort_guarded", "abort_uncaught"])
+def test_an_exception_on_one_rank_aborts_the_job(mpi, tmp_path, scenario):
+    """Rank 1 raises while rank 0 waits in an all-reduce: the job must end, non-zero, with rank 1's traceback."""
+    proc = launch(mpi, [WORKER, scenario, tmp_path], timeout=45)
+    assert proc.returncode != 0
+    assert "[rank 1/2]" in proc.stderr and "deliberate" in proc.stderr and "RuntimeError" in proc.stderr
+    assert not list(tmp_path.glob(f"{scenario}.rank*.json")), "a rank went on after the failure"
+    assert proc.seconds < 30, f"the abort took {proc.seconds:.1f} s"
