@@ -41,6 +41,23 @@ echo "== tests (gpu-marked included)"
 python3 -m pytest -ra -p no:cacheprovider 2>&1 | tee "$OUT/pytest.log" | tail -n 40
 [ "${PIPESTATUS[0]}" = 0 ] || status=1
 
+echo "== distributed: CuPy arrays through NCCL (one rank) and host staging (one and two ranks)"
+# The MPI wheels need a prefix of their own (mpiexec in bin/, libmpi in lib/): a venv that sees the
+# system's CuPy and NumPy. Unverified until it has run on a lent GPU machine.
+if ls ci/carry/mpi-wheels/*.whl >/dev/null 2>&1; then
+  if python3 -m venv --system-site-packages /tmp/mpi-venv \
+    && /tmp/mpi-venv/bin/python -m pip install -q --no-index --no-deps ci/carry/mpi-wheels/*.whl; then
+    # Appended to pytest.log: $OUT already holds the most files the device tool brings back.
+    NNARRAY_REQUIRE_MPI=1 /tmp/mpi-venv/bin/python -m pytest -ra -p no:cacheprovider tests/test_distributed.py 2>&1 \
+      | tee -a "$OUT/pytest.log" | tail -n 15
+    [ "${PIPESTATUS[0]}" = 0 ] || status=1
+  else
+    echo "the MPI wheels could not be installed"; status=1
+  fi
+else
+  echo "no ci/carry/mpi-wheels (run ci/prepare_gpu_carry.sh): distributed GPU checks not run"
+fi
+
 echo "== training Fashion-MNIST on cupy"
 python3 scripts/train.py --backend cupy --dataset fashion-mnist --out /tmp/nnarray-run --no-plots 2>&1 | tee "$OUT/train.log" | grep -v "^epoch.*batch/s"
 [ "${PIPESTATUS[0]}" = 0 ] || status=1

@@ -111,7 +111,42 @@ def abort_uncaught(comm, outdir):
     _out(outdir, "abort_uncaught", comm.rank, {"survived": True})
 
 
-SCENARIOS = {f.__name__: f for f in (allreduce, bcast, barrier, abort_guarded, abort_uncaught)}
+def gpu_paths(comm, outdir):
+    """CuPy arrays through NCCL and through host staging, checked against the same sums on the host.
+
+    Run on a CUDA machine, as one process (NCCL with one rank, and staging) or under ``mpiexec -n 2``
+    on one GPU (two ranks cannot share a device in NCCL, so ``nccl=None`` stages through the host).
+    """
+    import cupy
+    import numpy as np
+
+    import array_api_compat.cupy as xp
+    from nnarray.distributed import MPIComm, allreduce_gradients
+
+    paths = {}
+    choices = [True, False] if comm.size <= cupy.cuda.runtime.getDeviceCount() else [None]
+    for nccl in choices:
+        c = MPIComm(nccl=nccl)
+        c.force_reduce = True  # exercise the packing even with one rank
+        rng = np.random.default_rng(100 + c.rank)
+        host = {"W1": rng.normal(size=(7, 5)), "b1": rng.normal(size=5), "W2": rng.normal(size=(5, 3)), "b2": rng.normal(size=3)}
+        every = [{k: np.random.default_rng(100 + r).normal(size=v.shape) for k, v in host.items()} for r in range(c.size)]
+        for dtype in ("float64", "float32"):
+            grads = {k: xp.asarray(v, dtype=getattr(xp, dtype)) for k, v in host.items()}
+            red = allreduce_gradients(grads, c, xp)
+            for k in host:
+                assert isinstance(red[k], cupy.ndarray)
+                want = sum(e[k] for e in every).astype(dtype)
+                np.testing.assert_allclose(red[k].get(), want, rtol=1e-6 if dtype == "float32" else 1e-15)
+            b = xp.full((4,), float(c.rank), dtype=getattr(xp, dtype))
+            c.bcast_array(b, root=0)
+            assert b.get().tolist() == [0.0] * 4
+        cupy.cuda.get_current_stream().synchronize()
+        paths[str(nccl)] = c.gpu_path
+    _out(outdir, "gpu_paths", comm.rank, {"paths": paths, "device": comm.device_id})
+
+
+SCENARIOS = {f.__name__: f for f in (allreduce, bcast, barrier, abort_guarded, abort_uncaught, gpu_paths)}
 
 
 def main(argv):

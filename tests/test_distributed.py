@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 import nnarray.distributed as dist
+from conftest import HAS_CUPY_GPU, NO_GPU_REASON
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER = ROOT / "tests" / "mpi_worker.py"
@@ -185,3 +186,19 @@ def test_an_exception_on_one_rank_aborts_the_job(mpi, tmp_path, scenario):
     assert "[rank 1/2]" in proc.stderr and "deliberate" in proc.stderr and "RuntimeError" in proc.stderr
     assert not list(tmp_path.glob(f"{scenario}.rank*.json")), "a rank went on after the failure"
     assert proc.seconds < 30, f"the abort took {proc.seconds:.1f} s"
+
+
+# ------------------------------------------------------------------ GPU (ci/gpu.sh)
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUPY_GPU, reason=NO_GPU_REASON)
+@pytest.mark.parametrize("n", [1, 2])
+def test_cupy_arrays_through_nccl_and_host_staging(mpi, tmp_path, n):
+    """One rank: NCCL (a one-rank communicator) and host staging; two ranks on one GPU: host staging.
+
+    Each is checked against the sums computed on the host. Needs CuPy, a CUDA device and MPI.
+    """
+    res = run_scenario(mpi, "gpu_paths", tmp_path, n=n)
+    if n == 1:
+        assert res[0]["paths"] == {"True": "nccl", "False": "host-staged"}
+    else:
+        assert all(r["paths"] == {"None": "host-staged"} or r["paths"]["True"] == "nccl" for r in res)
