@@ -146,7 +146,85 @@ def gpu_paths(comm, outdir):
     _out(outdir, "gpu_paths", comm.rank, {"paths": paths, "device": comm.device_id})
 
 
-SCENARIOS = {f.__name__: f for f in (allreduce, bcast, barrier, abort_guarded, abort_uncaught, gpu_paths)}
+def _fit_case(case, comm):
+    """Train one configuration of ``FIT_CASES``; returns host parameters and the History."""
+    import numpy as np
+
+    import nnarray as nn
+
+    rng = np.random.default_rng(case.get("data_seed", 3))
+    n, n_in, C = case["n"], 12, 4
+    centres = rng.normal(scale=2.0, size=(C, n_in))
+    t = rng.integers(0, C, size=n)
+    X = (centres[t] + rng.normal(size=(n, n_in))).astype(case["dtype"])
+    Xv, tv = X[: n // 3], t[: n // 3]
+    net = nn.MLP([n_in, *case["hidden"], C], backend="numpy", dtype=case["dtype"], seed=case.get("seed", 0))
+    if case["opt"] == "adam":
+        opt = nn.Adam(lr=0.01)
+    else:
+        opt = nn.SGD(lr=case["lr"], momentum=case.get("momentum", 0.0))
+    hist = nn.fit(
+        net, opt, X, t, epochs=case["epochs"], batch_size=case["batch"], reduction=case["reduction"], seed=5,
+        validation=(Xv, tv), fast=case["fast"], comm=comm,
+    )  # fmt: skip
+    return {k: nn.to_numpy(v).copy() for k, v in net.params.items()}, hist
+
+
+FIT_CASES = [
+    dict(hidden=[16], reduction="sum", opt="sgd", lr=0.002, batch=20),
+    dict(hidden=[16], reduction="mean", opt="sgd", lr=0.1, batch=20),
+    dict(hidden=[16, 8], reduction="mean", opt="sgd", lr=0.1, momentum=0.9, batch=20),
+    dict(hidden=[16, 8], reduction="sum", opt="sgd", lr=0.002, momentum=0.9, batch=32),
+    dict(hidden=[16, 8], reduction="mean", opt="adam", batch=20),
+    dict(hidden=[16], reduction="mean", opt="sgd", lr=0.1, batch=1000),  # one batch: the whole set
+]
+
+
+def fit_exact(comm, outdir):
+    """``mpiexec -n P`` training against the single-process run (rank 0 runs both), every case of
+    FIT_CASES in float64 and float32, fast paths on and off; N = 203 so that the last batch is partial."""
+    import numpy as np
+
+    import nnarray as nn
+
+    results = []
+    for base in FIT_CASES:
+        if base["opt"] == "adam" and not hasattr(nn, "Adam"):
+            continue
+        for dtype in ("float64", "float32"):
+            for fast in (None, False):
+                case = dict(base, dtype=dtype, fast=fast, n=203, epochs=3)
+                params, hist = _fit_case(case, comm)
+                # Every rank must hold the same parameters and History (bitwise: same updates).
+                others = comm.bcast_object((params, hist.to_dict()), root=comm.size - 1)
+                assert all(np.array_equal(params[k], others[0][k]) for k in params), "ranks disagree on parameters"
+                mine = hist.to_dict()
+                for col in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "samples"):
+                    assert mine[col] == others[1][col], f"ranks disagree on {col}"
+                if comm.rank != 0:
+                    continue
+                ref_params, ref_hist = _fit_case(case, None)
+                rel = max(
+                    float(np.max(np.abs(params[k] - ref_params[k])) / np.max(np.abs(ref_params[k]))) for k in params
+                )
+                loss_rel = max(abs(a - b) / abs(b) for a, b in zip(hist.train_loss, ref_hist.train_loss))
+                results.append(
+                    dict(
+                        case={k: v for k, v in case.items()},
+                        param_rel=rel,
+                        loss_rel=loss_rel,
+                        acc_equal=hist.train_accuracy == ref_hist.train_accuracy,
+                        val_acc_equal=hist.val_accuracy == ref_hist.val_accuracy,
+                        samples=hist.samples,
+                        ref_samples=ref_hist.samples,
+                    )
+                )
+    _out(outdir, "fit_exact", comm.rank, results)
+
+
+SCENARIOS = {
+    f.__name__: f for f in (allreduce, bcast, barrier, abort_guarded, abort_uncaught, gpu_paths, fit_exact)
+}
 
 
 def main(argv):
