@@ -104,10 +104,6 @@ IMPLS = ("nnarray", "torch-eager", "torch-cudagraph")
 YARDSTICKS = ("torch-eager", "torch-cudagraph")
 
 
-class _TargetReached(Exception):
-    """Raised from fit's callback to end the nnarray run once the target accuracy is reached."""
-
-
 # --------------------------------------------------------------------------- runs
 class _Recorder:
     """Per-epoch records of one run; the clock starts at ``start()``."""
@@ -142,24 +138,18 @@ def run_nnarray(X, t, Xt, tt, s):
         raise bench.Unavailable(f"backend {s['backend']!r}: {exc}") from exc
     # Create the device context before the clock starts (a no-op on the CPU); reading a float synchronises.
     float(be.xp.sum(be.asarray(np.ones(4, dtype=np.float32))))
-    lr0, gamma = s["lr"], s["gamma"]
     rec = _Recorder(s)
 
     rec.start()
     net = nn.MLP([N_IN, s["hidden"], N_CLASSES], backend=be, dtype=s["dtype"], seed=s["seed"])
-    opt = nn.SGD(lr0, momentum=s["momentum"])
+    opt = nn.SGD(s["lr"], momentum=s["momentum"])
 
     def callback(r):
-        reached = rec.add(r["epoch"], r["seconds"], r["val_accuracy"], r["train_loss"], opt.lr)
-        opt.lr = lr0 * gamma ** r["epoch"]  # for the next epoch (epochs are numbered from 1)
-        if reached:
-            raise _TargetReached
+        if rec.add(r["epoch"], r["seconds"], r["val_accuracy"], r["train_loss"], r["lr"]):
+            raise nn.StopTraining
 
-    try:
-        nn.fit(net, opt, X, t, epochs=s["max_epochs"], batch_size=s["batch_size"], seed=s["seed"],
-               validation=(Xt, tt), callback=callback)
-    except _TargetReached:
-        pass
+    nn.fit(net, opt, X, t, epochs=s["max_epochs"], batch_size=s["batch_size"], seed=s["seed"],
+           validation=(Xt, tt), callbacks=callback, schedule=nn.schedules.Exponential(s["lr"], s["gamma"]))
     return rec.epochs, {"device": _short_device(be), "backend": be.name}
 
 
