@@ -177,6 +177,9 @@ FIT_CASES = [
     dict(hidden=[16, 8], reduction="sum", opt="sgd", lr=0.002, momentum=0.9, batch=32),
     dict(hidden=[16, 8], reduction="mean", opt="adam", batch=20),
     dict(hidden=[16], reduction="mean", opt="sgd", lr=0.1, batch=1000),  # one batch: the whole set
+    # 203 = 202 + 1: the last global batch has one row, so rank 0's share is empty (it contributes zeros).
+    dict(hidden=[16, 8], reduction="mean", opt="sgd", lr=0.1, momentum=0.9, batch=202),
+    dict(hidden=[16], reduction="sum", opt="sgd", lr=0.002, batch=202),
 ]
 
 
@@ -222,8 +225,63 @@ def fit_exact(comm, outdir):
     _out(outdir, "fit_exact", comm.rank, results)
 
 
+def fit_sync(comm, outdir):
+    """Rank 0's start wins: ranks begin with different weights, optimizer state, RNG and history (as after
+    a resume that only rank 0 did right); the run must equal one process started from rank 0's state.
+    Callbacks run on rank 0 only and its StopTraining stops every rank; divergence stops all together."""
+    import numpy as np
+
+    import nnarray as nn
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(150, 6))
+    t = rng.integers(0, 3, size=150)
+
+    def start(r):
+        net = nn.MLP([6, 10, 3], backend="numpy", dtype="float64", seed=r)
+        opt = nn.SGD(lr=0.05, momentum=0.9)
+        # A rank-dependent earlier run leaves rank-dependent velocities and history (a "resume").
+        hist = nn.fit(net, opt, X[: 40 + r], t[: 40 + r], epochs=1 + r, batch_size=16, seed=r)
+        return net, opt, np.random.default_rng(100 + r), hist
+
+    net, opt, g, hist = start(comm.rank)
+    calls = []
+    stop_at = 1 + 2  # rank 0's earlier run had 1 epoch; its callback stops after 2 more
+
+    def cb(rec):
+        calls.append(rec["epoch"])
+        if rec["epoch"] == stop_at:
+            raise nn.StopTraining
+
+    hist = nn.fit(net, opt, X, t, epochs=5, batch_size=32, seed=g, history=hist, callbacks=cb, comm=comm)
+    params = {k: v.copy() for k, v in net.params.items()}
+    out = {"calls": calls, "epochs": hist.epoch, "train_loss": hist.train_loss}
+    if comm.rank == 0:
+        rnet, ropt, rg, rhist = start(0)
+        calls0 = []
+
+        def cb0(rec):
+            calls0.append(rec["epoch"])
+            if rec["epoch"] == stop_at:
+                raise nn.StopTraining
+
+        rhist = nn.fit(rnet, ropt, X, t, epochs=5, batch_size=32, seed=rg, history=rhist, callbacks=cb0)
+        out["ref_epochs"] = rhist.epoch
+        out["param_rel"] = max(float(np.max(np.abs(params[k] - rnet.params[k])) / np.max(np.abs(rnet.params[k]))) for k in params)
+        out["loss_rel"] = max(abs(a - b) / abs(b) for a, b in zip(hist.train_loss, rhist.train_loss))
+    # Divergence: every rank must raise at the same epoch (decided from all-reduced metrics).
+    net2 = nn.MLP([6, 16, 3], backend="numpy", dtype="float32", seed=0)
+    try:
+        nn.fit(net2, nn.SGD(lr=1e3), X * 50, t, epochs=3, batch_size=20, comm=comm)
+        out["diverged"] = False
+    except nn.TrainingDivergedError as exc:
+        out["diverged"] = str(exc).split(":")[0]
+    _out(outdir, "fit_sync", comm.rank, out)
+
+
 SCENARIOS = {
-    f.__name__: f for f in (allreduce, bcast, barrier, abort_guarded, abort_uncaught, gpu_paths, fit_exact)
+    f.__name__: f
+    for f in (allreduce, bcast, barrier, abort_guarded, abort_uncaught, gpu_paths, fit_exact, fit_sync)
 }
 
 

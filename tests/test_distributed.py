@@ -208,10 +208,11 @@ def test_cupy_arrays_through_nccl_and_host_staging(mpi, tmp_path, n):
 def test_two_processes_train_exactly_like_one(mpi, tmp_path):
     """``mpiexec -n 2`` fit equals single-process fit: 1e-12 relative in float64, the guide's float32
     tolerances (rtol 1e-3 after ≤100 steps); 1- and 2-hidden-layer nets, sum and mean, momentum, Adam
-    (when nn.Adam exists), a partial last batch (203 = 10·20 + 3 rows, split 1/2 over the ranks), fast
+    (when nn.Adam exists), a partial last batch (203 = 10·20 + 3 rows, split 1/2 over the ranks; and
+    203 = 202 + 1, where rank 0's share of the last batch is empty), fast
     paths on and off. Every rank holds bitwise the same parameters and History (checked in the worker)."""
     res = run_scenario(mpi, "fit_exact", tmp_path)[0]
-    assert len(res) >= 20
+    assert len(res) >= 24
     for r in res:
         c = r["case"]
         tol = 1e-12 if c["dtype"] == "float64" else 1e-3
@@ -220,3 +221,14 @@ def test_two_processes_train_exactly_like_one(mpi, tmp_path):
         assert r["samples"] == r["ref_samples"]
         if c["dtype"] == "float64":
             assert r["acc_equal"] and r["val_acc_equal"], c
+
+
+def test_rank_zero_state_wins_and_ranks_stop_together(mpi, tmp_path):
+    """Different weights, optimizer state, RNG and history per rank before fit: the run equals one process
+    started from rank 0's; callbacks run on rank 0 only; its StopTraining and a divergence stop every rank."""
+    r0, r1 = run_scenario(mpi, "fit_sync", tmp_path)
+    assert r0["param_rel"] <= 1e-12 and r0["loss_rel"] <= 1e-12, r0
+    assert r0["epochs"] == r1["epochs"] == r0["ref_epochs"] == [1, 2, 3]  # rank 0's 1 earlier epoch, 2 more
+    assert r0["train_loss"] == r1["train_loss"]
+    assert r0["calls"] == [2, 3] and r1["calls"] == []
+    assert r0["diverged"] == r1["diverged"] == "training diverged in epoch 1"
