@@ -232,3 +232,31 @@ def test_rank_zero_state_wins_and_ranks_stop_together(mpi, tmp_path):
     assert r0["train_loss"] == r1["train_loss"]
     assert r0["calls"] == [2, 3] and r1["calls"] == []
     assert r0["diverged"] == r1["diverged"] == "training diverged in epoch 1"
+
+
+# ------------------------------------------------------------------------- command line
+def test_cli_distributed_trains_once_and_resumes_on_another_process_count(mpi, tmp_path):
+    """``mpiexec -n 2 nnarray train --distributed``: one line per epoch (rank 0), one set of outputs; resumed
+    from its checkpoint in one process it ends where a single-process run of all epochs ends."""
+    pytest.importorskip("sklearn")  # the digits dataset
+    args = ["--dataset", "digits", "--backend", "numpy", "--dtype", "float64", "--hidden", "32",
+            "--batch-size", "64", "--no-plots"]  # fmt: skip
+    dist_out, single_out = tmp_path / "dist", tmp_path / "single"
+    proc = launch(mpi, ["-m", "nnarray", "train", "--distributed", *args, "--epochs", "2", "--out", dist_out])
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("epoch   1/2") == 1 and proc.stdout.count("epoch   2/2") == 1
+    assert proc.stdout.count("done: test accuracy") == 1
+    assert sorted(p.name for p in dist_out.iterdir()) == ["checkpoint.npz", "history.json", "model.npz"]
+    env = mpi_env()
+    resume = [sys.executable, "-m", "nnarray", "train", "--distributed", *args, "--epochs", "3", "--quiet",
+              "--resume", str(dist_out / "checkpoint.npz"), "--out", str(dist_out)]  # fmt: skip
+    single = [sys.executable, "-m", "nnarray", "train", *args, "--epochs", "3", "--quiet", "--out", str(single_out)]
+    for cmd in (resume, single):
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=LAUNCH_TIMEOUT, env=env, cwd=ROOT)
+        assert p.returncode == 0, p.stderr
+    a = json.loads((dist_out / "history.json").read_text())["history"]
+    b = json.loads((single_out / "history.json").read_text())["history"]
+    assert a["epoch"] == b["epoch"] == [1, 2, 3]
+    for col in ("train_loss", "val_loss"):
+        np.testing.assert_allclose(a[col], b[col], rtol=1e-12, atol=0)
+    assert a["val_accuracy"] == b["val_accuracy"]
