@@ -465,14 +465,3 @@ def _via_host(buf, op):
     xp = array_api_compat.array_namespace(buf)
     return xp.asarray(host, device=array_api_compat.device(buf))
 
-
-def mpi_launched() -> bool:
-    """True when this process looks started by an MPI launcher with more than one process (env only).
-
-    Checked without importing mpi4py, so that single-process runs never initialise MPI.
-    """
-    for var in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE"):
-        v = os.environ.get(var)
-        if v and v.isdigit() and int(v) > 1:
-            return True
-    return False
