@@ -381,7 +381,8 @@ SIZES = {1: [6, 9, 3], 2: [6, 9, 7, 3], 3: [6, 9, 7, 5, 4]}
 @pytest.mark.parametrize("momentum", [0.0, 0.9])
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_replayed_graph_is_bit_identical_to_the_generic_step(fake_cupy, monkeypatch, blobs, hidden, momentum, reduction, dtype):
+def test_replayed_graph_is_bit_identical_to_the_generic_step(fake_cupy, monkeypatch, blobs, hidden, momentum,
+                                                             reduction, dtype):
     # 203 rows in batches of 32: 6 full batches and a tail of 11 (two graphs); η ×0.7 per epoch.
     pair = _fit_pair(monkeypatch, blobs, SIZES[hidden], dtype, momentum, reduction, n=203, batch_size=32)
     _assert_same_training(pair, dtype)
@@ -467,8 +468,9 @@ def test_an_error_inside_capture_is_raised_as_itself(fake_cupy, blobs, end_fails
     with pytest.raises(RuntimeError, match="launch of softmax_ce failed") as info:
         step.epoch(np.arange(40), 16)
     assert not fake_cupy._capturing, "the capture was ended"
-    notes = getattr(info.value, "__notes__", [])
-    assert any("StreamCaptureInvalidated" in n for n in notes) == end_fails
+    if sys.version_info >= (3, 11):  # the second error is attached as a note
+        notes = getattr(info.value, "__notes__", [])
+        assert any("StreamCaptureInvalidated" in n for n in notes) == end_fails
     assert step._graphs == {}, "no partial graph kept"
     fake_cupy.fail_launch = fake_cupy.fail_end_capture = False
     step.epoch(np.arange(40), 16)  # the stream is usable again: 2 batches of 16, a tail of 8

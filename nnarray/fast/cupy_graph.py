@@ -45,7 +45,8 @@ from ..step import TrainStep
 
 __all__ = ["CupyGraphStep", "VALIDATED", "FORCE_LARGE", "force_large"]
 
-#: Whether this path has passed its parity tests (tests/test_gpu_fast_path.py) on a real GPU. Until it
+#: Whether this path has passed its parity tests (the ``gpu`` tests of tests/test_fast_cupy_graph.py)
+#: on a real GPU. Until it
 #: has, it runs only when asked for (``fit(..., fast=True)`` on CuPy); ``make_step`` never picks it.
 VALIDATED = False
 
@@ -340,7 +341,9 @@ class CupyGraphStep(TrainStep):
                     try:
                         self.stream.end_capture()
                     except Exception as end_err:  # noqa: BLE001
-                        err.add_note(f"(ending the stream capture failed as well: {type(end_err).__name__}: {end_err})")
+                        if hasattr(err, "add_note"):  # Python ≥ 3.11
+                            err.add_note(f"(ending the stream capture failed as well: "
+                                         f"{type(end_err).__name__}: {end_err})")
                     raise
                 graph = self.stream.end_capture()
             entry = self._graphs[n] = (graph, buf)
