@@ -1,9 +1,12 @@
 """The training step on CuPy as one CUDA graph of fused kernels (experimental: see ``VALIDATED``).
 
-Why: on a GPU the seed network at batch 100 needs ~1 ms of arithmetic per epoch, but the generic path
-launches ~40 small kernels per step, each costing several microseconds of launch and Python work, so an
-epoch is bound by overhead. This step replaces them by ~10 fused kernels per step, captured once in a
-CUDA graph and replayed for every mini-batch:
+Why: one epoch of the seed network at 784-100-10 is 6·N·P ≈ 2.86e10 FLOP at N = 60 000 and
+P = 784·100 + 100·10 = 79 400 weights (2 FLOP per multiply–add, for the forward product, the ΔW product and
+the product that back-propagates h; this step skips that last one for the input layer, so it does
+≈ 1.92e10): well under a millisecond at a current GPU's FP32 rate. The generic path instead launches ~40
+small kernels per mini-batch, each costing several microseconds of launch and Python work, so at batch 100
+(600 steps per epoch) an epoch is bound by overhead. This step replaces them by ~10 fused kernels per step,
+captured once in a CUDA graph and replayed for every mini-batch:
 
 =====================  =====================================================================
 kernel                 does
@@ -19,28 +22,47 @@ kernel                 does
 
 CuPy refuses cuBLAS calls during stream capture, hence the own (tiled, shared-memory) GEMM kernel. It is
 written for the small products of this network; for large layers (784-4096-10 at batch 1024) cuBLAS is
-far faster, so :meth:`CupyGraphStep.unsupported` leaves those to the generic path.
+far faster, so :meth:`CupyGraphStep.unsupported` refuses those (also under ``fit(fast=True)``, so a
+benchmark never times the own GEMM there) unless forced: ``NNARRAY_FORCE_GRAPH=1`` in the environment or
+``cupy_graph.FORCE_LARGE = True`` (for experiments and tests).
 
 Nothing crosses to the host inside an epoch: the permutation is copied to a device buffer once per epoch,
 the batch offset lives on the device, η and μ are read by the kernels from a device buffer updated once
 per epoch, and the loss and correct count are accumulated on the device.
+
+The orchestration (which kernel runs when, on which buffers, with which offsets) is tested on the host by
+replaying the captured launches against NumPy transliterations of the kernels (tests/test_fast_cupy_graph.py);
+the kernels' own arithmetic only on a GPU.
 """
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 
 from ..step import TrainStep
 
-__all__ = ["CupyGraphStep", "VALIDATED"]
+__all__ = ["CupyGraphStep", "VALIDATED", "FORCE_LARGE", "force_large"]
 
-#: Whether this path has passed its parity tests (tests/test_gpu_fast_path.py) on a real GPU. Until it
+#: Whether this path has passed its parity tests (the ``gpu`` tests of tests/test_fast_cupy_graph.py)
+#: on a real GPU. Until it
 #: has, it runs only when asked for (``fit(..., fast=True)`` on CuPy); ``make_step`` never picks it.
 VALIDATED = False
 
 # Largest batch × widest layer × widest fan-in the own GEMM kernel is used for (784-1000-10 at batch 100
 # is 7.8e7); beyond it cuBLAS outside a graph wins.
 MAX_GEMM_WORK = 1.2e8
+
+#: True runs the graph path (when asked for) even for layers above ``MAX_GEMM_WORK``; so does
+#: ``NNARRAY_FORCE_GRAPH=1`` in the environment. For experiments with the own GEMM, never for benchmarks.
+FORCE_LARGE = False
+
+
+def force_large() -> bool:
+    """Whether the size limit ``MAX_GEMM_WORK`` is overridden (``FORCE_LARGE`` or ``$NNARRAY_FORCE_GRAPH``)."""
+    env = os.environ.get("NNARRAY_FORCE_GRAPH", "").strip().lower()
+    return bool(FORCE_LARGE) or env in ("1", "true", "yes", "on")
 
 _TILE = 16
 
@@ -168,6 +190,25 @@ def _module(dtype_name):
     return mod
 
 
+def _state_problem(cupy, net, opt):
+    """None when every optimizer state array of a parameter is on the device like it, else why not.
+
+    The kernels update the velocities in place through addresses baked into the graph: a NumPy array,
+    another dtype or a strided view would be skipped, misread or break the capture.
+    """
+    for name, arrays in getattr(opt, "state", {}).items():
+        for k, p in net.params.items():
+            v = arrays.get(k)
+            if v is None:
+                continue  # created on the device by opt.state_arrays when the step starts
+            if not isinstance(v, cupy.ndarray):
+                return f"optimizer state {name}[{k!r}] is a {type(v).__module__}.{type(v).__name__}, not on the device"
+            if str(v.dtype) != net.dtype_name or tuple(v.shape) != tuple(p.shape) or not v.flags.c_contiguous:
+                return (f"optimizer state {name}[{k!r}] is not a C-contiguous {tuple(p.shape)} array of "
+                        f"{net.dtype_name} (got {tuple(v.shape)} {v.dtype})")
+    return None
+
+
 class _Buffers:
     """Activations of one batch size (the graph bakes in their addresses, so they live as long as it)."""
 
@@ -193,27 +234,39 @@ class CupyGraphStep(TrainStep):
 
     @classmethod
     def unsupported(cls, net, opt, Xd, Td, batch_size=None, explicit=False):
-        """None when this path can run the training, else the reason it cannot."""
+        """None when this path can run the training, else the reason it cannot.
+
+        Refused: anything but the cupy backend and a plain :class:`nnarray.SGD` (its kernels implement
+        exactly SGD's update, with or without momentum — no Nesterov, no weight decay, no other optimizer);
+        layers too large for the own GEMM at ``batch_size`` unless :func:`force_large`; parameters, data or
+        optimizer state that are not C-contiguous ``cupy.ndarray`` of the net's dtype and shape (the graph
+        bakes in their device addresses and the kernels index them as dense rows).
+        """
         from ..optim import SGD  # noqa: PLC0415
 
         if not explicit and not VALIDATED:
             return "the CuPy graph path is experimental until validated on a GPU (use fast=True)"
-        if batch_size is not None and cls.too_large(net, batch_size):
-            return "layers too large for the graph path's own GEMM kernel; cuBLAS is faster"
         if net.backend.name != "cupy":
             return "not the cupy backend"
         if type(opt) is not SGD:
             return f"optimizer {type(opt).__name__} (only nnarray.SGD)"
+        if getattr(opt, "nesterov", False):
+            return "SGD with nesterov=True (the kernels apply heavy-ball momentum only)"
+        if getattr(opt, "weight_decay", 0.0):
+            return "SGD with weight_decay (the kernels do not apply it)"
+        if batch_size is not None and cls.too_large(net, batch_size) and not force_large():
+            return ("layers too large for the graph path's own GEMM kernel; cuBLAS is faster "
+                    "(NNARRAY_FORCE_GRAPH=1 forces it)")
         import cupy  # noqa: PLC0415
 
         for k, v in {**net.params, "X": Xd, "T": Td}.items():
             if not isinstance(v, cupy.ndarray) or not v.flags.c_contiguous or str(v.dtype) != net.dtype_name:
                 return f"{k} is not a C-contiguous cupy.ndarray of {net.dtype_name}"
-        return None
+        return _state_problem(cupy, net, opt)
 
     @staticmethod
     def too_large(net, batch_size):
-        """True when the own GEMM kernel would be slower than cuBLAS for these shapes."""
+        """True when the own GEMM kernel would be slower than cuBLAS for these shapes (``MAX_GEMM_WORK``)."""
         widest = max(net.layer_sizes)
         return batch_size * widest * max(net.layer_sizes[:-1]) > MAX_GEMM_WORK
 
@@ -258,6 +311,9 @@ class CupyGraphStep(TrainStep):
         momentum = opt.momentum != 0.0
         # Zero velocities where the optimizer has none yet: μ·0 − ηΔW = −ηΔW, SGD's first step.
         velocity = opt.state_arrays(p, "velocity") if momentum else {}
+        problem = _state_problem(cp, self.net, opt)  # state may have been loaded since unsupported()
+        if problem is not None:
+            raise TypeError(f"opt: {problem}; load it with load_state_dict(sd, backend=net.backend)")
         self._velocity = velocity
         signature = (momentum, tuple((k, v.data.ptr) for k, v in p.items()),
                      tuple((k, v.data.ptr) for k, v in velocity.items()))
@@ -278,8 +334,18 @@ class CupyGraphStep(TrainStep):
                 self.stream.begin_capture()
                 try:
                     self._launch(buf)
-                finally:
-                    graph = self.stream.end_capture()
+                except BaseException as err:
+                    # End the capture so the stream is usable again, but let the error that broke the
+                    # capture propagate: end_capture then usually fails too (an invalidated capture),
+                    # and that second error would hide the cause.
+                    try:
+                        self.stream.end_capture()
+                    except Exception as end_err:  # noqa: BLE001
+                        if hasattr(err, "add_note"):  # Python ≥ 3.11
+                            err.add_note(f"(ending the stream capture failed as well: "
+                                         f"{type(end_err).__name__}: {end_err})")
+                    raise
+                graph = self.stream.end_capture()
             entry = self._graphs[n] = (graph, buf)
         return entry[0]
 
@@ -354,7 +420,8 @@ class CupyGraphStep(TrainStep):
         self.perm[:N] = order_d
         self.off.fill(0)
         n_full, tail = divmod(N, batch_size)
-        graphs = [(self._graph(batch_size), n_full)] + ([(self._graph(tail), 1)] if tail else [])
+        # Capture only the batch sizes this epoch replays: with N < batch_size there is no full batch.
+        graphs = ([(self._graph(batch_size), n_full)] if n_full else []) + ([(self._graph(tail), 1)] if tail else [])
         n_batches = n_full + (1 if tail else 0)
         self._begin()
         b = 0
