@@ -1,6 +1,8 @@
 """Shared fixtures: the backends every cross-backend test runs on, and small seeded problems."""
 
 import importlib
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -50,3 +52,17 @@ def blobs(n=600, n_in=12, n_classes=3, seed=0, dtype=np.float64):
 @pytest.fixture
 def problem():
     return blobs()
+
+
+SCRIPTS_DIR = Path(__file__).resolve().parents[1] / "scripts"
+
+
+@pytest.fixture(scope="session")
+def import_script():
+    """``import_script("bench")``: a module of scripts/, imported by name as the scripts import each other
+    (a script's own folder is ``sys.path[0]``; here the folder is put there for the session)."""
+    sys.path.insert(0, str(SCRIPTS_DIR))
+    try:
+        yield importlib.import_module
+    finally:
+        sys.path.remove(str(SCRIPTS_DIR))
