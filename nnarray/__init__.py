@@ -6,12 +6,14 @@ Python Array API standard, so the same code runs on NumPy (CPU) and CuPy (NVIDIA
 >>> net = nn.MLP([784, 100, 10], backend=be, seed=0)
 """
 
-from . import datasets, functions
+from . import datasets, distributed, functions, optim, schedules, step
+from . import fast  # noqa: F401 -- registers the backend-specific fast paths with nnarray.step
 from .backend import Backend, BackendUnavailableError, cupy_available, get_backend, to_numpy
-from .io import CheckpointError, load, load_checkpoint, save, save_checkpoint
+from .history import History
+from .io import CheckpointError, load, load_checkpoint, load_history, save, save_checkpoint, save_history
 from .model import MLP
-from .optim import SGD
-from .train import History, TrainingDivergedError, evaluate, fit
+from .optim import SGD, Optimizer
+from .train import StopTraining, TrainingDivergedError, evaluate, fit
 
 __version__ = "0.1.0"
 
@@ -21,17 +23,25 @@ __all__ = [
     "CheckpointError",
     "History",
     "MLP",
+    "Optimizer",
     "SGD",
+    "StopTraining",
     "TrainingDivergedError",
     "cupy_available",
     "datasets",
+    "distributed",
     "evaluate",
     "fit",
     "functions",
     "get_backend",
     "load",
     "load_checkpoint",
+    "load_history",
+    "optim",
     "save",
     "save_checkpoint",
+    "save_history",
+    "schedules",
+    "step",
     "to_numpy",
 ]

@@ -16,14 +16,16 @@ import time
 
 import numpy as np
 
-from . import __version__
-from .backend import BACKEND_NAMES
+from . import __version__, datasets
 from ._files import atomic_write
-from .io import CheckpointError, load_checkpoint, save, save_checkpoint
+from .backend import BACKEND_NAMES
+from .history import History
+from .io import CheckpointError, load_checkpoint, save, save_checkpoint, save_history
 from .metrics import confusion_matrix, per_class_accuracy
 from .model import MLP
 from .optim import SGD
-from .train import History, TrainingDivergedError, fit
+from .schedules import Exponential
+from .train import TrainingDivergedError, fit
 
 __all__ = ["main", "train_main", "evaluate_main"]
 
@@ -55,26 +57,6 @@ def _say(quiet, *args, **kw):
 
 
 # ------------------------------------------------------------------------------------------- data
-def choose_dataset(name, data_dir):
-    """Resolve ``--dataset`` (``auto`` picks MNIST, else local Fashion-MNIST, else digits) and load it."""
-    from . import datasets  # noqa: PLC0415
-
-    if name != "auto":
-        return name, datasets.load(name, data_dir=data_dir), f"--dataset {name}"
-    where = datasets.find_dataset_dir("mnist", data_dir)
-    if where is not None:
-        return "mnist", datasets.load("mnist", data_dir=data_dir), f"MNIST found in {where}"
-    try:
-        return "mnist", datasets.load("mnist", data_dir=data_dir, download=True), "MNIST downloaded"
-    except datasets.DatasetError:
-        pass
-    where = datasets.find_dataset_dir("fashion-mnist", data_dir)
-    if where is not None:
-        data = datasets.load("fashion-mnist", data_dir=data_dir, download=False)
-        return "fashion-mnist", data, f"MNIST not found and not downloadable; Fashion-MNIST found in {where}"
-    return "digits", datasets.load("digits"), "neither MNIST nor Fashion-MNIST available; scikit-learn's 8x8 digits"
-
-
 def _subset(data, n):
     (X, t), test = data
     return ((X[:n], t[:n]), test) if n else data
@@ -150,7 +132,7 @@ def train_main(argv=None):
         net = opt = rng = history = None
 
     try:
-        name, data, why = choose_dataset(config["dataset"], args.data_dir)
+        name, data, why = datasets.choose(config["dataset"], args.data_dir)
     except Exception as exc:  # DatasetError and friends: say it plainly, no traceback
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -191,8 +173,7 @@ def train_main(argv=None):
     n_batches = -(-X.shape[0] // config["batch_size"])
     state = {"bar": None, "epoch": done + 1}
 
-    def lr_at(epoch):
-        return config["lr"] * config["gamma"] ** (epoch - 1)  # a function of the epoch: resumes exactly
+    schedule = Exponential(config["lr"], config["gamma"])  # η·γ^(e−1): a function of the epoch, resumes exactly
 
     def on_batches(b, n, read_loss):
         if quiet:
@@ -212,19 +193,17 @@ def train_main(argv=None):
     def after_epoch(rec):
         close_bar()
         state["epoch"] = rec["epoch"] + 1
-        opt.lr = lr_at(state["epoch"])
         save_checkpoint(ck_path, net, opt, rng, history, config=config)
-        _write_history(args.out, history, config)
+        _write_history(args.out, history, config, net)
         _say(quiet, f"epoch {rec['epoch']:3d}/{args.epochs}  train loss {rec['train_loss']:.4f}  "
                     f"train acc {rec['train_accuracy']:.4f}  test loss {rec['val_loss']:.4f}  test acc {rec['val_accuracy']:.4f}  "
                     f"{rec['seconds']:6.2f} s  {rec['samples'] / rec['seconds']:9.0f} samples/s")
 
     if remaining >= 1:
-        opt.lr = lr_at(done + 1)
         try:
             # One call for all epochs: the data go to the device and are checked once.
             fit(net, opt, X, t, epochs=remaining, batch_size=config["batch_size"], reduction=config["reduction"],
-                seed=rng, validation=(Xt, tt), history=history, callback=after_epoch, on_batches=on_batches,
+                seed=rng, validation=(Xt, tt), history=history, callbacks=after_epoch, on_batches=on_batches, schedule=schedule,
                 log_every=max(1, n_batches // 50), fast={"auto": None, "on": True, "off": False}[args.fast])
         except TrainingDivergedError as exc:
             close_bar()
@@ -237,7 +216,7 @@ def train_main(argv=None):
 
     save(net, os.path.join(args.out, "model.npz"))
     cm = confusion_matrix(net, Xt, tt)
-    _write_history(args.out, history, config, cm)
+    _write_history(args.out, history, config, net, cm)
     if not args.no_plots:
         from .plots import plot_confusion_matrix, plot_learning_curve  # noqa: PLC0415
 
@@ -259,23 +238,12 @@ def _class_names(name, n_classes):
     return FASHION_CLASSES if name == "fashion-mnist" and n_classes == 10 else [str(i) for i in range(n_classes)]
 
 
-def _write_history(out, history, config, cm=None):
-    records = []
-    for r in history.records():
-        records.append({
-            "epoch": r["epoch"],
-            "train_loss": r["train_loss"],
-            "train_accuracy": r["train_accuracy"],
-            "test_loss": r["val_loss"],
-            "test_accuracy": r["val_accuracy"],
-            "seconds": r["seconds"],
-            "samples_per_s": r["samples"] / r["seconds"] if r["seconds"] else None,
-        })
-    doc = {"nnarray": __version__, "config": config, "epochs": records, "written": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+def _write_history(out, history, config, net, cm=None):
+    meta = {"nnarray": __version__, "config": config, "backend": net.backend.describe(),
+            "written": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     if cm is not None:
-        doc["confusion_matrix"] = np.asarray(cm).tolist()
-    text = json.dumps(doc, indent=1)
-    atomic_write(os.path.join(out, "history.json"), lambda f: f.write(text.encode()))
+        meta["confusion_matrix"] = np.asarray(cm).tolist()
+    save_history(os.path.join(out, "history.json"), history, meta)
 
 
 # ------------------------------------------------------------------------------------------- evaluate

@@ -12,8 +12,7 @@ __all__ = [
     "softmax",
     "log_softmax",
     "one_hot",
-    "cross_entropy",
-    "softmax_cross_entropy_backward",
+    "softmax_cross_entropy",
     "count_correct",
 ]
 
@@ -24,15 +23,20 @@ def relu(xp, Z):
     return xp.maximum(Z, 0.0)
 
 
-def relu_backward(xp, h, H):
+def relu_backward(xp, h, H, inplace: bool = False):
     """ReLU backward: h stays where H > 0 and becomes 0 where H ≤ 0 (the seed's mask).
 
-    ``h`` : (N, n) gradient arriving at the layer's output (not modified); ``H`` : (N, n) the layer's
-    forward output. Returns a new array.
+    ``h`` : (N, n) gradient arriving at the layer's output; ``H`` : (N, n) the layer's forward output.
+    Returns a new array, or ``h`` itself masked in place when ``inplace`` (for a fresh ``h`` that the
+    caller owns: it saves a temporary of the layer's size per step).
     """
     # Multiplying by the 0/1 mask is ~10× faster on NumPy than ``xp.where(H > 0, h, 0.0)``.
     # The mask is cast explicitly: bool×float promotion is unspecified by the standard (strict raises).
-    return h * xp.astype(H > 0, h.dtype)
+    mask = xp.astype(H > 0, h.dtype)
+    if inplace:
+        h *= mask
+        return h
+    return h * mask
 
 
 def softmax(xp, A):
@@ -68,19 +72,36 @@ def one_hot(xp, t, num_classes: int, dtype):
     return xp.astype(t[..., None] == classes, dtype)
 
 
-def cross_entropy(xp, A, T, reduction: str = "mean"):
-    """E = −Σ_k T_k log Y_k with Y = softmax(A), summed over the batch or averaged over it.
+def softmax_cross_entropy(xp, A, T, reduction: str = "mean", n=None):
+    """The loss head: softmax, cross-entropy, its gradient and the number correct, from one pass.
 
-    ``A`` : (N, C) output-layer values; ``T`` : (N, C) one-hot teacher. Returns a 0-d array.
+    ``A`` : (N, C) output-layer values; ``T`` : (N, C) one-hot teacher. Returns ``(a, E, correct)``:
+
+    * ``a`` (N, C) = Y − T with Y_k = exp(A_k) / Σ_m exp(A_m) — the seed's aₖ = Yₖ − Tₖ, divided by ``n``
+      for ``reduction="mean"`` (``n`` defaults to N; under data-parallel training it is the global batch);
+    * ``E`` (0-d) = Σ_n −Σ_k T_k log Y_k, the cross-entropy *summed* over the rows;
+    * ``correct`` (0-d int64) = rows whose correct class has the largest output (an exact tie counts).
+
+    Everything shares the shifted values S = A − max A: Y = exp S / Z with Z = Σ_k exp S_k, and
+    E_n = log Z_n − S_n,t (S at the correct class t). S_t = 0 exactly when the correct class has the largest
+    output, which is cheaper than an argmax. Nothing is read back to the host.
+
+    >>> import array_api_strict as xp
+    >>> A = xp.asarray([[2.0, 0.0], [0.0, 0.0]])
+    >>> a, E, correct = softmax_cross_entropy(xp, A, one_hot(xp, xp.asarray([0, 1]), 2, xp.float64), "sum")
+    >>> round(float(E), 6), int(correct), round(float(a[0, 0]), 6)
+    (0.820075, 2, -0.119203)
     """
-    E = -xp.sum(T * log_softmax(xp, A))
-    return E / A.shape[0] if reduction == "mean" else E
-
-
-def softmax_cross_entropy_backward(xp, Y, T, reduction: str = "mean"):
-    """a = Y − T, the gradient of E with respect to A (divided by N for ``reduction="mean"``)."""
-    a = Y - T
-    return a / Y.shape[0] if reduction == "mean" else a
+    S = A - xp.max(A, axis=1, keepdims=True)
+    ES = xp.exp(S)
+    Z = xp.sum(ES, axis=1, keepdims=True)
+    S_t = xp.sum(T * S, axis=1)
+    E = xp.sum(xp.log(Z)) - xp.sum(S_t)
+    correct = xp.sum(xp.astype(S_t == 0.0, xp.int64))
+    a = ES / Z - T  # a = Y − T
+    if reduction == "mean":
+        a = a / (A.shape[0] if n is None else n)
+    return a, E, correct
 
 
 def count_correct(xp, A, t):

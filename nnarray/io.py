@@ -16,11 +16,22 @@ import numpy as np
 
 from ._files import atomic_write
 
-__all__ = ["save", "load", "save_checkpoint", "load_checkpoint", "CheckpointError", "atomic_write"]
+__all__ = [
+    "save",
+    "load",
+    "save_checkpoint",
+    "load_checkpoint",
+    "save_history",
+    "load_history",
+    "CheckpointError",
+    "atomic_write",
+]
 
 MODEL_FORMAT = "nnarray-model"
 CHECKPOINT_FORMAT = "nnarray-checkpoint"
-FORMAT_VERSION = 1
+HISTORY_FORMAT = "nnarray-history"
+# 2: optimizer state as "opt/<state name>/<key>" arrays and any optimizer type; 1 had SGD velocities only.
+FORMAT_VERSION = 2
 
 
 class CheckpointError(ValueError):
@@ -109,19 +120,20 @@ def load(path, backend=None):
 
 
 def save_checkpoint(path, net, opt, rng, history, config=None):
-    """Write a training checkpoint: parameters, optimiser state, RNG state, history and run config.
+    """Write a training checkpoint: parameters, optimizer state, RNG state, history and run config.
 
     ``rng`` is the ``numpy.random.Generator`` that draws the epoch permutations; restoring its state
     makes a resumed run see exactly the batches an uninterrupted one would.
     """
     opt_state = opt.state_dict()
     arrays = {f"param/{k}": v for k, v in net.state_dict().items()}
-    arrays.update({f"velocity/{k}": v for k, v in opt_state.pop("velocity").items()})
+    for name, per_key in opt_state.pop("state").items():
+        arrays.update({f"opt/{name}/{k}": v for k, v in per_key.items()})
     header = {
         "format": CHECKPOINT_FORMAT,
         "version": FORMAT_VERSION,
         "model": _model_header(net),
-        "optimizer": {"type": type(opt).__name__, **opt_state},
+        "optimizer": opt_state,
         "rng": rng.bit_generator.state,
         "history": history.to_dict(),
         "epoch": history.epoch[-1] if len(history) else 0,
@@ -132,31 +144,72 @@ def save_checkpoint(path, net, opt, rng, history, config=None):
 
 def load_checkpoint(path, backend=None):
     """Read a checkpoint. Returns a dict: ``net``, ``opt``, ``rng``, ``history``, ``epoch``, ``config``."""
-    from .optim import SGD  # noqa: PLC0415
-    from .train import History  # noqa: PLC0415
+    from .history import History  # noqa: PLC0415
+    from .optim import from_state_dict  # noqa: PLC0415
 
     path = os.fspath(path)
     header, arrays = _read_npz(path, CHECKPOINT_FORMAT)
     net = _net_from(header.get("model", {}), arrays, path, backend, prefix="param/")
     opt_header = dict(header.get("optimizer", {}))
-    if opt_header.pop("type", "SGD") != "SGD":
-        raise CheckpointError(f"{path}: unknown optimizer type")
-    opt = SGD()
-    opt.load_state_dict(
-        {**opt_header, "velocity": {k[len("velocity/") :]: v for k, v in arrays.items() if k.startswith("velocity/")}},
-        backend=net.backend,
-        dtype=net.dtype,
-    )
+    if header.get("version", 1) < 2:  # version 1: SGD only, hyperparameters flat, "velocity/<key>" arrays
+        opt_header = {
+            "type": opt_header.get("type", "SGD"),
+            "hyperparameters": {"lr": opt_header.get("lr", 0.1), "momentum": opt_header.get("momentum", 0.0)},
+            "state": {"velocity": {k[len("velocity/") :]: v for k, v in arrays.items() if k.startswith("velocity/")}},
+        }
+    else:
+        state = {}
+        for key, v in arrays.items():
+            if key.startswith("opt/"):
+                name, _, k = key[len("opt/") :].partition("/")
+                state.setdefault(name, {})[k] = v
+        opt_header["state"] = state
+    try:
+        opt = from_state_dict(opt_header, backend=net.backend, dtype=net.dtype)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise CheckpointError(f"{path}: optimizer state: {exc}") from None
     try:
         rng = np.random.default_rng()
         rng.bit_generator.state = header["rng"]
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: corrupt RNG state ({exc})") from None
+    try:
+        history = History.from_dict(header.get("history", {}))
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
     return {
         "net": net,
         "opt": opt,
         "rng": rng,
-        "history": History.from_dict(header.get("history", {})),
+        "history": history,
         "epoch": int(header.get("epoch", 0)),
         "config": header.get("config", {}),
     }
+
+
+def save_history(path, history, meta=None):
+    """Write ``history`` as JSON (columns as in :class:`~nnarray.history.History`), atomically.
+
+    ``meta``: extra JSON-ready entries (the run's config, the backend, a confusion matrix, ...).
+    """
+    doc = {"format": HISTORY_FORMAT, "version": FORMAT_VERSION, **(meta or {}), "history": history.to_dict()}
+    text = json.dumps(doc, indent=1)
+    atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def load_history(path):
+    """Read a file written by :func:`save_history`: returns ``(history, meta)``."""
+    from .history import History  # noqa: PLC0415
+
+    path = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            doc = json.load(fh)
+        if doc.get("format") != HISTORY_FORMAT:
+            raise ValueError(f"expected format {HISTORY_FORMAT!r}, got {doc.get('format')!r}")
+        history = History.from_dict(doc.pop("history"))
+    except (OSError, ValueError, KeyError, AttributeError) as exc:
+        raise CheckpointError(f"{path}: not a readable nnarray history file ({exc})") from None
+    doc.pop("format", None)
+    doc.pop("version", None)
+    return history, doc

@@ -146,7 +146,8 @@ class MLP:
             grads[f"W{l}"] = H_prev.T @ a
             grads[f"b{l}"] = xp.sum(a, axis=0)
             if l > 1:  # the input layer has no gradient to pass on
-                a = F.relu_backward(xp, a @ p[f"W{l}"].T, H_prev)
+                # h_j = Σ_k W_k,j a_k, masked in place (the product is a fresh array of ours)
+                a = F.relu_backward(xp, a @ p[f"W{l}"].T, H_prev, inplace=True)
         return grads
 
     # ----------------------------------------------------------------- public API (validated input)
@@ -160,15 +161,13 @@ class MLP:
         """Cross-entropy E = −Σ_k T_k log Y_k, averaged over the rows (``"mean"``) or summed (``"sum"``)."""
         check_reduction(reduction)
         Xd, td = self._to_device_Xt(X, t)
-        A, _ = self.forward(Xd)
-        T = F.one_hot(self.xp, td, self.n_classes, self.dtype)
-        return float(F.cross_entropy(self.xp, A, T, reduction))
+        _, E, _ = self._head(Xd, td)
+        return float(E) / (Xd.shape[0] if reduction == "mean" else 1)
 
     def accuracy(self, X, t) -> float:
         """Fraction of rows whose most probable class equals the label ``t``."""
         Xd, td = self._to_device_Xt(X, t)
-        A, _ = self.forward(Xd)
-        return int(F.count_correct(self.xp, A, td)) / Xd.shape[0]
+        return int(F.count_correct(self.xp, self.forward(Xd)[0], td)) / Xd.shape[0]
 
     def gradient(self, X, t, reduction: str = "mean"):
         """ΔW, ΔB for every layer by back-propagation, as a dict with the keys of ``params``.
@@ -178,12 +177,14 @@ class MLP:
         """
         check_reduction(reduction)
         Xd, td = self._to_device_Xt(X, t)
-        return self._gradient_device(Xd, F.one_hot(self.xp, td, self.n_classes, self.dtype), reduction)
-
-    def _gradient_device(self, Xd, T, reduction):
         A, Hs = self.forward(Xd)
-        Y = F.softmax(self.xp, A)
-        return self.backward(F.softmax_cross_entropy_backward(self.xp, Y, T, reduction), Hs)
+        a, _, _ = F.softmax_cross_entropy(self.xp, A, F.one_hot(self.xp, td, self.n_classes, self.dtype), reduction)
+        return self.backward(a, Hs)
+
+    def _head(self, Xd, td):
+        """The loss head on the whole of (Xd, td): ``(a, E, correct)`` as :func:`functions.softmax_cross_entropy`."""
+        A, _ = self.forward(Xd)
+        return F.softmax_cross_entropy(self.xp, A, F.one_hot(self.xp, td, self.n_classes, self.dtype), "sum")
 
     def numerical_gradient(self, X, t, reduction: str = "mean", eps: float = 1e-6):
         """Central-difference gradient, host float64 (see :func:`nnarray.gradcheck.numerical_gradient`)."""

@@ -1,56 +1,108 @@
-"""Optimisers: :class:`SGD`, the seed's update B ← B − η ΔB, W ← W − η ΔW (with optional momentum)."""
+"""Optimizers: the update rule that turns gradients ΔW, ΔB into new parameters.
+
+The seed's update is plain SGD, B ← B − η ΔB, W ← W − η ΔW (:class:`SGD` with ``momentum=0``).
+
+The optimizer protocol
+----------------------
+Every optimizer is an :class:`Optimizer`:
+
+* ``lr`` — the learning rate η, a Python float; schedules (:mod:`nnarray.schedules`) set it per epoch;
+* ``hyperparameters()`` — ``{"lr": η, ...}``, everything that defines the update besides the state;
+* ``update(params, grads)`` — one step for every key of ``grads``; arrays are updated in place where they are
+  writeable (NumPy, CuPy, array-api-strict, torch), else replaced by new entries of ``params``;
+* ``state`` — ``{state name: {parameter key: array}}`` on the parameters' device (SGD's ``"velocity"``);
+  only the optimizer assigns its entries. A fast path that computes the update itself (with the documented
+  formula) asks for the arrays with ``state_arrays(params, name)``, which creates missing ones as zeros,
+  and may then change their *contents* on the device;
+* ``state_dict()`` / ``load_state_dict(sd, backend, dtype)`` — host copies for checkpoints and for
+  :func:`nnarray.fit`'s rollback after a diverged epoch; :func:`from_state_dict` rebuilds any optimizer.
+
+Hyperparameters are Python floats, which the standard treats as "weak" scalars: float32 parameters stay
+float32 (a NumPy scalar would promote them to float64 under NEP 50).
+"""
 
 from __future__ import annotations
+
+import numbers
 
 from .backend import to_numpy
 from .validation import check_lr
 
-__all__ = ["SGD"]
+__all__ = ["Optimizer", "SGD", "from_state_dict", "OPTIMIZERS"]
+
+#: Optimizer classes by name, for checkpoints (:func:`from_state_dict`). Subclasses register themselves.
+OPTIMIZERS: dict = {}
 
 
-class SGD:
-    """Stochastic gradient descent.
+def _check_fraction(value, name, upper_open=True):
+    """A float in [0, 1) (or [0, 1] with ``upper_open=False``), with an error naming the argument."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}: expected a number, got {value!r}")
+    value = float(value)
+    if not (0.0 <= value < 1.0 if upper_open else 0.0 <= value <= 1.0):
+        raise ValueError(f"{name}: expected a value in [0, {'1)' if upper_open else '1]'}, got {value!r}")
+    return value
 
-    ``update`` computes ``params[k] − lr · grads[k]`` for every key. Writeable arrays (NumPy, CuPy,
-    array-api-strict, torch) are updated in place, which saves an allocation per parameter and step;
-    others (read-only arrays, JAX) get a new array in ``params[k]``. Both give identical values.
 
-    With ``momentum`` μ > 0 (not in the seed; 0 by default) it keeps a velocity per parameter:
-    v ← μ v − η ΔW, W ← W + v.
+def _check_nonnegative(value, name):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}: expected a number, got {value!r}")
+    value = float(value)
+    if not (0.0 <= value < float("inf")):
+        raise ValueError(f"{name}: expected a finite value ≥ 0, got {value!r}")
+    return value
 
-    Parameters
-    ----------
-    lr : float
-        Learning rate η. With ``reduction="mean"`` gradients, 0.1 suits the seed network; with the
-        seed's ``reduction="sum"``, use about η/N (0.001 for batches of 100).
-    momentum : float
-        μ in [0, 1).
+
+class Optimizer:
+    """Base class: the protocol above. Subclasses define ``_hyper`` (names) and ``_step(key, p, g)``.
+
+    ``_step`` returns the array to *add* to the parameter (``p + delta``), computed from the gradient and
+    the optimizer's state; the base class applies it in place where possible.
     """
 
-    def __init__(self, lr=0.1, momentum=0.0):
-        self.lr = check_lr(lr)
-        momentum = float(momentum)
-        if not 0.0 <= momentum < 1.0:
-            raise ValueError(f"momentum: expected a value in [0, 1), got {momentum!r}")
-        self.momentum = momentum
-        self.velocity = {}
+    #: Names of the hyperparameters besides ``lr`` (constructor arguments of the same names).
+    _hyper: tuple = ()
+    #: Names of the per-parameter state arrays.
+    _state_names: tuple = ()
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        OPTIMIZERS[cls.__name__] = cls
+
+    def __init__(self, lr):
+        self.lr = lr
+        self.state = {name: {} for name in self._state_names}
+        self.t = 0  # number of updates made (Adam's bias correction needs it)
+
+    # ---------------------------------------------------------------- hyperparameters
+    @property
+    def lr(self) -> float:
+        """The learning rate η (a positive Python float)."""
+        return self._lr
+
+    @lr.setter
+    def lr(self, value):
+        self._lr = check_lr(value)
+
+    def hyperparameters(self) -> dict:
+        """``{"lr": η, ...}``: every constructor argument, as plain Python values."""
+        return {"lr": self.lr, **{k: getattr(self, k) for k in self._hyper}}
 
     def __repr__(self):
-        return f"SGD(lr={self.lr}, momentum={self.momentum})"
+        args = ", ".join(f"{k}={v!r}" for k, v in self.hyperparameters().items())
+        return f"{type(self).__name__}({args})"
 
+    # ---------------------------------------------------------------- the update
     def update(self, params, grads):
         """Apply one step to every ``params[k]`` that has a gradient ``grads[k]``.
 
         ``params`` is modified: its arrays in place where they are writeable, else by new entries.
+        ``grads`` are not modified.
         """
-        lr, mu = self.lr, self.momentum  # Python floats: "weak", so float32 parameters stay float32
+        self.t += 1
         for k, g in grads.items():
-            if mu == 0.0:
-                delta = -lr * g  # W ← W − η ΔW  (adding −ηΔW rounds exactly like subtracting ηΔW)
-            else:
-                v = self.velocity.get(k)
-                delta = self.velocity[k] = -lr * g if v is None else mu * v - lr * g  # v ← μv − ηΔW; W ← W + v
             p = params[k]
+            delta = self._step(k, p, g)
             try:
                 p += delta  # in place (identical values, no new array)
             except (ValueError, TypeError):  # read-only NumPy arrays, immutable namespaces (JAX)
@@ -59,18 +111,107 @@ class SGD:
                 if p is not params[k]:  # a namespace whose += rebinds instead of mutating
                     params[k] = p
 
-    # --------------------------------------------------------- checkpoints
-    def state_dict(self):
-        """Hyperparameters and velocities as host NumPy arrays (for checkpoints)."""
+    def _step(self, key, p, g):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------- state
+    def state_arrays(self, params, name):
+        """``state[name]`` with an array (zeros like the parameter) for every key of ``params``.
+
+        For fast paths that compute the update themselves on the device: they may change the arrays'
+        contents, never the dict.
+        """
+        if name not in self.state:
+            raise KeyError(f"{type(self).__name__} has no state {name!r}; it has {', '.join(self.state) or 'none'}")
+        arrays = self.state[name]
+        for k, p in params.items():
+            if k not in arrays:
+                arrays[k] = _zeros_like(p)
+        return arrays
+
+    def state_dict(self) -> dict:
+        """Everything needed to continue: type, hyperparameters, step count and host copies of the state."""
         return {
-            "lr": self.lr,
-            "momentum": self.momentum,
-            "velocity": {k: to_numpy(v).copy() for k, v in self.velocity.items()},
+            "type": type(self).__name__,
+            "hyperparameters": self.hyperparameters(),
+            "t": self.t,
+            "state": {name: {k: to_numpy(v).copy() for k, v in arrays.items()} for name, arrays in self.state.items()},
         }
 
-    def load_state_dict(self, state, backend=None, dtype=None):
-        """Restore from :meth:`state_dict`; velocities are moved to ``backend`` (a Backend) when given."""
-        self.lr = check_lr(state["lr"])
-        self.momentum = float(state["momentum"])
-        vel = state.get("velocity", {})
-        self.velocity = {k: (backend.asarray(v, dtype=dtype, copy=True) if backend is not None else v) for k, v in vel.items()}
+    def load_state_dict(self, sd, backend=None, dtype=None):
+        """Restore from :meth:`state_dict`; state arrays are copied onto ``backend`` (a Backend) when given."""
+        if sd.get("type", type(self).__name__) != type(self).__name__:
+            raise ValueError(f"state: a {sd['type']} state cannot be loaded into {type(self).__name__}")
+        for k, v in sd.get("hyperparameters", {}).items():
+            if k == "lr" or k in self._hyper:
+                setattr(self, k, v)
+        self.t = int(sd.get("t", 0))
+        state = sd.get("state", {})
+        self.state = {
+            name: {
+                k: (backend.asarray(v, dtype=dtype, copy=True) if backend is not None else v)
+                for k, v in state.get(name, {}).items()
+            }
+            for name in self._state_names
+        }
+
+
+def from_state_dict(sd, backend=None, dtype=None) -> Optimizer:
+    """The optimizer a :meth:`Optimizer.state_dict` describes, with its state on ``backend``."""
+    cls = OPTIMIZERS.get(sd.get("type"))
+    if cls is None:
+        raise ValueError(f"unknown optimizer type {sd.get('type')!r}; known: {', '.join(sorted(OPTIMIZERS))}")
+    opt = cls(**sd.get("hyperparameters", {}))
+    opt.load_state_dict(sd, backend=backend, dtype=dtype)
+    return opt
+
+
+def _zeros_like(p):
+    import array_api_compat  # noqa: PLC0415
+
+    xp = array_api_compat.array_namespace(p)
+    return xp.zeros(p.shape, dtype=p.dtype, device=array_api_compat.device(p))
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent — the seed's update, with optional momentum.
+
+    ``momentum`` μ = 0 (default, the seed): W ← W − η ΔW.
+    ``momentum`` μ > 0 (heavy ball): v ← μ v − η ΔW, W ← W + v (v starts at 0, so the first step is the seed's).
+
+    Parameters
+    ----------
+    lr : float
+        Learning rate η. With ``reduction="mean"`` gradients, 0.1 suits the seed network; with the
+        seed's ``reduction="sum"``, use about η/N (0.001 for batches of 100).
+    momentum : float
+        μ in [0, 1).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> p, g = {"W": np.ones(2)}, {"W": np.full(2, 0.5)}
+    >>> SGD(lr=0.1).update(p, g); p["W"]
+    array([0.95, 0.95])
+    """
+
+    _hyper = ("momentum",)
+    _state_names = ("velocity",)
+
+    def __init__(self, lr=0.1, momentum=0.0):
+        super().__init__(lr)
+        self.momentum = _check_fraction(momentum, "momentum")
+
+    @property
+    def velocity(self):
+        """The velocities v per parameter key (``state["velocity"]``)."""
+        return self.state["velocity"]
+
+    def _step(self, key, p, g):
+        lr, mu = self.lr, self.momentum
+        if mu == 0.0:
+            return -lr * g  # W ← W − η ΔW  (adding −ηΔW rounds exactly like subtracting ηΔW)
+        v = self.velocity.get(key)
+        v = -lr * g if v is None else mu * v - lr * g  # v ← μv − ηΔW; W ← W + v
+        self.velocity[key] = v
+        return v

@@ -228,7 +228,7 @@ def build_parser():
     p.add_argument("--repeats", type=int, default=6, help="timed epochs per row, rotating who goes first (median)")
     p.add_argument("--samples", type=int, default=EPOCH_SAMPLES, help="samples per timed epoch (scaled to 60000)")
     p.add_argument("--backends", default=None, help="nnarray rows: numpy,cupy,array_api_strict,torch, each with "
-                   "optional :generic or :fast (default numpy,numpy:generic, plus cupy,cupy:fast with a GPU)")
+                   "optional :generic or :fast (default numpy, plus cupy,cupy:fast with a GPU)")
     p.add_argument("--yardsticks", default=",".join(YARDSTICKS), help=f"among {','.join(YARDSTICKS)} (default all)")
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     p.add_argument("--data", default="auto", choices=["auto", "fashion-mnist", "random"])
@@ -249,7 +249,7 @@ def main(argv=None):
     gpu = ys.gpu_present()
     cfgs = parse_configs(args.configs or ("100x100,1000x100" + (",4096x1024" if gpu else "")))
     backends = ([b.strip() for b in args.backends.split(",") if b.strip()] if args.backends else
-                ["numpy", "numpy:generic"] + (["cupy", "cupy:fast"] if nn.cupy_available() else []))
+                ["numpy"] + (["cupy", "cupy:fast"] if nn.cupy_available() else []))
     X, t, data_desc = load_data(args.data, args.samples)
     env = ys.environment()
     print("\n".join([f"nnarray benchmark: seed network, SGD lr={LR} (mean), {args.dtype}, {EPOCH_SAMPLES} "

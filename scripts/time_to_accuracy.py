@@ -7,10 +7,11 @@ test accuracy (all 10 000 test images, after every epoch) reaches ``--target`` (
 have run; epoch e uses lr·gamma^(e−1). Rows (``--impls``), one after the other in the same process:
 
 * ``nnarray`` (its automatic choice of path), ``nnarray:generic`` (``fit(fast=False)``), ``nnarray:fast``
-  (``fit(fast=True)``) on ``--backend``: ONE :func:`nnarray.fit` call with ``validation=``; its callback records
-  the epoch, sets ``opt.lr`` for the next one and ends the run at the target;
+  (``fit(fast=True)``) on ``--backend``: ONE :func:`nnarray.fit` call with ``validation=`` and
+  ``schedule=nn.schedules.Exponential(lr, gamma)``; its callback records the epoch and raises
+  ``nn.StopTraining`` at the target;
 * ``torch-eager`` and ``torch-cudagraph`` (CUDA only): :class:`yardsticks.TorchTrainer`, ``param_group["lr"]``
-  set per epoch (the graph row recaptures its graphs when lr changes, a few ms inside its clock).
+  set per epoch from the same schedule object (the graph row recaptures its graphs when lr changes, a few ms inside its clock).
 
 The clock starts just before the network is created: it includes the initial weights, moving the data to the
 device, every permutation, training, evaluation, graph warm-up and captures. Before it, every row runs once on
@@ -50,13 +51,10 @@ IMPLS = ("nnarray", "nnarray:generic", "nnarray:fast", "torch-eager", "torch-cud
 YARDSTICKS = ("torch-eager", "torch-cudagraph")
 
 
-class _TargetReached(Exception):
-    """Raised from fit's callback to end the nnarray run once the target accuracy is reached."""
-
-
 def run(name, X, t, Xt, tt, s):
     """Train one row; returns (per-epoch records, info). The clock starts before the network exists."""
-    records, sizes, lr0, gamma = [], [ys.N_IN, s["hidden"], ys.N_CLASSES], s["lr"], s["gamma"]
+    records, sizes = [], [ys.N_IN, s["hidden"], ys.N_CLASSES]
+    schedule = nn.schedules.Exponential(s["lr"], s["gamma"])  # η of epoch e, for both libraries
 
     def record(epoch, epoch_seconds, acc, loss, lr):
         records.append({"epoch": int(epoch), "seconds": time.perf_counter() - t0, "epoch_seconds": float(epoch_seconds),
@@ -71,29 +69,24 @@ def run(name, X, t, Xt, tt, s):
         fast = {"nnarray": None, "nnarray:generic": False, "nnarray:fast": True}[name]
         t0 = time.perf_counter()
         net = nn.MLP(sizes, backend=be, dtype=s["dtype"], seed=s["seed"])
-        opt = nn.SGD(lr0, momentum=s["momentum"])
+        opt = nn.SGD(s["lr"], momentum=s["momentum"])
 
         def callback(r):
-            reached = record(r["epoch"], r["seconds"], r["val_accuracy"], r["train_loss"], opt.lr)
-            opt.lr = lr0 * gamma ** r["epoch"]  # for the next epoch (epochs are numbered from 1)
-            if reached:
-                raise _TargetReached
+            if record(r["epoch"], r["seconds"], r["val_accuracy"], r["train_loss"], r["lr"]):
+                raise nn.StopTraining
 
-        try:
-            nn.fit(net, opt, X, t, epochs=s["max_epochs"], batch_size=s["batch_size"], seed=s["seed"],
-                   validation=(Xt, tt), callback=callback, fast=fast)
-        except _TargetReached:
-            pass
+        nn.fit(net, opt, X, t, epochs=s["max_epochs"], batch_size=s["batch_size"], seed=s["seed"],
+               validation=(Xt, tt), callbacks=callback, schedule=schedule, fast=fast)
         device = f"cuda:{getattr(be.device, 'id', 0)}" if be.name == "cupy" else str(be.device) if be.name == "torch" else "cpu"
         return records, {"backend": be.name, "device": device}
 
     torch, rng = ys.import_torch(), np.random.default_rng(s["seed"])  # what nnarray.fit draws from
     t0 = time.perf_counter()
-    tr = ys.TorchTrainer(torch, ys.initial_params(sizes, s["seed"], s["dtype"]), X, t, s["batch_size"], lr0,
+    tr = ys.TorchTrainer(torch, ys.initial_params(sizes, s["seed"], s["dtype"]), X, t, s["batch_size"], schedule(1),
                          momentum=s["momentum"], dtype=s["dtype"], graph=name == "torch-cudagraph")
     Xv, tv = tr.tensor(Xt), tr.tensor(tt, torch.int64)
     for epoch in range(1, s["max_epochs"] + 1):
-        e0, lr = time.perf_counter(), lr0 * gamma ** (epoch - 1)
+        e0, lr = time.perf_counter(), schedule(epoch)
         loss = tr.epoch(rng.permutation(X.shape[0]), lr) / X.shape[0]
         acc = tr.accuracy(Xv, tv)
         tr.sync()

@@ -1,4 +1,12 @@
-"""Shared fixtures: the backends every cross-backend test runs on, and small seeded problems."""
+"""Shared fixtures: the backends every cross-backend test runs on, and small seeded problems.
+
+* ``backend`` — parametrised over numpy, array_api_strict, torch and cupy. A backend whose library or
+  device is missing is skipped with the reason; cupy is marked ``gpu`` automatically.
+* ``blobs`` — a factory of small learnable classification problems (Gaussian blobs).
+* markers ``torch`` and ``gpu`` skip, with the reason, where torch or a CUDA device is missing.
+* ``import_script`` — ``import_script("bench")`` imports a module of ``scripts/`` by name, as the scripts
+  import each other.
+"""
 
 import importlib
 import sys
@@ -24,23 +32,32 @@ HAS_CUPY_GPU = nn.cupy_available()
 NO_GPU_REASON = "needs CuPy and a CUDA device (none here); run ci/gpu.sh on a GPU machine"
 NO_TORCH_REASON = "torch is not installed (bash ci/test.sh installs the CPU build when a local wheel exists)"
 
-# CPU backends that must agree with NumPy; CuPy joins them on a GPU machine.
-CPU_BACKENDS = [
+BACKENDS = [
     pytest.param("numpy", id="numpy"),
     pytest.param("array_api_strict", id="strict"),
-    pytest.param("torch", id="torch", marks=pytest.mark.skipif(not HAS_TORCH, reason=NO_TORCH_REASON)),
-]
-ALL_BACKENDS = CPU_BACKENDS + [
-    pytest.param("cupy", id="cupy", marks=[pytest.mark.gpu, pytest.mark.skipif(not HAS_CUPY_GPU, reason=NO_GPU_REASON)])
+    pytest.param("torch", id="torch", marks=pytest.mark.torch),
+    pytest.param("cupy", id="cupy", marks=pytest.mark.gpu),
 ]
 
 
-@pytest.fixture(params=ALL_BACKENDS)
-def backend_name(request):
+def pytest_configure(config):
+    config.addinivalue_line("markers", "torch: needs PyTorch (skipped elsewhere, with the reason)")
+
+
+def pytest_runtest_setup(item):
+    if item.get_closest_marker("gpu") is not None and not HAS_CUPY_GPU:
+        pytest.skip(NO_GPU_REASON)
+    if item.get_closest_marker("torch") is not None and not HAS_TORCH:
+        pytest.skip(NO_TORCH_REASON)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    """A backend name: numpy, array_api_strict, torch (marked ``torch``), cupy (marked ``gpu``)."""
     return request.param
 
 
-def blobs(n=600, n_in=12, n_classes=3, seed=0, dtype=np.float64):
+def make_blobs(n=600, n_in=12, n_classes=3, seed=0, dtype=np.float64):
     """A small, learnable classification problem: Gaussian blobs around random centres."""
     rng = np.random.default_rng(seed)
     centres = rng.normal(scale=2.0, size=(n_classes, n_in))
@@ -49,9 +66,21 @@ def blobs(n=600, n_in=12, n_classes=3, seed=0, dtype=np.float64):
     return X.astype(dtype), t.astype(np.int64)
 
 
+@pytest.fixture(scope="session")
+def blobs():
+    """The :func:`make_blobs` factory: ``X, t = blobs(n=600, n_in=12, n_classes=3, seed=0)``."""
+    return make_blobs
+
+
 @pytest.fixture
 def problem():
-    return blobs()
+    return make_blobs()
+
+
+@pytest.fixture
+def torch_available():
+    """Whether torch imports here (for tests that add a torch row when it does)."""
+    return HAS_TORCH
 
 
 SCRIPTS_DIR = Path(__file__).resolve().parents[1] / "scripts"

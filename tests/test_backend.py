@@ -5,8 +5,6 @@ import pytest
 
 import nnarray as nn
 
-from conftest import HAS_TORCH, NO_TORCH_REASON
-
 
 @pytest.mark.parametrize("name", ["numpy", "array_api_strict"])
 def test_named_backends(name):
@@ -72,7 +70,7 @@ def test_backend_arrays_as_input():
     nn.fit(net, nn.SGD(0.1), X, t, epochs=1, batch_size=3)
 
 
-@pytest.mark.skipif(not HAS_TORCH, reason=NO_TORCH_REASON)
+@pytest.mark.torch
 def test_torch_backend_on_the_cpu():
     be = nn.get_backend("torch")
     assert be.name == "torch"

@@ -50,11 +50,12 @@ def test_train_end_to_end_writes_every_output(tmp_path, capsys):
     assert len(epoch_lines) == 2 and all("test acc" in line and "samples/s" in line for line in epoch_lines)
     for name in OUTPUTS:
         assert (out / name).is_file(), name
-    hist = json.loads((out / "history.json").read_text())
-    assert [e["epoch"] for e in hist["epochs"]] == [1, 2]
-    assert {"train_loss", "train_accuracy", "test_accuracy", "seconds"} <= set(hist["epochs"][0])
-    assert hist["epochs"][-1]["test_accuracy"] > 0.7  # 2 epochs on 3000 images
-    assert np.asarray(hist["confusion_matrix"]).sum() == 10000
+    hist, meta = nn.load_history(out / "history.json")
+    assert hist.epoch == [1, 2]
+    assert all(v is not None for r in hist.records() for v in r.values()), "every column filled"
+    assert hist.val_accuracy[-1] > 0.7  # 2 epochs on 3000 images (validated on the test set)
+    assert hist.lr == pytest.approx([0.05, 0.045]) and meta["backend"].startswith("numpy")
+    assert np.asarray(meta["confusion_matrix"]).sum() == 10000
     import matplotlib.image
 
     for png in ("learning_curve.png", "confusion_matrix.png"):
@@ -85,7 +86,7 @@ def test_evaluate_reports_accuracy_per_class_and_confusion(tmp_path, capsys):
     out = tmp_path / "run"
     assert cli.main(["train", "--dataset", "fashion-mnist", "--subset", "2000", "--epochs", "1", "--hidden", "32",
                      "--out", str(out), "--quiet", "--no-plots", "--backend", "numpy"]) == 0
-    trained_acc = json.loads((out / "history.json").read_text())["epochs"][-1]["test_accuracy"]
+    trained_acc = nn.load_history(out / "history.json")[0].val_accuracy[-1]
     capsys.readouterr()
     assert cli.main(["evaluate", str(out / "checkpoint.npz"), "--json", str(tmp_path / "eval.json")]) == 0
     text = capsys.readouterr().out

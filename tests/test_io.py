@@ -8,8 +8,6 @@ import pytest
 
 import nnarray as nn
 
-from conftest import blobs
-
 
 def _same_params(a, b):
     return a.keys() == b.keys() and all(np.array_equal(nn.to_numpy(a[k]), nn.to_numpy(b[k])) for k in a)
@@ -36,7 +34,7 @@ def test_load_onto_another_backend(tmp_path):
     np.testing.assert_allclose(nn.to_numpy(strict.predict(X)), nn.to_numpy(net.predict(X)), rtol=1e-14)
 
 
-def test_checkpoint_round_trip(tmp_path):
+def test_checkpoint_round_trip(tmp_path, blobs):
     X, t = blobs(n=200, seed=1)
     net, opt, rng = nn.MLP([12, 8, 3], backend="numpy", dtype="float64", seed=0), nn.SGD(0.1, momentum=0.9), np.random.default_rng(4)
     hist = nn.fit(net, opt, X, t, epochs=2, batch_size=32, seed=rng)
@@ -51,7 +49,7 @@ def test_checkpoint_round_trip(tmp_path):
     assert _same_params(nn.load(tmp_path / "ck.npz").params, net.params)
 
 
-def test_resume_equals_uninterrupted(tmp_path):
+def test_resume_equals_uninterrupted(tmp_path, blobs):
     X, t = blobs(n=300, seed=1)
     straight = nn.MLP([12, 8, 3], backend="numpy", dtype="float64", seed=0)
     nn.fit(straight, nn.SGD(0.1, momentum=0.5), X, t, epochs=4, batch_size=32, seed=8)
@@ -116,9 +114,8 @@ def test_a_failed_save_never_replaces_a_good_file(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == ["m.npz"], "no temporary file may be left behind"
 
 
-@pytest.mark.parametrize("backend", ["array_api_strict", pytest.param("torch", marks=pytest.mark.skipif(
-    not __import__("importlib").util.find_spec("torch"), reason="torch is not installed"))])
-def test_checkpoint_from_another_backend_loads_on_numpy(tmp_path, backend):
+@pytest.mark.parametrize("backend", ["array_api_strict", pytest.param("torch", marks=pytest.mark.torch)])
+def test_checkpoint_from_another_backend_loads_on_numpy(tmp_path, backend, blobs):
     """Files hold host arrays only: what was trained elsewhere (GPU included) loads on a CPU-only machine."""
     X, t = blobs(n=100, seed=1)
     net, opt, rng = nn.MLP([12, 8, 3], backend=backend, dtype="float32", seed=0), nn.SGD(0.1, momentum=0.9), np.random.default_rng(0)

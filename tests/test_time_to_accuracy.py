@@ -106,15 +106,15 @@ def test_same_network_same_first_epoch(reached):
     assert loss_nn == pytest.approx(loss_torch, rel=1e-3)
 
 
-def test_fast_and_generic_rows_without_warmup(tta):
-    """ci/gpu.sh compares nnarray with and without its fast path; on NumPy both paths compute the same run."""
+def test_generic_row_and_a_fast_row_that_cannot_run(tta):
+    """ci/gpu.sh compares nnarray with and without its fast path; where a backend has none (NumPy), the fast
+    row says why instead of stopping the others."""
     report = tta.main([*QUICK[:4], "--max-epochs", "2", "--target", "0.5", "--backend", "numpy", "--no-warmup",
                        "--impls", "nnarray:generic,nnarray:fast"])
     assert report["settings"]["warmup"] is False
-    gen, fast = report["results"]["nnarray:generic"], report["results"]["nnarray:fast"]
-    _check_row(gen, 2)
-    _check_row(fast, 2)
-    assert [e["test_accuracy"] for e in gen["per_epoch"]] == [e["test_accuracy"] for e in fast["per_epoch"]]
+    _check_row(report["results"]["nnarray:generic"], 2)
+    fast = report["results"]["nnarray:fast"]
+    assert fast["available"] is False and "fast path" in fast["reason"], fast
     assert report["ratios"] == {}  # no yardstick asked for
 
 

@@ -5,10 +5,8 @@ import pytest
 
 import nnarray as nn
 
-from conftest import blobs
 
-
-def test_learns_a_synthetic_problem_to_a_stated_accuracy():
+def test_learns_a_synthetic_problem_to_a_stated_accuracy(blobs):
     X, t = blobs(n=3000, n_in=20, n_classes=5, seed=0, dtype=np.float32)
     Xv, tv = blobs(n=1000, n_in=20, n_classes=5, seed=0, dtype=np.float32)
     Xv, tv = Xv[:1000], tv[:1000]
@@ -29,14 +27,14 @@ def test_learns_a_nonlinear_problem_with_two_hidden_layers():
     assert net.accuracy(X, t) >= 0.95
 
 
-def test_seeds_convention_sum_trains_too():
+def test_seeds_convention_sum_trains_too(blobs):
     X, t = blobs(n=1000, n_in=10, n_classes=3, seed=4)
     net = nn.MLP([10, 16, 3], backend="numpy", seed=0)
     hist = nn.fit(net, nn.SGD(0.001), X, t, epochs=5, batch_size=100, reduction="sum")
     assert hist.train_accuracy[-1] > 0.9
 
 
-def test_same_seed_gives_an_identical_history_twice():
+def test_same_seed_gives_an_identical_history_twice(blobs):
     X, t = blobs(n=500, seed=2)
 
     def run():
@@ -51,14 +49,14 @@ def test_same_seed_gives_an_identical_history_twice():
         assert np.array_equal(nn.to_numpy(n1.params[k]), nn.to_numpy(n2.params[k]))
 
 
-def test_different_seed_gives_a_different_run():
+def test_different_seed_gives_a_different_run(blobs):
     X, t = blobs(n=500, seed=2)
     a = nn.fit(nn.MLP([12, 16, 3], seed=5, backend="numpy"), nn.SGD(0.1), X, t, epochs=1, batch_size=32, seed=1)
     b = nn.fit(nn.MLP([12, 16, 3], seed=5, backend="numpy"), nn.SGD(0.1), X, t, epochs=1, batch_size=32, seed=2)
     assert a.train_loss != b.train_loss
 
 
-def test_history_contents_and_partial_last_batch():
+def test_history_contents_and_partial_last_batch(blobs):
     X, t = blobs(n=105, seed=3)
     hist = nn.fit(nn.MLP([12, 8, 3], backend="numpy", seed=0), nn.SGD(0.1), X, t, epochs=2, batch_size=50)
     assert hist.epoch == [1, 2] and len(hist) == 2
@@ -70,7 +68,7 @@ def test_history_contents_and_partial_last_batch():
     assert nn.History.from_dict(hist.to_dict()).to_dict() == hist.to_dict()
 
 
-def test_two_runs_of_two_epochs_with_a_carried_generator_equal_four_epochs():
+def test_two_runs_of_two_epochs_with_a_carried_generator_equal_four_epochs(blobs):
     X, t = blobs(n=300, seed=3)
     net_a = nn.MLP([12, 8, 3], backend="numpy", dtype="float64", seed=0)
     ha = nn.fit(net_a, nn.SGD(0.1, momentum=0.5), X, t, epochs=4, batch_size=32, seed=3)
@@ -84,7 +82,7 @@ def test_two_runs_of_two_epochs_with_a_carried_generator_equal_four_epochs():
         assert np.array_equal(nn.to_numpy(net_a.params[k]), nn.to_numpy(net_b.params[k]))
 
 
-def test_fit_does_not_modify_the_callers_data():
+def test_fit_does_not_modify_the_callers_data(blobs):
     X, t = blobs(n=200, seed=3)
     X0, t0 = X.copy(), t.copy()
     X.setflags(write=False)
@@ -92,12 +90,12 @@ def test_fit_does_not_modify_the_callers_data():
     assert np.array_equal(X, X0) and np.array_equal(t, t0)
 
 
-def test_callback_and_progress_hooks():
+def test_callback_and_progress_hooks(blobs):
     X, t = blobs(n=400, seed=3)
     seen, progress = [], []
     nn.fit(
         nn.MLP([12, 8, 3], backend="numpy", seed=0), nn.SGD(0.1), X, t, epochs=2, batch_size=20,
-        callback=seen.append, on_batches=lambda b, n, read: progress.append((b, n, read())), log_every=5,
+        callbacks=seen.append, on_batches=lambda b, n, read: progress.append((b, n, read())), log_every=5,
     )
     assert [r["epoch"] for r in seen] == [1, 2]
     assert [p[0] for p in progress] == [5, 10, 15, 20] * 2 and all(p[1] == 20 for p in progress)
@@ -105,7 +103,7 @@ def test_callback_and_progress_hooks():
     assert progress[3][2] == pytest.approx(seen[0]["train_loss"], rel=1e-5)
 
 
-def test_evaluate_matches_loss_and_accuracy():
+def test_evaluate_matches_loss_and_accuracy(blobs):
     X, t = blobs(n=300, seed=6)
     net = nn.MLP([12, 8, 3], backend="numpy", dtype="float64", seed=0)
     loss, acc = nn.evaluate(net, X, t, batch_size=64)

@@ -23,6 +23,7 @@ from .idx import read_idx, write_idx
 from .loaders import find_dataset_dir, load_fashion_mnist, load_mnist
 
 __all__ = [
+    "choose",
     "DatasetError",
     "DatasetNotFoundError",
     "find_dataset_dir",
@@ -56,3 +57,26 @@ def load(name: str, data_dir: str | os.PathLike | None = None, download: bool = 
     if key == "digits":
         return load_digits()
     raise ValueError(f"unknown dataset {name!r}: expected one of {', '.join(NAMES)}")
+
+
+def choose(name: str = "auto", data_dir: str | os.PathLike | None = None):
+    """Resolve a dataset choice and load it: returns ``(name, data, why)``.
+
+    ``"auto"`` takes MNIST when its files are found or can be downloaded, else a local Fashion-MNIST, else
+    scikit-learn's 8×8 digits; ``why`` says in words which was taken and why (the training command prints it).
+    Any other name is loaded as :func:`load` does.
+    """
+    if name != "auto":
+        return name, load(name, data_dir=data_dir), f"--dataset {name}"
+    where = find_dataset_dir("mnist", data_dir)
+    if where is not None:
+        return "mnist", load("mnist", data_dir=data_dir), f"MNIST found in {where}"
+    try:
+        return "mnist", load("mnist", data_dir=data_dir, download=True), "MNIST downloaded"
+    except DatasetError:
+        pass
+    where = find_dataset_dir("fashion-mnist", data_dir)
+    if where is not None:
+        data = load("fashion-mnist", data_dir=data_dir, download=False)
+        return "fashion-mnist", data, f"MNIST not found and not downloadable; Fashion-MNIST found in {where}"
+    return "digits", load("digits"), "neither MNIST nor Fashion-MNIST available; scikit-learn's 8x8 digits"

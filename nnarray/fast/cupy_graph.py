@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..step import TrainStep
+
 __all__ = ["CupyGraphStep", "VALIDATED"]
 
 #: Whether this path has passed its parity tests (tests/test_gpu_fast_path.py) on a real GPU. Until it
@@ -178,16 +180,26 @@ class _Buffers:
         self.A = cp.empty((n, sizes[-1]), dtype)  # A, then a
 
 
-class CupyGraphStep:
-    """Fast path of the training step for the ``cupy`` backend and :class:`nnarray.SGD` (experimental)."""
+class CupyGraphStep(TrainStep):
+    """Fast path of the training step for the ``cupy`` backend and :class:`nnarray.SGD` (experimental).
+
+    The same step as :class:`nnarray.step.TrainStep` (the generic one is the reference in the tests), computed
+    by fused kernels replayed as a CUDA graph. It takes η and μ from the optimizer and the velocities from
+    ``opt.state_arrays(params, "velocity")``, whose contents its kernels update on the device.
+    """
 
     name = "cupy-graph"
+    fuses_update = True
 
-    @staticmethod
-    def unsupported(net, opt, Xd, Td):
+    @classmethod
+    def unsupported(cls, net, opt, Xd, Td, batch_size=None, explicit=False):
         """None when this path can run the training, else the reason it cannot."""
         from ..optim import SGD  # noqa: PLC0415
 
+        if not explicit and not VALIDATED:
+            return "the CuPy graph path is experimental until validated on a GPU (use fast=True)"
+        if batch_size is not None and cls.too_large(net, batch_size):
+            return "layers too large for the graph path's own GEMM kernel; cuBLAS is faster"
         if net.backend.name != "cupy":
             return "not the cupy backend"
         if type(opt) is not SGD:
@@ -205,10 +217,12 @@ class CupyGraphStep:
         widest = max(net.layer_sizes)
         return batch_size * widest * max(net.layer_sizes[:-1]) > MAX_GEMM_WORK
 
-    def __init__(self, net, opt, Xd, Td, reduction):
+    def __init__(self, net, opt, Xd, Td, reduction, grad_hook=None):
         import cupy as cp  # noqa: PLC0415
 
-        self.cp, self.net, self.opt, self.reduction = cp, net, opt, reduction
+        if grad_hook is not None:
+            raise ValueError("the CuPy graph step fuses the update into its kernels: no gradient hook")
+        self.cp, self.net, self.opt, self.reduction, self.grad_hook = cp, net, opt, reduction, None
         self.dtype = cp.dtype(net.dtype_name)
         self.mod = _module(net.dtype_name)
         self.k = {name: self.mod.get_function(name) for name in ("gemm", "gather", "softmax_ce", "bias_update", "axpy", "advance")}
@@ -224,7 +238,7 @@ class CupyGraphStep:
         self._graphs = {}  # batch size -> (graph, buffers)
         self._signature = None
 
-    # -------------------------------------------------------------- metrics (GenericStep's interface)
+    # -------------------------------------------------------------- metrics (TrainStep's interface)
     @property
     def loss_sum(self):
         return self._loss
@@ -242,12 +256,11 @@ class CupyGraphStep:
         """Velocities, η/μ on the device, and recapture when parameters were replaced (once per epoch)."""
         cp, opt, p = self.cp, self.opt, self.net.params
         momentum = opt.momentum != 0.0
-        if momentum:
-            for k, v in p.items():
-                if k not in opt.velocity:
-                    opt.velocity[k] = cp.zeros_like(v)  # μ·0 − ηΔW = −ηΔW: SGD's first step
+        # Zero velocities where the optimizer has none yet: μ·0 − ηΔW = −ηΔW, SGD's first step.
+        velocity = opt.state_arrays(p, "velocity") if momentum else {}
+        self._velocity = velocity
         signature = (momentum, tuple((k, v.data.ptr) for k, v in p.items()),
-                     tuple((k, v.data.ptr) for k, v in opt.velocity.items()) if momentum else ())
+                     tuple((k, v.data.ptr) for k, v in velocity.items()))
         if signature != self._signature:
             self._graphs.clear()
             self._signature = signature
@@ -309,11 +322,11 @@ class CupyGraphStep:
             if l > 1:  # h = (a Wᵀ) masked by H > 0, before W changes
                 self._gemm(a, False, W, True, buf.h[l - 1], mask=buf.H[l - 1])
             width = b.shape[0]
-            vb = self.opt.velocity[f"b{l}"] if momentum else b
+            vb = self._velocity[f"b{l}"] if momentum else b
             k["bias_update"](((width + threads - 1) // threads,), (threads,),
                              (a, i32(n), i32(width), b, vb, self.hp, i32(momentum)))
             if momentum:  # V = μV − η H_prevᵀ a, then W += V
-                V = self.opt.velocity[f"W{l}"]
+                V = self._velocity[f"W{l}"]
                 self._gemm(H_prev, True, a, False, V, hp_modes=(1, 2))
                 k["axpy"](((W.size + threads - 1) // threads,), (threads,), (W, V, np.int64(W.size)))
             else:  # W += −η H_prevᵀ a
@@ -332,8 +345,10 @@ class CupyGraphStep:
         cp = self.cp
         cp.cuda.get_current_stream().wait_event(self.stream.record())
 
-    def run_epoch(self, order_d, batch_size, on_batches=None, log_every=50, n_batches=None):
-        """Train on every batch of ``order_d`` (the epoch's permutation, on the device)."""
+    def epoch(self, order_d, batch_size, comm=None, on_batches=None, log_every=50):
+        """Train on every batch of ``order_d`` (the epoch's permutation, on the device), replaying graphs."""
+        if comm is not None and comm.size > 1:
+            raise ValueError("the CuPy graph step runs in one process only")
         self._prepare()
         N = order_d.shape[0]
         self.perm[:N] = order_d
@@ -353,8 +368,8 @@ class CupyGraphStep:
                     on_batches(b, n_batches, lambda n=seen: float(self._loss) / n)
         self._end()
 
-    def __call__(self, idx):
-        """One step on the rows ``idx`` (the interface of GenericStep; fit uses :meth:`run_epoch`)."""
+    def __call__(self, idx, n=None):
+        """One step on the rows ``idx`` (TrainStep's interface; fit uses :meth:`epoch`)."""
         self._prepare()
         n = idx.shape[0]
         self.perm[:n] = idx

@@ -10,8 +10,6 @@ import pytest
 import nnarray as nn
 from nnarray.fast import cupy_graph
 
-from conftest import HAS_CUPY_GPU, NO_GPU_REASON, blobs
-
 
 @pytest.mark.parametrize("trans_a,trans_b", [(False, False), (True, False), (False, True)])
 def test_gemm_geometry_reads_the_intended_operands(trans_a, trans_b):
@@ -52,7 +50,7 @@ def tf32_off():
     assert os.environ.get("CUPY_TF32", "0") in ("", "0"), "unset CUPY_TF32 for parity tests"
 
 
-def _run(fast, sizes, dtype, momentum, reduction, lr, epochs, n=1000, batch_size=32):
+def _run(blobs, fast, sizes, dtype, momentum, reduction, lr, epochs, n=1000, batch_size=32):
     X, t = blobs(n=n, n_in=sizes[0], n_classes=sizes[-1], seed=4)
     net = nn.MLP(sizes, backend="cupy", dtype=dtype, seed=1)
     hist = nn.fit(net, nn.SGD(lr, momentum=momentum), X, t, epochs=epochs, batch_size=batch_size, seed=2,
@@ -66,11 +64,10 @@ def _run(fast, sizes, dtype, momentum, reduction, lr, epochs, n=1000, batch_size
 @pytest.mark.parametrize("dtype,epochs,rtol,atol", [("float64", 10, 1e-10, 1e-10), ("float32", 3, 1e-3, 1e-4)])
 @pytest.mark.usefixtures("tf32_off")
 @pytest.mark.gpu
-@pytest.mark.skipif(not HAS_CUPY_GPU, reason=NO_GPU_REASON)
-def test_graph_step_matches_the_generic_step(sizes, momentum, reduction, lr, dtype, epochs, rtol, atol):
+def test_graph_step_matches_the_generic_step(sizes, momentum, reduction, lr, dtype, epochs, rtol, atol, blobs):
     # 1000 samples in batches of 32: 31 full batches and one of 8 per epoch (two captured graphs).
-    g_net, g_hist = _run(False, sizes, dtype, momentum, reduction, lr, epochs)
-    f_net, f_hist = _run(True, sizes, dtype, momentum, reduction, lr, epochs)
+    g_net, g_hist = _run(blobs, False, sizes, dtype, momentum, reduction, lr, epochs)
+    f_net, f_hist = _run(blobs, True, sizes, dtype, momentum, reduction, lr, epochs)
     for k, v in g_net.params.items():
         ref = nn.to_numpy(v)
         np.testing.assert_allclose(nn.to_numpy(f_net.params[k]), ref, rtol=rtol, atol=atol * np.max(np.abs(ref)))
@@ -78,9 +75,7 @@ def test_graph_step_matches_the_generic_step(sizes, momentum, reduction, lr, dty
     assert all(abs(a - b) <= 2 / 1000 for a, b in zip(f_hist.train_accuracy, g_hist.train_accuracy))
 
 
-
 @pytest.mark.gpu
-@pytest.mark.skipif(not HAS_CUPY_GPU, reason=NO_GPU_REASON)
 @pytest.mark.usefixtures("tf32_off")
 def test_graph_step_on_fashion_mnist_shapes_and_progress_reads():
     """The seed network's real shapes (784-100-10, batch 100, tail batch of 50), progress callbacks on."""

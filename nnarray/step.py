@@ -1,0 +1,149 @@
+"""The training step: one mini-batch of back-propagation and an optimizer update, and the epoch that drives it.
+
+The step protocol
+-----------------
+A step object is made once per :func:`nnarray.fit` call for the whole training set on the device
+(``Xd`` (N, n_in), ``Td`` (N, C) one-hot teachers) and offers:
+
+* ``step(idx, n=None)`` — one mini-batch, the rows ``idx`` of the data:
+
+  1. forward through the model's layer loop: A = MLP.forward(X) (:meth:`nnarray.MLP.forward`);
+  2. the loss head: a = Y − T (÷ n for ``reduction="mean"``), the summed cross-entropy E and the number
+     correct (:func:`nnarray.functions.softmax_cross_entropy`), added to ``loss_sum`` / ``correct``;
+  3. back-propagation to ΔW, ΔB (:meth:`nnarray.MLP.backward`);
+  4. the gradient hook ``grad_hook(grads) -> grads``, when set: the place where data-parallel training sums
+     every rank's gradients (one all-reduce of one packed buffer);
+  5. the optimizer: ``opt.update(params, grads)``.
+
+  ``n`` is the size of the *global* batch, by which the mean reduction divides (the rows of ``idx`` when
+  training in one process).
+* ``reset()`` — zero the metric accumulators ``loss_sum`` (0-d, summed E) and ``correct`` (0-d int64);
+  they stay on the device and are never read inside an epoch, so nothing synchronises.
+* ``epoch(order_d, batch_size, comm=None, on_batches=None, log_every=50)`` — the one driver of an epoch:
+  the batches ``order_d[s : s + batch_size]`` in turn; with a communicator of P processes each global batch
+  of n rows is split into contiguous shares and rank r takes rows n·r//P … n·(r+1)//P of it (a rank may get
+  none in a tiny last batch and then contributes zero gradients).
+
+Backend-specific fast paths (:mod:`nnarray.fast`) subclass :class:`TrainStep`: they may replace *how* a piece
+is computed (buffers, fused kernels, a CUDA graph that replays whole batches), not the algorithm, and are
+tested against the generic step. They register with :func:`register_fast_path`; :func:`make_step` picks one.
+"""
+
+from __future__ import annotations
+
+import os
+
+from . import functions as F
+
+__all__ = ["TrainStep", "make_step", "register_fast_path", "fast_path_for", "fast_enabled_by_env"]
+
+
+class TrainStep:
+    """The training step written once against the Array API standard: the reference for every backend.
+
+    Parameters
+    ----------
+    net : MLP
+    opt : Optimizer (anything with ``update(params, grads)``)
+    Xd : (N, n_in) array of the net's backend and dtype — X, the whole training set
+    Td : (N, C) array — the one-hot teachers T of every sample
+    reduction : {"mean", "sum"}
+    grad_hook : callable(grads) -> grads, optional
+        Called with the batch's gradients before the update (data-parallel all-reduce).
+    """
+
+    name = "generic"
+    #: True for a step whose kernels apply the update themselves (no place for a gradient hook).
+    fuses_update = False
+
+    def __init__(self, net, opt, Xd, Td, reduction, grad_hook=None):
+        self.net, self.opt, self.Xd, self.Td, self.reduction = net, opt, Xd, Td, reduction
+        self.grad_hook = grad_hook
+        self.reset()
+
+    @classmethod
+    def unsupported(cls, net, opt, Xd, Td, batch_size=None, explicit=False):
+        """None when this step can run the training, else the reason it cannot (fast paths override)."""
+        return None
+
+    def reset(self):
+        """Zero the metric accumulators (start of an epoch)."""
+        xp, dev = self.net.xp, self.net.backend.device
+        self.loss_sum = xp.zeros((), dtype=self.net.dtype, device=dev)
+        self.correct = xp.zeros((), dtype=xp.int64, device=dev)
+
+    def __call__(self, idx, n=None):
+        """One mini-batch: the rows ``idx`` (1-D int64 device array); ``n`` the global batch size."""
+        net, xp = self.net, self.net.xp
+        A, Hs = net.forward(xp.take(self.Xd, idx, axis=0))
+        a, E, correct = F.softmax_cross_entropy(xp, A, xp.take(self.Td, idx, axis=0), self.reduction, n)
+        self.loss_sum += E
+        self.correct += correct
+        grads = net.backward(a, Hs)
+        if self.grad_hook is not None:
+            grads = self.grad_hook(grads)
+        self.opt.update(net.params, grads)
+
+    def epoch(self, order_d, batch_size, comm=None, on_batches=None, log_every=50):
+        """Train on every batch of ``order_d`` (the epoch's permutation of row indices, on the device).
+
+        ``on_batches(batches_done, n_batches, read_loss)`` is called every ``log_every`` batches (and after the
+        last); ``read_loss()`` returns the running mean loss of this rank's rows and synchronises, so it is
+        only read when asked.
+        """
+        N = order_d.shape[0]
+        rank, size = (0, 1) if comm is None else (comm.rank, comm.size)
+        n_batches = -(-N // batch_size)
+        seen = 0
+        for b, s in enumerate(range(0, N, batch_size), start=1):
+            n = min(batch_size, N - s)  # the standard leaves out-of-bounds slice stops unspecified
+            lo, hi = s + n * rank // size, s + n * (rank + 1) // size
+            self(order_d[lo:hi], n)
+            seen += hi - lo
+            if on_batches is not None and (b % log_every == 0 or b == n_batches):
+                on_batches(b, n_batches, lambda ls=self.loss_sum, m=max(seen, 1): float(ls) / m)
+
+
+# --------------------------------------------------------------------------------------------- selection
+_FAST_PATHS: dict = {}  # backend name -> zero-argument callable returning the step class (imported lazily)
+
+
+def register_fast_path(backend_name, load_class):
+    """Register a fast path for ``backend_name``: ``load_class()`` returns a :class:`TrainStep` subclass."""
+    _FAST_PATHS[backend_name] = load_class
+
+
+def fast_enabled_by_env() -> bool:
+    """False when ``$NNARRAY_FAST`` is ``0``/``false``/``no``/``off``."""
+    return os.environ.get("NNARRAY_FAST", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def fast_path_for(net, opt, Xd, Td, batch_size=None, explicit=False):
+    """``(class, None)`` for the fast path that can run this training, or ``(None, reason)``.
+
+    ``explicit``: the caller asked for a fast path (``fit(fast=True)``), which admits experimental ones.
+    """
+    load = _FAST_PATHS.get(net.backend.name)
+    if load is None:
+        return None, f"no fast path for backend {net.backend.name!r}"
+    cls = load()
+    reason = cls.unsupported(net, opt, Xd, Td, batch_size=batch_size, explicit=explicit)
+    return (cls, None) if reason is None else (None, reason)
+
+
+def make_step(net, opt, Xd, Td, reduction, fast=None, batch_size=None, grad_hook=None):
+    """The step :func:`nnarray.fit` uses: a fast path when allowed and able, else :class:`TrainStep`.
+
+    ``fast``: None picks a fast path when one can run this training (unless ``$NNARRAY_FAST=0``); False always
+    uses the generic step; True requires a fast path (ValueError naming the reason when none can run).
+    """
+    if fast is False or (fast is None and not fast_enabled_by_env()):
+        return TrainStep(net, opt, Xd, Td, reduction, grad_hook)
+    cls, reason = fast_path_for(net, opt, Xd, Td, batch_size, explicit=fast is True)
+    if cls is not None and grad_hook is not None and cls.fuses_update:
+        cls, reason = None, f"the {cls.name} step fuses the update into its kernels and takes no gradient hook"
+    if cls is None:
+        if fast is True:
+            raise ValueError(f"fast: no fast path available here ({reason}); use fast=None or False")
+        return TrainStep(net, opt, Xd, Td, reduction, grad_hook)
+    return cls(net, opt, Xd, Td, reduction, grad_hook)
