@@ -354,7 +354,8 @@ class CupyGraphStep(TrainStep):
         self.perm[:N] = order_d
         self.off.fill(0)
         n_full, tail = divmod(N, batch_size)
-        graphs = [(self._graph(batch_size), n_full)] + ([(self._graph(tail), 1)] if tail else [])
+        # No full-batch graph when N < batch_size: it would be captured (and its buffers held) for nothing.
+        graphs = ([(self._graph(batch_size), n_full)] if n_full else []) + ([(self._graph(tail), 1)] if tail else [])
         n_batches = n_full + (1 if tail else 0)
         self._begin()
         b = 0
@@ -370,6 +371,11 @@ class CupyGraphStep(TrainStep):
 
     def __call__(self, idx, n=None):
         """One step on the rows ``idx`` (TrainStep's interface; fit uses :meth:`epoch`)."""
+        if n is not None and n != idx.shape[0]:
+            # The captured kernels divide the mean by the batch's rows; a global batch size n of several
+            # processes' shares would need another divisor (and this step runs in one process only).
+            raise ValueError(f"n: the CuPy graph step takes the global batch size only equal to the rows of idx "
+                             f"({idx.shape[0]}), got {n}")
         self._prepare()
         n = idx.shape[0]
         self.perm[:n] = idx
