@@ -34,7 +34,7 @@ from ..step import TrainStep
 
 __all__ = ["CupyGraphStep", "VALIDATED"]
 
-#: Whether this path has passed its parity tests (tests/test_gpu_fast_path.py) on a real GPU. Until it
+#: Whether this path has passed its parity tests (tests/test_fast_cupy_graph.py) on a real GPU. Until it
 #: has, it runs only when asked for (``fit(..., fast=True)`` on CuPy); ``make_step`` never picks it.
 VALIDATED = False
 
