@@ -8,7 +8,8 @@
 #   summary.txt     machine, versions, one line per stage (printed again at the end)
 #   (a) carry check: the wheels arrived intact (ci/carry/MANIFEST.sha256) and import, Fashion-MNIST loads;
 #       says exactly what to carry when not. Missing libraries end the run; missing data does not.
-#   tests_gpu.log   (b) the gpu-marked tests, then the bench / time-to-accuracy tests, 90 s per test
+#   tests_gpu.log   (b) the gpu-marked tests, the bench / time-to-accuracy tests, 90 s per test, then the
+#                       distributed checks (CuPy through NCCL and host staging) with ci/carry/mpi-wheels in a venv
 #   train.log       (c) nnarray train on CuPy with its defaults (CPU: 0.8965 test accuracy at seed 0), history
 #   bench.log/.json (d) scripts/bench.py, GPU rows only: cupy, cupy:fast, torch eager, torch + CUDA graph, 3 repeats
 #   tta.log/.json   (e) scripts/time_to_accuracy.py to 0.88: nnarray without and with its fast path, torch eager,
@@ -148,6 +149,16 @@ PYTEST=("$PY" -m pytest -ra -p no:cacheprovider "${TIMEOUT_OPT[@]}")
 # ---------------------------------------------------------------- (b) GPU tests and the scripts' tests first
 stage "(b) gpu-marked tests" 150 tests_gpu.log "${PYTEST[@]}" -m gpu tests
 stage "(b) bench/time-to-accuracy tests" 90 tests_gpu.log "${PYTEST[@]}" tests/test_bench.py tests/test_time_to_accuracy.py
+# The MPI wheels need a prefix of their own (mpiexec in bin/, libmpi in lib/): a venv that sees this Python's
+# packages (CuPy, NumPy, torch, pytest); nnarray and the carried pure wheels come through PYTHONPATH.
+if ls "$CARRY"/mpi-wheels/*.whl >/dev/null 2>&1; then
+  stage "(b) distributed checks" 90 tests_gpu.log bash -c "$(printf '%q ' "$PY" -m venv --system-site-packages \
+    "$WORK/mpi-venv") && $(printf '%q ' "$WORK/mpi-venv/bin/python" -m pip install -q --no-index --no-deps \
+    "$CARRY"/mpi-wheels/*.whl) && NNARRAY_REQUIRE_MPI=1 $(printf '%q ' "$WORK/mpi-venv/bin/python" -m pytest -ra \
+    -p no:cacheprovider "${TIMEOUT_OPT[@]}" tests/test_distributed.py)"
+else
+  note "(b) distributed checks: skipped: no ci/carry/mpi-wheels (run ci/prepare_gpu_carry.sh)"
+fi
 
 # ---------------------------------------------------------------- (c)-(e) need CUDA
 if [ "$GPU" = 1 ]; then
@@ -173,7 +184,7 @@ fi
 
 # ---------------------------------------------------------------- (f) the rest, with the time left
 stage "(f) rest of the suite" 100000 tests_rest.log "${PYTEST[@]}" -m "not gpu" \
-  --ignore=tests/test_bench.py --ignore=tests/test_time_to_accuracy.py
+  --ignore=tests/test_bench.py --ignore=tests/test_time_to_accuracy.py --ignore=tests/test_distributed.py
 
 note "ci/gpu.sh finished with status $status after $SECONDS s; files in $OUT: $(cd "$OUT" && ls | tr '\n' ' ')"
 echo "================ summary"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command of README.md: installs what the tests need, then runs the whole suite.
 #   bash ci/test.sh [extra pytest arguments]
-# - ci/install.sh test: Fashion-MNIST (Debian package) and .venv with nnarray[test];
+# - ci/install.sh test: Fashion-MNIST (Debian package) and .venv with nnarray[test] (MPI included);
 # - PyTorch's CPU build when a local wheel is on this machine (for the torch parity tests and the
 #   benchmark's yardsticks); without it those tests skip and say so. GPU tests skip without CUDA.
 set -euo pipefail
@@ -17,6 +17,10 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
     echo "== no local PyTorch CPU wheel: torch tests will skip (pip install torch to run them)"
   fi
 fi
+
+# The multi-process tests (tests/test_distributed.py) must run here, not skip: nnarray[test] installs
+# mpi4py and MPICH's wheel, and a missing mpi4py or mpiexec is a test failure.
+export NNARRAY_REQUIRE_MPI=1
 
 echo "== running the tests"
 exec .venv/bin/python -m pytest -ra "$@"

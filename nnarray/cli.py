@@ -96,7 +96,31 @@ def build_train_parser():
     p.add_argument("--target-acc", type=float, default=None, metavar="ACC", help="exit with status 1 if the final test accuracy is below ACC")
     p.add_argument("--no-plots", action="store_true", help="do not write the PNG pictures")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no per-epoch lines")
+    # --- data-parallel hook (issue 10): see _distributed_setup
+    p.add_argument("--distributed", action="store_true",
+                   help="data-parallel training under mpiexec -n P (needs nnarray[mpi]); --batch-size is the global "
+                        "batch; rank 0 prints and writes the outputs")
     return p
+
+
+# --- data-parallel hook (issue 10) ------------------------------------------------------------------
+def _distributed_setup(args):
+    """The communicator for ``--distributed`` (None without it); on ranks other than 0, silence.
+
+    Created before any backend or checkpoint is loaded, so that each rank's CuPy arrays land on GPU
+    ``local_rank``. Ranks other than 0 print nothing on stdout and show no progress bar; fit runs the
+    per-epoch callback (checkpoint, history, the epoch line) on rank 0 only.
+    """
+    if not getattr(args, "distributed", False):
+        return None
+    from .distributed import MPIComm  # noqa: PLC0415 -- mpi4py only when asked for
+
+    comm = MPIComm()
+    if comm.rank != 0:
+        args.quiet = True
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 -- for the life of this process
+    return comm
+# ------------------------------------------------------------------------------------------------------
 
 
 def _progress_bar(epoch, epochs, n_batches):
@@ -110,6 +134,7 @@ def _progress_bar(epoch, epochs, n_batches):
 
 def train_main(argv=None):
     args = build_train_parser().parse_args(argv)
+    comm = _distributed_setup(args)  # data-parallel hook (issue 10); None without --distributed
     quiet = args.quiet
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         print(f"error: --out: {args.out} exists and is not a directory", file=sys.stderr)
@@ -204,7 +229,8 @@ def train_main(argv=None):
             # One call for all epochs: the data go to the device and are checked once.
             fit(net, opt, X, t, epochs=remaining, batch_size=config["batch_size"], reduction=config["reduction"],
                 seed=rng, validation=(Xt, tt), history=history, callbacks=after_epoch, on_batches=on_batches, schedule=schedule,
-                log_every=max(1, n_batches // 50), fast={"auto": None, "on": True, "off": False}[args.fast])
+                log_every=max(1, n_batches // 50), fast={"auto": None, "on": True, "off": False}[args.fast],
+                comm=comm)  # data-parallel hook (issue 10)
         except TrainingDivergedError as exc:
             close_bar()
             print(f"error: {exc}", file=sys.stderr)
@@ -214,15 +240,19 @@ def train_main(argv=None):
             print(f"error: {exc}", file=sys.stderr)
             return 2
 
-    save(net, os.path.join(args.out, "model.npz"))
     cm = confusion_matrix(net, Xt, tt)
-    _write_history(args.out, history, config, net, cm)
-    if not args.no_plots:
+    root = comm is None or comm.rank == 0  # data-parallel hook (issue 10): rank 0 alone writes
+    if root:
+        save(net, os.path.join(args.out, "model.npz"))
+        _write_history(args.out, history, config, net, cm)
+    if root and not args.no_plots:
         from .plots import plot_confusion_matrix, plot_learning_curve  # noqa: PLC0415
 
         title = f"{name}, {'-'.join(map(str, net.layer_sizes))}, {net.backend.name}"
         plot_learning_curve(history, os.path.join(args.out, "learning_curve.png"), title=title)
         plot_confusion_matrix(cm, os.path.join(args.out, "confusion_matrix.png"), _class_names(name, n_classes), title=f"confusion matrix, {name} test set")
+    if comm is not None:
+        comm.barrier()  # the outputs are complete when any rank exits
     acc = float(np.trace(cm) / cm.sum())
     total_s = sum(history.seconds)
     _say(quiet, f"done: test accuracy {acc:.4f} after {len(history)} epochs ({total_s:.1f} s training); outputs in {args.out}")

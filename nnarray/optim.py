@@ -8,8 +8,10 @@ Every optimizer is an :class:`Optimizer`:
 
 * ``lr`` — the learning rate η, a Python float; schedules (:mod:`nnarray.schedules`) set it per epoch;
 * ``hyperparameters()`` — ``{"lr": η, ...}``, everything that defines the update besides the state;
-* ``update(params, grads)`` — one step for every key of ``grads``; arrays are updated in place where they are
-  writeable (NumPy, CuPy, array-api-strict, torch), else replaced by new entries of ``params``;
+* ``update(params, grads, consume=False)`` — one step for every key of ``grads``; arrays are updated in place
+  where they are writeable (NumPy, CuPy, array-api-strict, torch), else replaced by new entries of ``params``.
+  ``consume=True`` says the gradients are the caller's scratch (the training step's own arrays): an optimizer
+  may then overwrite them instead of allocating a temporary the size of every parameter per step;
 * ``state`` — ``{state name: {parameter key: array}}`` on the parameters' device (SGD's ``"velocity"``);
   only the optimizer assigns its entries. A fast path that computes the update itself (with the documented
   formula) asks for the arrays with ``state_arrays(params, name)``, which creates missing ones as zeros,
@@ -93,16 +95,17 @@ class Optimizer:
         return f"{type(self).__name__}({args})"
 
     # ---------------------------------------------------------------- the update
-    def update(self, params, grads):
+    def update(self, params, grads, consume=False):
         """Apply one step to every ``params[k]`` that has a gradient ``grads[k]``.
 
         ``params`` is modified: its arrays in place where they are writeable, else by new entries.
-        ``grads`` are not modified.
+        ``grads`` are not modified unless ``consume`` (then their values are undefined afterwards).
         """
         self.t += 1
+        step = self._step_consuming if consume else self._step
         for k, g in grads.items():
             p = params[k]
-            delta = self._step(k, p, g)
+            delta = step(k, p, g)
             try:
                 p += delta  # in place (identical values, no new array)
             except (ValueError, TypeError):  # read-only NumPy arrays, immutable namespaces (JAX)
@@ -113,6 +116,10 @@ class Optimizer:
 
     def _step(self, key, p, g):  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def _step_consuming(self, key, p, g):
+        """As :meth:`_step`, allowed to overwrite ``g`` (same values; subclasses save temporaries with it)."""
+        return self._step(key, p, g)
 
     # ---------------------------------------------------------------- state
     def state_arrays(self, params, name):
@@ -214,4 +221,30 @@ class SGD(Optimizer):
         v = self.velocity.get(key)
         v = -lr * g if v is None else mu * v - lr * g  # v ← μv − ηΔW; W ← W + v
         self.velocity[key] = v
+        return v
+
+    def _step_consuming(self, key, p, g):
+        # The same operations in place (each rounds as in _step, so the values are bit-identical), on the
+        # gradient the caller gave away and on our own velocity. Never keep a reference to ``g``: the caller
+        # may reuse its memory (a data-parallel step's packed buffer).
+        lr, mu = self.lr, self.momentum
+        v = self.velocity.get(key) if mu != 0.0 else None
+        if v is None:  # plain SGD, or momentum's first step (v = −η ΔW, a new array of ours)
+            if mu != 0.0:
+                v = self.velocity[key] = -lr * g
+                return v
+            try:
+                g *= -lr  # −η ΔW
+            except (ValueError, TypeError):  # read-only arrays, immutable namespaces
+                return self._step(key, p, g)
+            return g
+        try:
+            g *= lr  # first: if g is read-only, nothing has changed yet
+        except (ValueError, TypeError):
+            return self._step(key, p, g)
+        try:
+            v *= mu
+            v -= g  # v ← μv − ηΔW
+        except (ValueError, TypeError):
+            v = self.velocity[key] = mu * v - g
         return v

@@ -34,6 +34,7 @@ from __future__ import annotations
 import os
 
 from . import functions as F
+from .optim import Optimizer
 
 __all__ = ["TrainStep", "make_step", "register_fast_path", "fast_path_for", "fast_enabled_by_env"]
 
@@ -59,6 +60,8 @@ class TrainStep:
     def __init__(self, net, opt, Xd, Td, reduction, grad_hook=None):
         self.net, self.opt, self.Xd, self.Td, self.reduction = net, opt, Xd, Td, reduction
         self.grad_hook = grad_hook
+        # The gradients are this step's own arrays: an Optimizer may use them as scratch (no temporaries).
+        self._consume = isinstance(opt, Optimizer)
         self.reset()
 
     @classmethod
@@ -82,7 +85,10 @@ class TrainStep:
         grads = net.backward(a, Hs)
         if self.grad_hook is not None:
             grads = self.grad_hook(grads)
-        self.opt.update(net.params, grads)
+        if self._consume:
+            self.opt.update(net.params, grads, consume=True)
+        else:
+            self.opt.update(net.params, grads)
 
     def epoch(self, order_d, batch_size, comm=None, on_batches=None, log_every=50):
         """Train on every batch of ``order_d`` (the epoch's permutation of row indices, on the device).

@@ -13,6 +13,7 @@ import time
 import numpy as np  # host side only: the epoch permutations come from numpy.random.default_rng
 
 from . import functions as F
+from .distributed import abort_on_error, allreduce_gradients, get_comm
 from .history import History
 from .step import make_step
 from .validation import check_positive_int, check_reduction, check_Xt
@@ -42,17 +43,24 @@ def evaluate(net, X, t, batch_size=10000):
 
 
 def _evaluate_device(net, Xd, td, batch_size):
-    """Summed cross-entropy and number correct through the loss head, in batches; one synchronisation."""
+    """Mean cross-entropy and accuracy through the loss head, in batches; one synchronisation."""
+    loss_sum, correct = _evaluate_sums(net, Xd, td, batch_size, 0, Xd.shape[0])
+    return loss_sum / Xd.shape[0], correct / Xd.shape[0]
+
+
+def _evaluate_sums(net, Xd, td, batch_size, lo, hi):
+    """Summed cross-entropy and number correct over rows lo..hi (host float, int); one synchronisation."""
     xp = net.xp
-    N = Xd.shape[0]
     loss_sum = correct = None
-    for s in range(0, N, batch_size):
-        e_ = min(s + batch_size, N)  # the standard leaves out-of-bounds slice stops unspecified
+    for s in range(lo, hi, batch_size):
+        e_ = min(s + batch_size, hi)  # the standard leaves out-of-bounds slice stops unspecified
         A, _ = net.forward(Xd[s:e_, ...])
         _, E, c = F.softmax_cross_entropy(xp, A, F.one_hot(xp, td[s:e_], net.n_classes, net.dtype), "sum")
         loss_sum = E if loss_sum is None else loss_sum + E
         correct = c if correct is None else correct + c
-    return float(loss_sum) / N, int(correct) / N
+    if loss_sum is None:  # no rows (a rank's empty share)
+        return 0.0, 0
+    return float(loss_sum), int(correct)
 
 
 def fit(
@@ -114,7 +122,16 @@ def fit(
     schedule : Schedule or callable(epoch) -> lr, optional
         Sets ``opt.lr`` before every epoch (:mod:`nnarray.schedules`); without one ``opt.lr`` is left alone.
     comm : communicator, optional
-        Data-parallel training (:mod:`nnarray.distributed`); default: one process.
+        Data-parallel training (:mod:`nnarray.distributed`), e.g. ``MPIComm()`` under ``mpiexec -n P``;
+        default: one process. ``batch_size`` is then the *global* batch: every rank draws the same
+        permutation (rank 0's seed and RNG state are broadcast), takes its contiguous share of each
+        global batch, and one all-reduce of the packed gradients per step gives every rank the
+        single-process gradient (``"mean"`` divides by the global batch size). Parameters and optimizer
+        state are broadcast from rank 0 at the start (so a resumed run continues from rank 0's
+        checkpoint), the epoch's metrics and validation are all-reduced (every rank gets the same
+        History and all stop together on divergence), and the callbacks run on rank 0 only (the one
+        that writes checkpoints and outputs) before all ranks go on together; a
+        :class:`StopTraining` there stops every rank. An exception on one rank aborts the whole job.
 
     Raises
     ------
@@ -144,7 +161,40 @@ def fit(
         raise TypeError(f"schedule: expected a schedule (callable epoch -> lr), got {type(schedule).__name__}")
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     history = History() if history is None else history
+    comm = get_comm(comm)
+    if comm.size == 1:
+        return _fit(net, opt, X, t, epochs, batch_size, reduction, rng, validation, shuffle, history,
+                    callbacks, on_batches, log_every, fast, schedule, comm)  # fmt: skip
+    # A failure on one rank (a bug, a full disk in a rank-0 callback) would leave the others blocked in
+    # their next collective: end the job instead. Divergence is decided from all-reduced metrics, so
+    # every rank raises it at the same point and it propagates normally.
+    with abort_on_error(comm, collective=(TrainingDivergedError,)):
+        _sync_start(net, opt, rng, history, comm, X.shape[0])
+        return _fit(net, opt, X, t, epochs, batch_size, reduction, rng, validation, shuffle, history,
+                    callbacks, on_batches, log_every, fast, schedule, comm)  # fmt: skip
 
+
+def _sync_start(net, opt, rng, history, comm, N):
+    """Every rank takes rank 0's parameters, optimizer state, RNG state and history (also on resume)."""
+    N0 = comm.bcast_object(N, root=0)
+    if N != N0:  # the shares are computed from the global row numbers: every rank needs the same data
+        raise ValueError(f"X: every rank must pass the same training set; rank {comm.rank} has {N} rows, rank 0 {N0}")
+    for k in list(net.params):
+        net.params[k] = comm.bcast_array(net.params[k], root=0)  # in place on NumPy/CuPy
+    if hasattr(opt, "state_dict"):
+        sd = comm.bcast_object(opt.state_dict() if comm.rank == 0 else None, root=0)
+        if comm.rank != 0:
+            opt.load_state_dict(sd, backend=net.backend, dtype=net.dtype)
+    rng.bit_generator.state = comm.bcast_object(rng.bit_generator.state if comm.rank == 0 else None, root=0)
+    hd = comm.bcast_object(history.to_dict() if comm.rank == 0 else None, root=0)
+    if comm.rank != 0:
+        for k, v in History.from_dict(hd).to_dict().items():
+            setattr(history, k, v)
+
+
+def _fit(net, opt, X, t, epochs, batch_size, reduction, rng, validation, shuffle, history, callbacks,
+         on_batches, log_every, fast, schedule, comm):  # fmt: skip
+    """The epochs of :func:`fit` (arguments checked there; ``comm`` already synchronised)."""
     be, xp = net.backend, net.xp
     # The data go to the device once; per batch only rows are gathered there.
     Xd = be.asarray(X, dtype=net.dtype)
@@ -152,7 +202,12 @@ def fit(
     if validation is not None:
         Xv, tv = be.asarray(validation[0], dtype=net.dtype), be.asarray(validation[1], dtype=xp.int64)
     N = Xd.shape[0]
-    step = make_step(net, opt, Xd, Td, reduction, fast=fast, batch_size=batch_size)
+    distributed = comm.size > 1
+    grad_hook = (lambda grads: allreduce_gradients(grads, comm, xp)) if distributed else None
+    step = make_step(net, opt, Xd, Td, reduction, fast=fast, batch_size=batch_size, grad_hook=grad_hook)
+    if distributed and validation is not None:  # each rank evaluates a contiguous share of the validation set
+        Nv = Xv.shape[0]
+        v_lo, v_hi = Nv * comm.rank // comm.size, Nv * (comm.rank + 1) // comm.size
     first_epoch = (history.epoch[-1] + 1) if len(history) else 1
 
     for epoch in range(first_epoch, first_epoch + epochs):
@@ -169,15 +224,29 @@ def fit(
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             step.epoch(be.asarray(order, dtype=xp.int64), batch_size, comm, on_batches, log_every)
         # The epoch's only synchronisation: read the accumulated metrics.
-        train_loss = float(step.loss_sum) / N
-        train_acc = int(step.correct) / N
+        if distributed:  # sums over each rank's rows; summed over the ranks (one tiny all-reduce)
+            m = comm.allreduce_sum(np.asarray([float(step.loss_sum), float(int(step.correct))]))
+            train_loss, train_acc = float(m[0]) / N, int(m[1]) / N
+        else:
+            train_loss = float(step.loss_sum) / N
+            train_acc = int(step.correct) / N
         if not math.isfinite(train_loss):
             net.params = params_before
             if opt_before is not None:
                 opt.load_state_dict(opt_before, backend=be, dtype=net.dtype)
             raise TrainingDivergedError(_divergence_message(epoch, train_loss, opt, reduction))
         val_loss = val_acc = None
-        if validation is not None:
+        seconds = None
+        if distributed:
+            v = [0.0, 0.0]
+            if validation is not None:
+                v = list(_evaluate_sums(net, Xv, tv, 10000, v_lo, v_hi))
+            # Sum of the ranks' seconds / P: every rank records the same (mean) epoch time.
+            m = comm.allreduce_sum(np.asarray([v[0], float(v[1]), time.perf_counter() - start]))
+            if validation is not None:
+                val_loss, val_acc = float(m[0]) / Nv, int(m[1]) / Nv
+            seconds = float(m[2]) / comm.size
+        elif validation is not None:
             val_loss, val_acc = _evaluate_device(net, Xv, tv, 10000)
         record = dict(
             epoch=epoch,
@@ -186,16 +255,19 @@ def fit(
             val_loss=val_loss,
             val_accuracy=val_acc,
             lr=getattr(opt, "lr", None),
-            seconds=time.perf_counter() - start,
+            seconds=time.perf_counter() - start if seconds is None else seconds,
             samples=N,
         )
         history.append(**record)
         stop = False
-        for cb in callbacks:  # every callback sees the epoch (a checkpoint writer too), then training stops
-            try:
-                cb(record)
-            except StopTraining:
-                stop = True
+        if comm.rank == 0:  # rank 0 alone writes checkpoints and outputs
+            for cb in callbacks:  # every callback sees the epoch (a checkpoint writer too), then training stops
+                try:
+                    cb(record)
+                except StopTraining:
+                    stop = True
+        if distributed:  # the others wait for rank 0's callbacks (a barrier) and learn whether to stop
+            stop = comm.bcast_object(stop, root=0)
         if stop:
             break
     return history

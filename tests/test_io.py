@@ -125,3 +125,21 @@ def test_checkpoint_from_another_backend_loads_on_numpy(tmp_path, backend, blobs
     assert ck["net"].backend.name == "numpy" and ck["opt"].velocity["W1"].dtype == np.float32
     assert _same_params(ck["net"].params, net.params)
     assert ck["net"].accuracy(X, t) == pytest.approx(net.accuracy(X, t))
+
+
+def test_version_1_checkpoints_still_load(tmp_path, blobs):
+    """Files written before optimizers owned a generic state: SGD with "velocity/<key>" arrays."""
+    import json
+
+    X, t = blobs(n=100, seed=1)
+    net, opt = nn.MLP([12, 8, 3], backend="numpy", dtype="float64", seed=0), nn.SGD(0.1, momentum=0.9)
+    hist = nn.fit(net, opt, X, t, epochs=1, batch_size=32)
+    arrays = {f"param/{k}": v for k, v in net.state_dict().items()}
+    arrays.update({f"velocity/{k}": v for k, v in opt.velocity.items()})
+    header = {"format": "nnarray-checkpoint", "version": 1, "model": {"layer_sizes": [12, 8, 3], "dtype": "float64"},
+              "optimizer": {"type": "SGD", "lr": 0.1, "momentum": 0.9}, "rng": np.random.default_rng(3).bit_generator.state,
+              "history": {k: v for k, v in hist.to_dict().items() if k != "lr"}, "epoch": 1, "config": {}}
+    np.savez(tmp_path / "v1.npz", __header__=np.asarray(json.dumps(header)), **arrays)
+    ck = nn.load_checkpoint(tmp_path / "v1.npz")
+    assert ck["opt"].momentum == 0.9 and _same_params(ck["opt"].velocity, opt.velocity)
+    assert ck["history"].lr == [None] and ck["epoch"] == 1

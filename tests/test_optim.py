@@ -79,3 +79,26 @@ def test_loaded_parameters_never_alias_the_callers_arrays():
     net.load_state_dict(state)
     nn.SGD(0.1).update(net.params, {"W1": np.ones((3, 2)), "b1": np.ones(2)})
     assert np.all(state["W1"] == 1.0) and np.all(state["b1"] == 0.0)
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_consuming_the_gradients_gives_bit_identical_updates(momentum, dtype):
+    """update(..., consume=True) (what the training step uses) overwrites the gradients instead of allocating."""
+    rng = np.random.default_rng(0)
+    p0 = {"W": rng.normal(size=(5, 4)).astype(dtype), "b": rng.normal(size=4).astype(dtype)}
+    a, b = nn.SGD(0.07, momentum=momentum), nn.SGD(0.07, momentum=momentum)
+    pa, pb = {k: v.copy() for k, v in p0.items()}, {k: v.copy() for k, v in p0.items()}
+    for step in range(5):
+        g = {k: rng.normal(size=v.shape).astype(dtype) for k, v in p0.items()}
+        a.update(pa, {k: v.copy() for k, v in g.items()})
+        scratch = {k: v.copy() for k, v in g.items()}
+        if step == 3:
+            for v in scratch.values():
+                v.flags.writeable = False  # read-only gradients fall back to the allocating update
+        b.update(pb, scratch, consume=True)
+        for k in p0:
+            assert np.array_equal(pa[k], pb[k]) and pa[k].dtype == dtype, (step, k)
+            if momentum:
+                assert np.array_equal(a.velocity[k], b.velocity[k])
+                assert not np.shares_memory(b.velocity[k], scratch[k]), "the optimizer keeps no reference to the scratch"

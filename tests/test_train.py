@@ -109,3 +109,41 @@ def test_evaluate_matches_loss_and_accuracy(blobs):
     loss, acc = nn.evaluate(net, X, t, batch_size=64)
     assert loss == pytest.approx(net.loss(X, t), rel=1e-12)
     assert acc == pytest.approx(net.accuracy(X, t))
+
+
+def test_a_callback_stops_training_after_the_epoch_and_every_callback_still_runs(blobs):
+    X, t = blobs(n=200, seed=3)
+    seen = []
+
+    def stop_after_two(record):
+        if record["epoch"] == 2:
+            raise nn.StopTraining
+
+    hist = nn.fit(nn.MLP([12, 8, 3], backend="numpy", seed=0), nn.SGD(0.1), X, t, epochs=10, batch_size=50,
+                  callbacks=[stop_after_two, seen.append])
+    assert hist.epoch == [1, 2] and [r["epoch"] for r in seen] == [1, 2]
+
+
+def test_divergence_restores_the_optimizers_state_too(blobs):
+    X, t = blobs(n=200, seed=3)
+    X = X * 50
+    net = nn.MLP([12, 16, 3], backend="numpy", dtype="float32", seed=0)
+    opt = nn.SGD(1e-4, momentum=0.9)
+    nn.fit(net, opt, X, t, epochs=1, batch_size=20)
+    velocity = {k: v.copy() for k, v in opt.velocity.items()}
+    params = {k: v.copy() for k, v in net.params.items()}
+    opt.lr = 1e4
+    with pytest.raises(nn.TrainingDivergedError):
+        nn.fit(net, opt, X, t, epochs=2, batch_size=20)
+    for k in params:
+        assert np.array_equal(net.params[k], params[k]) and np.array_equal(opt.velocity[k], velocity[k]), k
+    assert all(np.all(np.isfinite(v)) for v in opt.velocity.values())
+
+
+def test_bad_callbacks_and_schedules_are_refused_before_training(blobs):
+    X, t = blobs(n=50, seed=3)
+    net = nn.MLP([12, 8, 3], backend="numpy", seed=0)
+    with pytest.raises(TypeError, match="callbacks: expected callables, got int"):
+        nn.fit(net, nn.SGD(0.1), X, t, callbacks=[print, 3])
+    with pytest.raises(TypeError, match="schedule: expected a schedule"):
+        nn.fit(net, nn.SGD(0.1), X, t, schedule=0.1)

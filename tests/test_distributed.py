@@ -1,0 +1,262 @@
+"""nnarray.distributed: the communicators, checked in-process (LocalComm, errors) and under
+``mpiexec -n 2`` (MPIComm: all-reduce, broadcast, barrier, abort on one rank's exception).
+
+The multi-process tests need mpi4py and an ``mpiexec`` (``pip install "nnarray[mpi]"``). Without them they
+skip, unless ``$NNARRAY_REQUIRE_MPI=1`` (set by ci/test.sh), where a missing MPI is a failure: CI must run them.
+Every launch is bounded by a timeout, so a hang fails the test instead of the CI job.
+"""
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import nnarray.distributed as dist
+from conftest import HAS_CUPY_GPU, NO_GPU_REASON
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKER = ROOT / "tests" / "mpi_worker.py"
+LAUNCH_TIMEOUT = 60  # seconds per mpiexec run; each scenario takes about a second
+
+
+def find_mpiexec():
+    """The ``mpiexec`` of this Python's environment (the MPI wheel puts it beside python), else on PATH."""
+    env = os.environ.get("NNARRAY_MPIEXEC")
+    if env:
+        return env
+    beside = Path(sys.executable).parent / "mpiexec"
+    if beside.exists():
+        return str(beside)
+    return shutil.which("mpiexec")
+
+
+def mpi_missing():
+    """Why the multi-process tests cannot run here, or None."""
+    if importlib.util.find_spec("mpi4py") is None:
+        return f"mpi4py is not installed ({dist.INSTALL_HINT})"
+    if find_mpiexec() is None:
+        return f"no mpiexec beside {sys.executable} or on PATH ({dist.INSTALL_HINT})"
+    return None
+
+
+@pytest.fixture
+def mpi():
+    reason = mpi_missing()
+    if reason is not None:
+        if os.environ.get("NNARRAY_REQUIRE_MPI", "") not in ("", "0"):
+            pytest.fail(f"NNARRAY_REQUIRE_MPI is set but MPI cannot run: {reason}")
+        pytest.skip(reason)
+    return find_mpiexec()
+
+
+def mpi_env():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    # Open MPI refuses to start as root without these (CI runs as root); MPICH ignores them.
+    env.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
+    env.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+    # Two processes on two cores: one BLAS thread each.
+    env.setdefault("OPENBLAS_NUM_THREADS", "1")
+    env.setdefault("OMP_NUM_THREADS", "1")
+    env.setdefault("MKL_NUM_THREADS", "1")
+    return env
+
+
+def launch(mpiexec, args, n=2, timeout=LAUNCH_TIMEOUT):
+    """Run ``mpiexec -n n python ARGS``; a run past ``timeout`` fails the test (a hang is a bug)."""
+    cmd = [mpiexec, "-n", str(n), sys.executable, *map(str, args)]
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=mpi_env(), cwd=ROOT)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"{' '.join(cmd)} did not finish within {timeout} s (a hang):\n{exc.stdout}\n{exc.stderr}")
+    proc.seconds = time.perf_counter() - t0
+    return proc
+
+
+def run_scenario(mpiexec, scenario, tmp_path, n=2):
+    proc = launch(mpiexec, [WORKER, scenario, tmp_path], n=n)
+    assert proc.returncode == 0, f"{scenario} failed (rc {proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+    for r in range(n):
+        assert f"OK {scenario} rank {r}/{n}" in proc.stdout
+    return [json.loads((tmp_path / f"{scenario}.rank{r}.json").read_text()) for r in range(n)]
+
+
+# ----------------------------------------------------------------- in-process
+def test_local_comm_is_a_do_nothing_communicator():
+    comm = dist.LocalComm()
+    assert isinstance(comm, dist.Communicator)
+    buf = np.arange(3.0)
+    assert comm.allreduce_sum(buf) is buf and buf.tolist() == [0.0, 1.0, 2.0]
+    assert comm.bcast_array(buf) is buf
+    obj = {"a": 1}
+    assert comm.bcast_object(obj) is obj
+    comm.barrier()
+    with pytest.raises(ValueError, match="root"):
+        comm.bcast_array(buf, root=1)
+    with pytest.raises(SystemExit):
+        comm.abort(3)
+    assert dist.get_comm(None).size == 1
+
+
+def test_get_comm_rejects_non_communicators():
+    with pytest.raises(TypeError, match="comm: expected a communicator.*allreduce_sum"):
+        dist.get_comm(object())
+
+
+def test_allreduce_gradients_single_process_is_identity():
+    import array_api_compat.numpy as xp
+
+    g = {"W1": xp.ones((2, 3)), "b1": xp.zeros((3,))}
+    assert dist.allreduce_gradients(g, dist.LocalComm(), xp) is g
+
+
+class _DoublingComm(dist.LocalComm):
+    """A fake two-rank communicator whose all-reduce doubles (both ranks holding the same values)."""
+
+    size = 2
+    calls = 0
+
+    def allreduce_sum(self, buf):
+        self.calls += 1
+        return buf * 2
+
+
+@pytest.mark.parametrize("backend", ["numpy", "array_api_strict"])
+def test_allreduce_gradients_packs_one_buffer(backend):
+    """One all-reduce per step, of every gradient at once, unpacked to the original shapes (any namespace)."""
+    import nnarray as nn
+
+    be = nn.get_backend(backend)
+    xp = be.xp
+    rng = np.random.default_rng(0)
+    host = {"W1": rng.normal(size=(4, 3)), "b1": rng.normal(size=3), "W2": rng.normal(size=(3, 2)), "b2": rng.normal(size=2)}
+    grads = {k: be.asarray(v, dtype=xp.float64) for k, v in host.items()}
+    comm = _DoublingComm()
+    out = dist.allreduce_gradients(grads, comm, xp)
+    assert comm.calls == 1
+    assert list(out) == list(host)
+    for k, v in host.items():
+        assert tuple(out[k].shape) == v.shape
+        np.testing.assert_array_equal(nn.to_numpy(out[k]), 2 * v)
+
+
+def test_mpicomm_without_mpi4py_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "mpi4py", None)  # makes "import mpi4py" raise ImportError
+    monkeypatch.setitem(sys.modules, "mpi4py.MPI", None)
+    with pytest.raises(dist.MPIUnavailableError, match=r'pip install "nnarray\[mpi\]"'):
+        dist.MPIComm()
+
+
+# -------------------------------------------------------------- mpiexec -n 2
+def test_allreduce_sum_over_two_processes(mpi, tmp_path):
+    res = run_scenario(mpi, "allreduce", tmp_path)
+    # Every rank ends with the same sums: 0..4 + (0..4 + 10) = 2·(0..4) + 10.
+    for r in res:
+        assert r["float64"] == [10.0, 12.0, 14.0, 16.0, 18.0]
+        assert r["int64"] == [10, 12, 14, 16, 18]
+        assert r["grads_W1"] == [[3.0] * 4] * 3
+    assert res[0] == res[1]
+
+
+def test_broadcast_over_two_processes(mpi, tmp_path):
+    res = run_scenario(mpi, "bcast", tmp_path)
+    for r in res:
+        assert r["a"] == [0.0] * 6 and r["b"] == [101] * 3 and r["seed"] == 7
+    # Both processes run on this host: the local rank is the rank.
+    assert [r["local_rank"] for r in res] == [0, 1]
+
+
+def test_barrier_waits_for_every_process(mpi, tmp_path):
+    run_scenario(mpi, "barrier", tmp_path)
+
+
+@pytest.mark.parametrize("scenario", ["abort_guarded", "abort_uncaught"])
+def test_an_exception_on_one_rank_aborts_the_job(mpi, tmp_path, scenario):
+    """Rank 1 raises while rank 0 waits in an all-reduce: the job must end, non-zero, with rank 1's traceback."""
+    proc = launch(mpi, [WORKER, scenario, tmp_path], timeout=45)
+    assert proc.returncode != 0
+    assert "[rank 1/2]" in proc.stderr and "deliberate" in proc.stderr and "RuntimeError" in proc.stderr
+    assert not list(tmp_path.glob(f"{scenario}.rank*.json")), "a rank went on after the failure"
+    assert proc.seconds < 30, f"the abort took {proc.seconds:.1f} s"
+
+
+# ------------------------------------------------------------------ GPU (ci/gpu.sh)
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUPY_GPU, reason=NO_GPU_REASON)
+@pytest.mark.parametrize("n", [1, 2])
+def test_cupy_arrays_through_nccl_and_host_staging(mpi, tmp_path, n):
+    """One rank: NCCL (a one-rank communicator) and host staging; two ranks on one GPU: host staging.
+
+    Each is checked against the sums computed on the host. Needs CuPy, a CUDA device and MPI.
+    """
+    res = run_scenario(mpi, "gpu_paths", tmp_path, n=n)
+    if n == 1:
+        assert res[0]["paths"] == {"True": "nccl", "False": "host-staged"}
+    else:
+        assert all(r["paths"] == {"None": "host-staged"} or r["paths"]["True"] == "nccl" for r in res)
+
+
+# --------------------------------------------------- fit(comm=MPIComm()) exactness
+def test_two_processes_train_exactly_like_one(mpi, tmp_path):
+    """``mpiexec -n 2`` fit equals single-process fit: 1e-12 relative in float64, the guide's float32
+    tolerances (rtol 1e-3 after ≤100 steps); 1- and 2-hidden-layer nets, sum and mean, momentum, Adam
+    (when nn.Adam exists), a partial last batch (203 = 10·20 + 3 rows, split 1/2 over the ranks; and
+    203 = 202 + 1, where rank 0's share of the last batch is empty), fast
+    paths on and off. Every rank holds bitwise the same parameters and History (checked in the worker)."""
+    res = run_scenario(mpi, "fit_exact", tmp_path)[0]
+    assert len(res) >= 24
+    for r in res:
+        c = r["case"]
+        tol = 1e-12 if c["dtype"] == "float64" else 1e-3
+        assert r["param_rel"] <= tol, f"parameters differ by {r['param_rel']:.2e} relative: {c}"
+        assert r["loss_rel"] <= tol, f"train loss differs by {r['loss_rel']:.2e} relative: {c}"
+        assert r["samples"] == r["ref_samples"]
+        if c["dtype"] == "float64":
+            assert r["acc_equal"] and r["val_acc_equal"], c
+
+
+def test_rank_zero_state_wins_and_ranks_stop_together(mpi, tmp_path):
+    """Different weights, optimizer state, RNG and history per rank before fit: the run equals one process
+    started from rank 0's; callbacks run on rank 0 only; its StopTraining and a divergence stop every rank."""
+    r0, r1 = run_scenario(mpi, "fit_sync", tmp_path)
+    assert r0["param_rel"] <= 1e-12 and r0["loss_rel"] <= 1e-12, r0
+    assert r0["epochs"] == r1["epochs"] == r0["ref_epochs"] == [1, 2, 3]  # rank 0's 1 earlier epoch, 2 more
+    assert r0["train_loss"] == r1["train_loss"]
+    assert r0["calls"] == [2, 3] and r1["calls"] == []
+    assert r0["diverged"] == r1["diverged"] == "training diverged in epoch 1"
+
+
+# ------------------------------------------------------------------------- command line
+def test_cli_distributed_trains_once_and_resumes_on_another_process_count(mpi, tmp_path):
+    """``mpiexec -n 2 nnarray train --distributed``: one line per epoch (rank 0), one set of outputs; resumed
+    from its checkpoint in one process it ends where a single-process run of all epochs ends."""
+    pytest.importorskip("sklearn")  # the digits dataset
+    args = ["--dataset", "digits", "--backend", "numpy", "--dtype", "float64", "--hidden", "32",
+            "--batch-size", "64", "--no-plots"]  # fmt: skip
+    dist_out, single_out = tmp_path / "dist", tmp_path / "single"
+    proc = launch(mpi, ["-m", "nnarray", "train", "--distributed", *args, "--epochs", "2", "--out", dist_out])
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("epoch   1/2") == 1 and proc.stdout.count("epoch   2/2") == 1
+    assert proc.stdout.count("done: test accuracy") == 1
+    assert sorted(p.name for p in dist_out.iterdir()) == ["checkpoint.npz", "history.json", "model.npz"]
+    env = mpi_env()
+    resume = [sys.executable, "-m", "nnarray", "train", "--distributed", *args, "--epochs", "3", "--quiet",
+              "--resume", str(dist_out / "checkpoint.npz"), "--out", str(dist_out)]  # fmt: skip
+    single = [sys.executable, "-m", "nnarray", "train", *args, "--epochs", "3", "--quiet", "--out", str(single_out)]
+    for cmd in (resume, single):
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=LAUNCH_TIMEOUT, env=env, cwd=ROOT)
+        assert p.returncode == 0, p.stderr
+    a = json.loads((dist_out / "history.json").read_text())["history"]
+    b = json.loads((single_out / "history.json").read_text())["history"]
+    assert a["epoch"] == b["epoch"] == [1, 2, 3]
+    for col in ("train_loss", "val_loss"):
+        np.testing.assert_allclose(a[col], b[col], rtol=1e-12, atol=0)
+    assert a["val_accuracy"] == b["val_accuracy"]

@@ -1,0 +1,132 @@
+"""The step protocol (nnarray/step.py): one mini-batch, the gradient hook, the epoch driver, fast-path selection."""
+
+import numpy as np
+import pytest
+
+import nnarray as nn
+from nnarray import functions as F
+from nnarray.step import TrainStep, make_step, register_fast_path
+
+
+def _device_data(net, X, t):
+    xp = net.xp
+    Xd = net.backend.asarray(X, dtype=net.dtype)
+    Td = F.one_hot(xp, net.backend.asarray(t, dtype=xp.int64), net.n_classes, net.dtype)
+    return Xd, Td
+
+
+def test_one_step_is_gradient_then_update(backend, blobs):
+    """step(idx) = MLP.gradient on those rows, then opt.update — and the metrics of the loss head."""
+    X, t = blobs(n=50, n_in=6, n_classes=3, seed=2)
+    net = nn.MLP([6, 5, 3], backend=backend, dtype="float64", seed=0)
+    ref = net.to("numpy")
+    step = TrainStep(net, nn.SGD(0.1, momentum=0.9), *_device_data(net, X, t), "mean")
+    idx = np.array([4, 17, 3, 30, 8])
+    step(net.backend.asarray(idx, dtype=net.xp.int64))
+    loss_before, acc_before = ref.loss(X[idx], t[idx], reduction="sum"), ref.accuracy(X[idx], t[idx])
+    nn.SGD(0.1, momentum=0.9).update(ref.params, ref.gradient(X[idx], t[idx], reduction="mean"))
+    for k in ref.params:
+        np.testing.assert_allclose(nn.to_numpy(net.params[k]), ref.params[k], rtol=1e-13, atol=1e-15)
+    assert float(step.loss_sum) == pytest.approx(loss_before, rel=1e-12)
+    assert int(step.correct) == round(acc_before * 5)
+
+
+def test_the_gradient_hook_sees_every_batch_before_the_update(blobs):
+    X, t = blobs(n=70, n_in=6, n_classes=3, seed=2)
+    net = nn.MLP([6, 5, 3], backend="numpy", dtype="float64", seed=0)
+    seen = []
+
+    def hook(grads):
+        seen.append({k: v.copy() for k, v in grads.items()})
+        return {k: 2.0 * v for k, v in grads.items()}  # doubling the gradients = doubling η for plain SGD
+
+    step = TrainStep(net, nn.SGD(0.05), *_device_data(net, X, t), "sum", grad_hook=hook)
+    step.reset()
+    step.epoch(net.xp.arange(70, dtype=net.xp.int64), 32)
+    assert len(seen) == 3 and seen[-1]["W1"].shape == (6, 5)  # 32 + 32 + 6 rows
+
+    ref = nn.MLP([6, 5, 3], backend="numpy", dtype="float64", seed=0)
+    nn.fit(ref, nn.SGD(0.1), X, t, epochs=1, batch_size=32, reduction="sum", shuffle=False)
+    for k in ref.params:
+        np.testing.assert_allclose(net.params[k], ref.params[k], rtol=1e-13)
+
+
+class _FakeComm:
+    def __init__(self, rank, size):
+        self.rank, self.size, self.local_rank = rank, size, rank
+
+
+@pytest.mark.parametrize("size", [1, 2, 3])
+def test_the_epoch_driver_splits_every_global_batch_into_contiguous_shares(size):
+    """Rank r takes rows n·r//P … n·(r+1)//P of each global batch; a tiny last batch leaves some ranks none."""
+    calls = {}
+    for rank in range(size):
+        got = calls[rank] = []
+
+        class Recorder(TrainStep):
+            def __init__(self):
+                pass
+
+            def __call__(self, idx, n=None):
+                got.append((list(np.asarray(idx)), n))
+
+        Recorder().epoch(np.arange(10, 32), 10, comm=_FakeComm(rank, size))
+    for b, (start, n) in enumerate([(10, 10), (20, 10), (30, 2)]):
+        rows = [r for rank in range(size) for r in calls[rank][b][0]]
+        assert rows == list(range(start, start + n)), "the shares cover the global batch once, in order"
+        assert all(calls[rank][b][1] == n for rank in range(size)), "every rank divides by the global batch"
+    if size == 3:
+        assert [len(calls[r][2][0]) for r in range(3)] == [0, 1, 1]
+
+
+def test_progress_reads_only_when_asked_and_counts_batches(blobs):
+    X, t = blobs(n=95, n_in=6, n_classes=3, seed=2)
+    net = nn.MLP([6, 5, 3], backend="numpy", seed=0)
+    step = TrainStep(net, nn.SGD(0.1), *_device_data(net, X, t), "mean")
+    calls = []
+    step.epoch(net.xp.arange(95, dtype=net.xp.int64), 10, on_batches=lambda b, n, read: calls.append((b, n)), log_every=4)
+    assert calls == [(4, 10), (8, 10), (10, 10)]
+
+
+def test_a_registered_fast_path_is_chosen_and_can_be_switched_off(monkeypatch, blobs):
+    X, t = blobs(n=50)
+    net = nn.MLP([12, 8, 3], backend="numpy", seed=0)
+    Xd, Td = _device_data(net, X, t)
+
+    class Buffered(TrainStep):
+        name = "test-buffered"
+        refuse = None
+
+        @classmethod
+        def unsupported(cls, net, opt, Xd, Td, batch_size=None, explicit=False):
+            return cls.refuse
+
+    monkeypatch.setattr("nnarray.step._FAST_PATHS", {"numpy": lambda: Buffered})
+    assert type(make_step(net, nn.SGD(0.1), Xd, Td, "mean")) is Buffered
+    assert type(make_step(net, nn.SGD(0.1), Xd, Td, "mean", fast=False)) is TrainStep
+    Buffered.refuse = "optimizer Adam (only SGD)"
+    assert type(make_step(net, nn.SGD(0.1), Xd, Td, "mean")) is TrainStep
+    with pytest.raises(ValueError, match=r"fast: no fast path available here \(optimizer Adam \(only SGD\)\)"):
+        make_step(net, nn.SGD(0.1), Xd, Td, "mean", fast=True)
+    Buffered.refuse = None
+    monkeypatch.setenv("NNARRAY_FAST", "0")
+    assert type(make_step(net, nn.SGD(0.1), Xd, Td, "mean")) is TrainStep
+    assert type(make_step(net, nn.SGD(0.1), Xd, Td, "mean", fast=True)) is Buffered
+    Buffered.fuses_update = True  # a step that applies the update in its kernels has no place for a hook
+    assert type(make_step(net, nn.SGD(0.1), Xd, Td, "mean", fast=None, grad_hook=lambda g: g)) is TrainStep
+
+
+def test_registration_is_by_backend_name(monkeypatch):
+    monkeypatch.setattr("nnarray.step._FAST_PATHS", {})
+    register_fast_path("numpy", lambda: TrainStep)
+    from nnarray import step
+
+    assert step._FAST_PATHS["numpy"]() is TrainStep
+
+
+def test_generic_step_where_no_fast_path_applies(blobs):
+    X, t = blobs(n=50)
+    strict = nn.MLP([12, 8, 3], backend="array_api_strict", seed=0)
+    assert type(make_step(strict, nn.SGD(0.1), *_device_data(strict, X, t), "mean")) is TrainStep
+    with pytest.raises(ValueError, match=r"fast: no fast path available here \(no fast path for backend 'array_api_strict'\)"):
+        nn.fit(strict, nn.SGD(0.1), X, t, epochs=1, fast=True)
