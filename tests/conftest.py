@@ -4,9 +4,13 @@
   device is missing is skipped with the reason; cupy is marked ``gpu`` automatically.
 * ``blobs`` — a factory of small learnable classification problems (Gaussian blobs).
 * markers ``torch`` and ``gpu`` skip, with the reason, where torch or a CUDA device is missing.
+* ``import_script`` — ``import_script("bench")`` imports a module of ``scripts/`` by name, as the scripts
+  import each other.
 """
 
 import importlib
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -77,3 +81,17 @@ def problem():
 def torch_available():
     """Whether torch imports here (for tests that add a torch row when it does)."""
     return HAS_TORCH
+
+
+SCRIPTS_DIR = Path(__file__).resolve().parents[1] / "scripts"
+
+
+@pytest.fixture(scope="session")
+def import_script():
+    """``import_script("bench")``: a module of scripts/, imported by name as the scripts import each other
+    (a script's own folder is ``sys.path[0]``; here the folder is put there for the session)."""
+    sys.path.insert(0, str(SCRIPTS_DIR))
+    try:
+        yield importlib.import_module
+    finally:
+        sys.path.remove(str(SCRIPTS_DIR))

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,16 +12,15 @@ import nnarray as nn
 
 from conftest import HAS_TORCH
 
-BENCH_PATH = Path(__file__).resolve().parents[1] / "scripts" / "bench.py"
+
+@pytest.fixture(scope="module")
+def bench(import_script):
+    return import_script("bench")
 
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("nnarray_bench_script", BENCH_PATH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
+def ys(import_script):
+    return import_script("yardsticks")
 
 
 def test_main_writes_json_with_rows_and_ratios(bench, tmp_path, capsys):
@@ -70,10 +67,27 @@ def test_main_writes_json_with_rows_and_ratios(bench, tmp_path, capsys):
     if not nn.cupy_available():
         assert res["cupy-plain"]["available"] is False
         assert "nnarray-numpy/cupy-plain" not in cfg["ratios"]
+    if HAS_TORCH:  # the yardstick's FP32 precision is set explicitly and recorded beside the figures
+        prec = data["environment"]["torch_fp32_precision"]
+        assert prec.get("cuda.matmul") == "ieee" or prec.get("cuda.matmul.allow_tf32") is False, prec
+
+
+def test_rows_can_be_restricted(bench):
+    """ci/gpu.sh times only GPU rows: --backends and --yardsticks leave the others out entirely."""
+    argv = "--samples 300 --repeats 1 --configs 8x100 --data random --settle 0 --backends numpy:generic".split()
+    report = bench.main([*argv, "--yardsticks", "torch-cudagraph"])
+    (cfg,) = report["configs"]
+    assert set(cfg["results"]) == {"nnarray-numpy-generic", "torch-cudagraph"}
+    assert report["settings"]["yardsticks"] == ["torch-cudagraph"]
+    assert cfg["results"]["nnarray-numpy-generic"]["available"] is True
+    if not nn.cupy_available():
+        assert cfg["results"]["torch-cudagraph"]["available"] is False
+    with pytest.raises(SystemExit):
+        bench.main([*argv, "--yardsticks", "tensorflow"])
 
 
 @pytest.mark.parametrize("batch_size", [32, 250])
-def test_plain_numpy_yardstick_computes_what_nnarray_computes(bench, batch_size):
+def test_plain_numpy_yardstick_computes_what_nnarray_computes(ys, batch_size):
     """Same initial weights and batch order: one epoch of each gives the same parameters (float64)."""
     rng = np.random.default_rng(7)
     N, sizes = 250, [20, 16, 5]  # 250 = 7 batches of 32 + a partial batch of 26
@@ -82,26 +96,28 @@ def test_plain_numpy_yardstick_computes_what_nnarray_computes(bench, batch_size)
 
     net = nn.MLP(sizes, backend="numpy", dtype="float64", seed=3)
     params = {k: np.array(nn.to_numpy(v), dtype=np.float64) for k, v in net.params.items()}
-    np.testing.assert_array_equal(params["W1"], bench.he_init(sizes, seed=3, dtype="float64")["W1"])
+    initial = ys.initial_params(sizes, seed=3, dtype="float64")
+    for k in params:
+        np.testing.assert_array_equal(params[k], initial[k])
     hist = nn.fit(net, nn.SGD(lr=0.1), X, t, epochs=1, batch_size=batch_size, reduction="mean", seed=11)
 
     order = np.random.default_rng(11).permutation(N)  # the permutation fit draws for its first epoch
     T = (t[:, None] == np.arange(sizes[-1])).astype(np.float64)
-    loss_sum = bench.plain_train_epoch(np, X, T, params, order, batch_size, lr=0.1)
+    loss_sum = ys.plain_train_epoch(np, X, T, params, order, batch_size, lr=0.1)
 
     for k in ("W1", "b1", "W2", "b2"):
         np.testing.assert_allclose(params[k], nn.to_numpy(net.params[k]), rtol=1e-10, atol=1e-13, err_msg=k)
-        assert not np.array_equal(params[k], bench.he_init(sizes, seed=3, dtype="float64")[k])  # it did train
+        assert not np.array_equal(params[k], initial[k])  # it did train
     assert float(loss_sum) / N == pytest.approx(hist.train_loss[-1], rel=1e-10)
 
 
-def test_plain_numpy_yardstick_keeps_float32(bench):
+def test_plain_numpy_yardstick_keeps_float32(ys):
     rng = np.random.default_rng(0)
     X = rng.random((40, 12), dtype=np.float32)
     t = rng.integers(0, 3, size=40)
     T = (t[:, None] == np.arange(3)).astype(np.float32)
-    params = bench.he_init([12, 8, 3], seed=0, dtype="float32")
-    loss = bench.plain_train_epoch(np, X, T, params, rng.permutation(40), 16)
+    params = ys.initial_params([12, 8, 3], seed=0, dtype="float32")
+    loss = ys.plain_train_epoch(np, X, T, params, rng.permutation(40), 16)
     assert all(v.dtype == np.float32 for v in params.values())
     assert np.asarray(loss).dtype == np.float32 and math.isfinite(float(loss))
 
@@ -115,3 +131,29 @@ def test_parse_configs_and_data_fallback(bench):
     assert X.shape == (300, 784) and X.dtype == np.float32 and t.dtype == np.int64
     assert 0 <= X.min() and X.max() < 1 and set(np.unique(t)) <= set(range(10))
     assert desc.startswith("random")
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="torch is not installed")
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_torch_yardstick_computes_what_nnarray_computes(ys, momentum):
+    """TorchTrainer starts from nn.MLP's weights and, at constant lr, trains exactly what fit trains (float64)."""
+    torch = ys.import_torch()
+    rng = np.random.default_rng(5)
+    N, sizes, B = 230, [20, 16, 5], 32
+    X = rng.random((N, sizes[0]))
+    t = rng.integers(0, sizes[-1], size=N)
+    tr = ys.TorchTrainer(torch, ys.initial_params(sizes, seed=3, dtype="float64"), X, t, B, 0.1,
+                         momentum=momentum, dtype="float64")
+    net = nn.MLP(sizes, backend="numpy", dtype="float64", seed=3)
+    lin1, lin2 = tr.model[0], tr.model[2]
+    np.testing.assert_array_equal(lin1.weight.detach().numpy().T, nn.to_numpy(net.params["W1"]))
+    np.testing.assert_array_equal(lin2.weight.detach().numpy().T, nn.to_numpy(net.params["W2"]))
+
+    hist = nn.fit(net, nn.SGD(lr=0.1, momentum=momentum), X, t, epochs=2, batch_size=B, seed=11)
+    orders = np.random.default_rng(11)
+    losses = [tr.epoch(orders.permutation(N), 0.1) / N for _ in range(2)]
+    assert losses == pytest.approx(hist.train_loss, rel=1e-10)
+    for lin, l in ((lin1, 1), (lin2, 2)):
+        np.testing.assert_allclose(lin.weight.detach().numpy().T, nn.to_numpy(net.params[f"W{l}"]), rtol=1e-10, atol=1e-13)
+        np.testing.assert_allclose(lin.bias.detach().numpy(), nn.to_numpy(net.params[f"b{l}"]), rtol=1e-10, atol=1e-13)
+    assert tr.accuracy(tr.tensor(X), tr.tensor(t, torch.int64)) == pytest.approx(nn.evaluate(net, X, t)[1])

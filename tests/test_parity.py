@@ -58,6 +58,26 @@ def test_training_run_matches_numpy(backend, reference, blobs):
         np.testing.assert_allclose(got, nn.to_numpy(v), rtol=RTOL, atol=RTOL * np.max(np.abs(nn.to_numpy(v))))
 
 
+def test_schedule_and_replaced_parameters_match_numpy(backend, blobs):
+    """η changing every epoch, momentum, parameters replaced between two fit calls: 300 float64 steps as on NumPy."""
+    X, t = blobs(n=1000, n_in=12, n_classes=4, seed=2)
+    runs = {}
+    for b in ("numpy", backend):
+        net = nn.MLP([12, 32, 16, 4], backend=b, dtype="float64", seed=7)
+        opt = nn.SGD(0.05, momentum=0.9)
+        hist = nn.fit(net, opt, X, t, epochs=3, batch_size=20, seed=11, schedule=nn.schedules.Exponential(0.05, 0.7))
+        net.params = {k: v * 0.5 for k, v in net.params.items()}
+        hist = nn.fit(net, opt, X, t, epochs=3, batch_size=20, seed=12, history=hist,
+                      schedule=nn.schedules.Exponential(0.05, 0.7))
+        runs[b] = (net, hist)
+    (ref_net, ref_hist), (net, hist) = runs["numpy"], runs[backend]
+    assert hist.lr == pytest.approx([0.05 * 0.7 ** (e - 1) for e in range(1, 7)])
+    np.testing.assert_allclose(hist.train_loss, ref_hist.train_loss, rtol=RTOL)
+    assert hist.train_accuracy == ref_hist.train_accuracy
+    for k, v in ref_net.params.items():
+        _close(net.params[k], v, RTOL, RTOL)
+
+
 @pytest.mark.parametrize("dtype,rtol,atol", [("float64", 1e-10, 1e-12), ("float32", 1e-4, 1e-5)])
 def test_one_forward_backward(backend, dtype, rtol, atol, blobs):
     X, t = blobs(n=128, n_in=64, n_classes=10, seed=0)

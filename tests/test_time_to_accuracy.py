@@ -5,10 +5,8 @@ No timing assertions beyond "positive": speed is what the script reports, not wh
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +15,6 @@ import nnarray as nn
 
 from conftest import HAS_TORCH
 
-SCRIPT_PATH = Path(__file__).resolve().parents[1] / "scripts" / "time_to_accuracy.py"
 QUICK = ["--subset", "3000", "--hidden", "32", "--max-epochs", "3"]
 
 
@@ -37,11 +34,8 @@ NO_TORCH = "torch is not importable here: the torch-eager yardstick row is repor
 
 
 @pytest.fixture(scope="module")
-def tta():
-    spec = importlib.util.spec_from_file_location("nnarray_tta_script", SCRIPT_PATH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def tta(import_script):
+    return import_script("time_to_accuracy")
 
 
 @pytest.fixture(scope="module")
@@ -112,13 +106,16 @@ def test_same_network_same_first_epoch(reached):
     assert loss_nn == pytest.approx(loss_torch, rel=1e-3)
 
 
-def test_torch_weights_are_nnarrays(tta):
-    """The torch yardstick starts from bench.he_init, which must be exactly nn.MLP's He initialisation."""
-    sizes = [784, 32, 10]
-    net = nn.MLP(sizes, backend="numpy", dtype="float32", seed=0)
-    p = tta.bench.he_init(sizes, seed=0, dtype="float32")
-    for k, v in net.params.items():
-        np.testing.assert_array_equal(nn.to_numpy(v), p[k])
+def test_generic_row_and_a_fast_row_that_cannot_run(tta):
+    """ci/gpu.sh compares nnarray with and without its fast path; where a backend has none (NumPy), the fast
+    row says why instead of stopping the others."""
+    report = tta.main([*QUICK[:4], "--max-epochs", "2", "--target", "0.5", "--backend", "numpy", "--no-warmup",
+                       "--impls", "nnarray:generic,nnarray:fast"])
+    assert report["settings"]["warmup"] is False
+    _check_row(report["results"]["nnarray:generic"], 2)
+    fast = report["results"]["nnarray:fast"]
+    assert fast["available"] is False and "fast path" in fast["reason"], fast
+    assert report["ratios"] == {}  # no yardstick asked for
 
 
 def test_target_not_reached_is_reported(tta, capsys):

@@ -437,6 +437,11 @@ class CupyGraphStep(TrainStep):
 
     def __call__(self, idx, n=None):
         """One step on the rows ``idx`` (TrainStep's interface; fit uses :meth:`epoch`)."""
+        if n is not None and n != idx.shape[0]:
+            # The captured kernels divide the mean by the batch's rows; a global batch size n of several
+            # processes' shares would need another divisor (and this step runs in one process only).
+            raise ValueError(f"n: the CuPy graph step takes the global batch size only equal to the rows of idx "
+                             f"({idx.shape[0]}), got {n}")
         self._prepare()
         n = idx.shape[0]
         self.perm[:n] = idx
