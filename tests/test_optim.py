@@ -323,3 +323,18 @@ def test_the_cupy_graph_step_steps_aside_for_other_optimizers(monkeypatch, opt):
     assert type(make_step(net, opt, Xd, Td, "mean", batch_size=5)) is TrainStep
     with pytest.raises(ValueError, match="no fast path available here .*optimizer"):
         make_step(net, opt, Xd, Td, "mean", fast=True, batch_size=5)
+
+
+@pytest.mark.parametrize(
+    "opt",
+    [nn.SGD(0.1, momentum=0.9, nesterov=True), nn.Adam(), nn.AdamW(), nn.RMSprop(1e-3), nn.AdaGrad()],
+    ids=lambda o: type(o).__name__,
+)
+def test_each_optimizer_trains_a_network(blobs, opt):
+    """With their default (or usual) hyperparameters, and dropout on, every optimizer learns the blobs."""
+    X, t = blobs(n=600, seed=4)
+    net = nn.MLP([12, 32, 3], backend="numpy", seed=0, dropout=0.2)
+    before = net.loss(X, t)
+    hist = nn.fit(net, opt, X, t, epochs=8, batch_size=32, seed=0)
+    assert hist.train_loss[-1] < 0.5 * hist.train_loss[0] and net.loss(X, t) < 0.3 * before
+    assert net.accuracy(X, t) > 0.9
