@@ -102,10 +102,10 @@ def check_positive_int(value, name):
 
 
 def check_lr(lr, name="lr"):
-    try:
-        lr = float(lr)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name}: expected a number, got {lr!r}") from None
+    # A real number only: float("0.1") would accept the string "0.1" (and True would be 1.0).
+    if isinstance(lr, bool) or not isinstance(lr, numbers.Real):
+        raise TypeError(f"{name}: expected a number, got {lr!r}")
+    lr = float(lr)
     if not (lr > 0 and lr < float("inf")):
         raise ValueError(f"{name}: expected a positive finite learning rate, got {lr!r}")
     return lr

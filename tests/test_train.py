@@ -130,9 +130,9 @@ def test_divergence_restores_the_optimizers_state_too(blobs):
     net = nn.MLP([12, 16, 3], backend="numpy", dtype="float32", seed=0)
     opt = nn.SGD(1e-4, momentum=0.9)
     nn.fit(net, opt, X, t, epochs=1, batch_size=20)
+    opt.lr = 1e4  # (SGD rescales its velocities v = −η·b to the new η)
     velocity = {k: v.copy() for k, v in opt.velocity.items()}
     params = {k: v.copy() for k, v in net.params.items()}
-    opt.lr = 1e4
     with pytest.raises(nn.TrainingDivergedError):
         nn.fit(net, opt, X, t, epochs=2, batch_size=20)
     for k in params:

@@ -251,12 +251,14 @@ class CupyGraphStep(TrainStep):
         if type(opt) is not SGD:
             return f"optimizer {type(opt).__name__} (only nnarray.SGD)"
         if getattr(opt, "nesterov", False):
-            return "SGD with nesterov=True (the kernels apply heavy-ball momentum only)"
+            return "optimizer SGD with nesterov=True (the kernels apply heavy-ball momentum only)"
         if getattr(opt, "weight_decay", 0.0):
-            return "SGD with weight_decay (the kernels do not apply it)"
+            return "optimizer SGD with weight_decay (the kernels do not apply it)"
         if batch_size is not None and cls.too_large(net, batch_size) and not force_large():
             return ("layers too large for the graph path's own GEMM kernel; cuBLAS is faster "
                     "(NNARRAY_FORCE_GRAPH=1 forces it)")
+        if getattr(net, "uses_dropout", False):
+            return "dropout (the kernels have no masks)"
         import cupy  # noqa: PLC0415
 
         for k, v in {**net.params, "X": Xd, "T": Td}.items():
