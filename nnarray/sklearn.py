@@ -9,13 +9,17 @@ optimizers and epoch loop as the rest of nnarray; sklearn's stopping rules (``to
 
 scikit-learn is an optional dependency: ``pip install "nnarray[sklearn]"``.
 
->>> from nnarray.sklearn import MLPClassifier
+>>> import warnings
 >>> from sklearn.datasets import load_iris
+>>> from sklearn.exceptions import ConvergenceWarning
+>>> from nnarray.sklearn import MLPClassifier
 >>> X, y = load_iris(return_X_y=True)
->>> clf = MLPClassifier(hidden_layer_sizes=(16,), solver="sgd", learning_rate_init=0.05, max_iter=50,
-...                     backend="numpy", random_state=0).fit(X / 8, y)
->>> clf.predict(X[:3] / 8).shape, clf.coefs_[0].shape
-((3,), (4, 16))
+>>> clf = MLPClassifier(hidden_layer_sizes=(16,), learning_rate_init=0.01, max_iter=100, random_state=0)
+>>> with warnings.catch_warnings():
+...     warnings.simplefilter("ignore", ConvergenceWarning)  # 100 epochs, converged or not
+...     _ = clf.fit(X, y)
+>>> clf.predict(X[:3]), clf.coefs_[0].shape, clf.score(X, y) > 0.9
+(array([0, 0, 0]), (4, 16), True)
 """
 
 from __future__ import annotations
@@ -161,9 +165,11 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         Units of each hidden layer.
     activation : {"relu"}, default="relu"
         Only ReLU hidden layers exist in nnarray; any other value raises ``ValueError`` in ``fit``.
-    solver : {"adam", "sgd"}, default="adam"
-        ``"sgd"``: :class:`nnarray.SGD` with ``momentum`` (and ``nesterovs_momentum``); ``"adam"``:
-        nnarray's Adam. ``"lbfgs"`` is refused (no full-batch solver in nnarray).
+    solver : {"adam", "sgd", "adamw", "rmsprop", "adagrad"}, default="adam"
+        ``"sgd"``: :class:`nnarray.SGD` with ``momentum`` (Nesterov's with ``nesterovs_momentum``);
+        ``"adam"``: :class:`nnarray.optim.Adam` with ``beta_1``, ``beta_2``, ``epsilon``; nnarray's other
+        optimizers by their lower-case class names, with their own defaults besides ``learning_rate_init``.
+        ``"lbfgs"`` is refused (no full-batch solver in nnarray).
     alpha : float, default=1e-4
         L2 penalty as scikit-learn defines it: α/(2n)·Σ‖W‖² per batch of n samples (weights, not biases),
         i.e. α·W/n added to each weight gradient; included in ``loss_curve_``.
@@ -233,8 +239,9 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
     * The output layer is always a softmax over ``n_classes`` units (binary problems too: sklearn uses one
       logistic unit; the model class is the same). Multi-label targets and ``sample_weight`` are not
       supported.
-    * Adam divides by √v + ε·√(1 − β₂ᵗ) when nnarray's Adam uses the bias-corrected form; see the solver's
-      docstring.
+    * Adam is PyTorch's form, W ← W − η/(1 − β₁ᵗ) · m / (√v/√(1 − β₂ᵗ) + ε); scikit-learn adds ε to √v before
+      the correction (the two differ only where √v is about as small as ε). Nesterov momentum is PyTorch's
+      form too, the same steps as scikit-learn's while the learning rate is constant.
     * ``predict_log_proba`` is computed as log-softmax (finite where ``log(predict_proba)`` would be −inf).
     * Inputs: without ``array_api_dispatch``, non-NumPy arrays (torch, CuPy) are copied to host NumPy
       (scikit-learn's validation needs them there) and outputs are NumPy; the model still trains on
