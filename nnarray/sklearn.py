@@ -1,0 +1,710 @@
+"""A scikit-learn estimator around nnarray: :class:`MLPClassifier`, a drop-in for
+``sklearn.neural_network.MLPClassifier`` that also trains on a GPU (``backend="cupy"``).
+
+It follows scikit-learn's conventions (``get_params``/``set_params``, ``clone``, ``Pipeline``,
+``GridSearchCV``, pickling, fitted attributes ending in ``_``, sklearn's input validation and errors) and
+passes scikit-learn's estimator checks. Underneath it is :func:`nnarray.fit` — the same training step,
+optimizers and epoch loop as the rest of nnarray; sklearn's stopping rules (``tol``/``n_iter_no_change``,
+``early_stopping``) and learning-rate schedules are fit callbacks.
+
+scikit-learn is an optional dependency: ``pip install "nnarray[sklearn]"``.
+
+>>> import warnings
+>>> from sklearn.datasets import load_iris
+>>> from sklearn.exceptions import ConvergenceWarning
+>>> from nnarray.sklearn import MLPClassifier
+>>> X, y = load_iris(return_X_y=True)
+>>> clf = MLPClassifier(hidden_layer_sizes=(16,), learning_rate_init=0.01, max_iter=100, random_state=0)
+>>> with warnings.catch_warnings():
+...     warnings.simplefilter("ignore", ConvergenceWarning)  # 100 epochs, converged or not
+...     _ = clf.fit(X, y)
+>>> clf.predict(X[:3]), clf.coefs_[0].shape, clf.score(X, y) > 0.9
+(array([0, 0, 0]), (4, 16), True)
+"""
+
+from __future__ import annotations
+
+import numbers
+import warnings
+
+import numpy as np  # host side: labels, the random generator, fitted attributes
+
+try:
+    import sklearn
+    from sklearn.base import BaseEstimator, ClassifierMixin
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.model_selection import train_test_split
+    from sklearn.utils.multiclass import check_classification_targets
+    from sklearn.utils.validation import check_is_fitted, validate_data
+except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
+    raise ImportError(
+        "nnarray.sklearn needs scikit-learn >= 1.6, which cannot be imported here "
+        f"({exc}). Install it with: pip install \"nnarray[sklearn]\""
+    ) from exc
+
+import array_api_compat
+
+from . import functions as F
+from . import optim as _optim
+from .backend import Backend, BackendUnavailableError, get_backend, to_numpy
+from .history import History
+from .model import MLP
+from .train import StopTraining, fit as _nn_fit
+
+__all__ = ["MLPClassifier"]
+
+
+
+def _solvers() -> dict:
+    """Solver name -> nnarray optimizer class: "sgd", "adam" and nnarray's others ("adamw", "rmsprop", ...)."""
+    return {name.lower(): cls for name, cls in _optim.OPTIMIZERS.items()}
+
+_SCHEDULES = ("constant", "invscaling", "adaptive")
+
+
+def _array_api_dispatch() -> bool:
+    return bool(sklearn.get_config().get("array_api_dispatch", False))
+
+
+def _float_dtypes(X):
+    """float64, float32 of the namespace scikit-learn's validation will use for ``X`` (NumPy without dispatch)."""
+    if _array_api_dispatch() and _is_foreign_array(X):
+        xp = array_api_compat.array_namespace(X)
+        return (xp.float64, xp.float32)
+    return (np.float64, np.float32)
+
+
+def _is_foreign_array(x) -> bool:
+    """True for an array of an Array API library other than NumPy (torch, CuPy, array-api-strict, ...)."""
+    return array_api_compat.is_array_api_obj(x) and not array_api_compat.is_numpy_array(x)
+
+
+def _backend_of(x) -> Backend:
+    """The nnarray Backend that computes in ``x``'s namespace and on its device (array-API dispatch)."""
+    xp = array_api_compat.array_namespace(x)
+    dev = array_api_compat.device(x)
+    if array_api_compat.is_torch_array(x):
+        name = "torch"
+    elif array_api_compat.is_cupy_array(x):
+        name = "cupy"
+    elif array_api_compat.is_array_api_strict_namespace(xp):
+        name = "array_api_strict"
+    else:
+        name = getattr(xp, "__name__", "array_api").rsplit(".", 1)[-1]
+    return Backend(name, xp, dev)
+
+
+def _namespace_key(x):
+    """(namespace name, device) identifying where ``x`` lives (for the fit/predict consistency check)."""
+    if not _is_foreign_array(x):
+        return ("numpy", "cpu")
+    be = _backend_of(x)
+    return (be.name, str(be.device))
+
+
+class _L2Hook:
+    """The optimizer seen by :func:`nnarray.fit` when ``alpha > 0``: sklearn's L2 penalty as a gradient hook.
+
+    scikit-learn minimises, per mini-batch of n samples, mean cross-entropy + α/(2n)·Σ‖W‖² (weights only,
+    not the biases), so every weight gradient gets α·W/n added before the update (``_backprop``:
+    ``coef_grads += alpha * coefs_``, then ``/= n_samples``). ``n`` is the batch's own length (the last
+    batch of an epoch may be shorter): the batch lengths of an epoch are known from N and the batch size
+    and the step visits them in order. Everything else (``lr``, state, checkpoints) is the wrapped
+    optimizer's. ``penalty_sum`` accumulates Σ_batches Σ‖W‖² on the device (read once per epoch) for
+    sklearn's ``loss_curve_``, which includes the penalty.
+    """
+
+    def __init__(self, opt, alpha, n_samples, batch_size):
+        self.inner, self.alpha = opt, float(alpha)
+        full, rest = divmod(n_samples, batch_size)
+        self._sizes = [batch_size] * full + ([rest] if rest else [])
+        self._i = 0
+        self.penalty_sum = None
+
+    @property
+    def lr(self):
+        return self.inner.lr
+
+    @lr.setter
+    def lr(self, value):
+        self.inner.lr = value
+
+    def __getattr__(self, name):  # state, t, state_dict, load_state_dict, hyperparameters
+        return getattr(self.inner, name)
+
+    def take_penalty(self):
+        """Σ over the epoch's batches of Σ‖W‖² as a float (one synchronisation), and reset it."""
+        s, self.penalty_sum = self.penalty_sum, None
+        return 0.0 if s is None else float(s)
+
+    def update(self, params, grads):
+        n = self._sizes[self._i % len(self._sizes)]
+        self._i += 1
+        c = self.alpha / n  # a Python float: float32 parameters stay float32
+        grads = dict(grads)
+        for k in grads:
+            if k.startswith("W"):
+                W = params[k]
+                xp = array_api_compat.array_namespace(W)
+                sq = xp.sum(W * W)
+                self.penalty_sum = sq if self.penalty_sum is None else self.penalty_sum + sq
+                grads[k] = grads[k] + c * W
+        self.inner.update(params, grads)
+
+
+class MLPClassifier(ClassifierMixin, BaseEstimator):
+    """Multi-layer perceptron classifier (ReLU hidden layers, softmax output, cross-entropy) trained by
+    :func:`nnarray.fit` on NumPy, CuPy (GPU), torch or any Array API backend.
+
+    Parameters follow :class:`sklearn.neural_network.MLPClassifier` (same names, defaults and meaning)
+    except where noted under *Differences from scikit-learn*.
+
+    Parameters
+    ----------
+    hidden_layer_sizes : int or sequence of int, default=(100,)
+        Units of each hidden layer.
+    activation : {"relu"}, default="relu"
+        Only ReLU hidden layers exist in nnarray; any other value raises ``ValueError`` in ``fit``.
+    solver : {"adam", "sgd", "adamw", "rmsprop", "adagrad"}, default="adam"
+        ``"sgd"``: :class:`nnarray.SGD` with ``momentum`` (Nesterov's with ``nesterovs_momentum``);
+        ``"adam"``: :class:`nnarray.optim.Adam` with ``beta_1``, ``beta_2``, ``epsilon``; nnarray's other
+        optimizers by their lower-case class names, with their own defaults besides ``learning_rate_init``.
+        ``"lbfgs"`` is refused (no full-batch solver in nnarray).
+    alpha : float, default=1e-4
+        L2 penalty as scikit-learn defines it: α/(2n)·Σ‖W‖² per batch of n samples (weights, not biases),
+        i.e. α·W/n added to each weight gradient; included in ``loss_curve_``.
+    batch_size : int or "auto", default="auto"
+        ``min(200, n_samples)`` for ``"auto"``; larger values are clipped to ``n_samples`` with a warning.
+    learning_rate : {"constant", "invscaling", "adaptive"}, default="constant"
+        Schedule of the step size, as scikit-learn's (applied after each epoch, by a fit callback):
+        ``"invscaling"``: η = η₀ / (t + 1)^power_t with t the samples seen so far; ``"adaptive"``: η is
+        divided by 5 each time ``n_iter_no_change`` epochs bring no improvement of ``tol`` (training stops
+        once η < 1e-6). As in scikit-learn the schedules apply to ``solver="sgd"`` only.
+    learning_rate_init : float, default=1e-3
+    power_t : float, default=0.5
+    max_iter : int, default=200
+        Epochs (``fit`` stops earlier by the ``tol`` rule).
+    shuffle : bool, default=True
+    random_state : int, RandomState, numpy Generator or None, default=None
+        Seeds one ``numpy.random.Generator`` kept on the estimator: initial weights, epoch permutations
+        and the early-stopping split are drawn from it in turn.
+    tol : float, default=1e-4
+    verbose : bool, default=False
+        Print the loss (and validation score) after every epoch.
+    warm_start : bool, default=False
+        ``fit`` continues from the current weights (with a new optimizer, as scikit-learn).
+    momentum : float, default=0.9
+    nesterovs_momentum : bool, default=True
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the training data (stratified), stop when the validation accuracy
+        has not improved by ``tol`` for ``n_iter_no_change`` epochs and keep the best weights.
+    validation_fraction : float, default=0.1
+    beta_1, beta_2, epsilon : float, default=0.9, 0.999, 1e-8
+        Adam's hyperparameters.
+    n_iter_no_change : int or inf, default=10
+    backend : str, default="auto"
+        nnarray backend for NumPy / array-like input: ``"auto"`` (CuPy when a CUDA device answers, else
+        NumPy), ``"numpy"``, ``"cupy"``, ``"torch"``, ``"array_api_strict"``. With scikit-learn's
+        ``array_api_dispatch=True`` and non-NumPy input (CuPy, torch, ...), training follows the input's
+        namespace and device instead.
+    dtype : {None, "float32", "float64"}, default=None
+        Floating type of parameters and arithmetic; None keeps the input's (float32 stays float32, anything
+        else becomes float64, as scikit-learn). ``"float32"`` is the fast choice on a GPU.
+
+    Attributes
+    ----------
+    classes_ : ndarray (n_classes,)
+        Sorted class labels (any type numpy can sort: integers, strings, ...).
+    n_features_in_ : int
+    feature_names_in_ : ndarray of str
+        Only when ``X`` was a DataFrame with string column names.
+    coefs_, intercepts_ : lists of host NumPy arrays
+        Weights ``coefs_[i]`` (fan_in, fan_out) and biases ``intercepts_[i]`` (fan_out,). With the NumPy
+        backend they are the live parameters; on other backends they are host copies taken at the end of
+        every ``fit``/``partial_fit`` (changing them does not change that model).
+    loss_curve_ : list of float
+        Per-epoch training loss (mean cross-entropy over the epoch's batches + the L2 term).
+    loss_, best_loss_ : float
+    validation_scores_, best_validation_score_ : list / float or None
+        Validation accuracies with ``early_stopping`` (else None).
+    n_iter_ : int
+        Epochs run; ``t_`` samples seen.
+    n_layers_, n_outputs_, out_activation_ : int, int, "softmax"
+    backend_ : str
+        The nnarray backend the model lives on.
+
+    Differences from scikit-learn
+    -----------------------------
+    * Initial weights: He normal N(0, 2/fan_in) and zero biases (nnarray's) instead of Glorot uniform.
+    * The output layer is always a softmax over ``n_classes`` units (binary problems too: sklearn uses one
+      logistic unit; the model class is the same). Multi-label targets and ``sample_weight`` are not
+      supported.
+    * Adam is PyTorch's form, W ← W − η/(1 − β₁ᵗ) · m / (√v/√(1 − β₂ᵗ) + ε); scikit-learn adds ε to √v before
+      the correction (the two differ only where √v is about as small as ε). Nesterov momentum is PyTorch's
+      form too, the same steps as scikit-learn's while the learning rate is constant.
+    * ``predict_log_proba`` is computed as log-softmax (finite where ``log(predict_proba)`` would be −inf).
+    * Inputs: without ``array_api_dispatch``, non-NumPy arrays (torch, CuPy) are copied to host NumPy
+      (scikit-learn's validation needs them there) and outputs are NumPy; the model still trains on
+      ``backend``. With dispatch, outputs are arrays of the input's namespace and device.
+    * A diverging run raises :class:`nnarray.TrainingDivergedError` (the weights of the last good epoch are
+      kept) instead of sklearn's ``ValueError`` about non-finite weights.
+    """
+
+    def __init__(
+        self,
+        hidden_layer_sizes=(100,),
+        activation="relu",
+        *,
+        solver="adam",
+        alpha=0.0001,
+        batch_size="auto",
+        learning_rate="constant",
+        learning_rate_init=0.001,
+        power_t=0.5,
+        max_iter=200,
+        shuffle=True,
+        random_state=None,
+        tol=1e-4,
+        verbose=False,
+        warm_start=False,
+        momentum=0.9,
+        nesterovs_momentum=True,
+        early_stopping=False,
+        validation_fraction=0.1,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-8,
+        n_iter_no_change=10,
+        backend="auto",
+        dtype=None,
+    ):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.solver = solver
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.n_iter_no_change = n_iter_no_change
+        self.backend = backend
+        self.dtype = dtype
+
+    # ------------------------------------------------------------------ sklearn protocol
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.array_api_support = True
+        tags.input_tags.sparse = False
+        tags.classifier_tags.multi_label = False
+        return tags
+
+    def __sklearn_is_fitted__(self):
+        return getattr(self, "_net", None) is not None
+
+    # ------------------------------------------------------------------ parameter checks
+    def _check_params(self):
+        """Errors naming the parameter, raised by fit (never by __init__/set_params, as sklearn requires)."""
+        if self.activation != "relu":
+            raise ValueError(
+                f"activation: nnarray's MLP has ReLU hidden layers only; got {self.activation!r} "
+                "(use activation='relu', or sklearn.neural_network.MLPClassifier for other activations)"
+            )
+        if self.solver == "lbfgs":
+            raise ValueError("solver: 'lbfgs' is not supported by nnarray (mini-batch solvers only); use 'adam' or 'sgd'")
+        if self.solver not in _solvers():
+            raise ValueError(f"solver: expected one of {', '.join(map(repr, _solvers()))}, got {self.solver!r}")
+        sizes = self.hidden_layer_sizes
+        sizes = [sizes] if isinstance(sizes, numbers.Integral) else list(sizes)
+        if not all(isinstance(n, numbers.Integral) and not isinstance(n, bool) and n >= 1 for n in sizes):
+            raise ValueError(f"hidden_layer_sizes: expected positive integers, got {self.hidden_layer_sizes!r}")
+        if self.learning_rate not in _SCHEDULES:
+            raise ValueError(f"learning_rate: expected one of {', '.join(map(repr, _SCHEDULES))}, got {self.learning_rate!r}")
+        _real(self.alpha, "alpha", low=0.0)
+        _real(self.learning_rate_init, "learning_rate_init", low=0.0, low_open=True)
+        _real(self.power_t, "power_t", low=0.0)
+        _real(self.tol, "tol", low=0.0)
+        _real(self.momentum, "momentum", low=0.0, high=1.0)
+        _real(self.validation_fraction, "validation_fraction", low=0.0, high=1.0, high_open=True)
+        _real(self.beta_1, "beta_1", low=0.0, high=1.0, high_open=True)
+        _real(self.beta_2, "beta_2", low=0.0, high=1.0, high_open=True)
+        _real(self.epsilon, "epsilon", low=0.0, low_open=True)
+        _posint(self.max_iter, "max_iter")
+        if not (self.n_iter_no_change == np.inf):
+            _posint(self.n_iter_no_change, "n_iter_no_change")
+        if self.batch_size != "auto":
+            _posint(self.batch_size, "batch_size")
+        if self.dtype not in (None, "float32", "float64", np.float32, np.float64):
+            raise ValueError(f"dtype: expected None, 'float32' or 'float64', got {self.dtype!r}")
+        return [int(n) for n in sizes]
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, X, y):
+        """Train on ``X`` (n_samples, n_features) and labels ``y`` (n_samples,) for up to ``max_iter`` epochs.
+
+        Starts from new weights unless ``warm_start``. Returns ``self``.
+        """
+        return self._fit(X, y, incremental=False)
+
+    def partial_fit(self, X, y, classes=None):
+        """One epoch over (X, y), continuing the weights, the optimizer state and the random generator.
+
+        ``classes`` (all labels that will ever occur) is required on the first call. Returns ``self``.
+        """
+        first = not self.__sklearn_is_fitted__()
+        if first:
+            if classes is None:
+                raise ValueError("classes must be passed on the first call to partial_fit.")
+        elif classes is not None and not np.array_equal(np.unique(to_numpy(classes)), self.classes_):
+            raise ValueError(
+                f"`classes={np.unique(to_numpy(classes))!r}` is not the same as on last call to "
+                f"partial_fit, was: {self.classes_!r}"
+            )
+        if self.early_stopping:
+            raise ValueError("partial_fit does not support early_stopping=True")
+        return self._fit(X, y, incremental=True, classes=classes)
+
+    def _fit(self, X, y, incremental, classes=None):
+        hidden = self._check_params()
+        dispatch = _array_api_dispatch()
+        if not dispatch:
+            # scikit-learn validates NumPy; torch/CuPy arrays are brought to the host (documented)
+            X = to_numpy(X) if _is_foreign_array(X) else X
+            y = to_numpy(y) if _is_foreign_array(y) else y
+        first = (not self.__sklearn_is_fitted__()) or (not incremental and not self.warm_start)
+        X, y = validate_data(self, X, y, dtype=_float_dtypes(X), reset=first)
+        y = to_numpy(y)
+        check_classification_targets(y)
+        if y.ndim != 1:
+            raise ValueError(f"y: multi-output / multi-label targets are not supported, got shape {y.shape}")
+
+        if first:
+            self._rng = _generator(self.random_state)
+            labels = np.unique(to_numpy(classes)) if (incremental and classes is not None) else np.unique(y)
+            self.classes_ = labels
+            if dispatch and _is_foreign_array(X):
+                be = _backend_of(X)
+            else:
+                be = get_backend(self.backend)
+            dtype = self._dtype_name(X)
+            self._fit_namespace = _namespace_key(X) if dispatch else None
+            self._net = MLP([X.shape[1], *hidden, len(labels)], backend=be, dtype=dtype, seed=self._rng)
+            self._optimizer = None
+            self._history = History()
+            self.n_iter_ = 0
+            self.t_ = 0
+            self.loss_curve_ = []
+            self._no_improvement_count = 0
+            if self.early_stopping:
+                self.validation_scores_, self.best_validation_score_, self.best_loss_ = [], -np.inf, None
+            else:
+                self.validation_scores_, self.best_validation_score_, self.best_loss_ = None, None, np.inf
+        else:
+            unknown = np.setdiff1d(np.unique(y), self.classes_)
+            if unknown.size:
+                what = "as in the previous call to fit" if self.warm_start and not incremental else "in self.classes_"
+                raise ValueError(f"`y` has classes not {what}: {unknown!r}; `self.classes_` has {self.classes_!r}.")
+            if not incremental:  # warm start: sklearn restarts the count and keeps the curve
+                self._no_improvement_count = 0
+        net = self._net
+        if not incremental or self._optimizer is None:
+            self._optimizer = self._make_optimizer()
+        t = np.searchsorted(self.classes_, y).astype(np.int64)  # labels -> 0..C-1 on the host
+
+        # early stopping: a stratified hold-out, drawn from the estimator's generator
+        val = None
+        if self.early_stopping:
+            idx_tr, idx_val = train_test_split(
+                np.arange(X.shape[0]),
+                test_size=self.validation_fraction,
+                random_state=int(self._rng.integers(2**31 - 1)),
+                stratify=t,
+            )
+            if idx_val.shape[0] < 2:
+                raise ValueError(
+                    "The validation set is too small. Increase 'validation_fraction' or the size of your dataset."
+                )
+            X, val = _rows(X, idx_tr), (_rows(X, idx_val), t[idx_val])
+            t = t[idx_tr]
+        n = X.shape[0]
+        if self.batch_size == "auto":
+            batch_size = min(200, n)
+        else:
+            if self.batch_size > n:
+                warnings.warn(
+                    "Got `batch_size` less than 1 or larger than sample size. It is going to be clipped",
+                    stacklevel=3,
+                )
+            batch_size = min(int(self.batch_size), n)
+
+        opt = self._optimizer if float(self.alpha) == 0.0 else _L2Hook(self._optimizer, self.alpha, n, batch_size)
+        self._best_params = None
+        stopped = []
+
+        def sklearn_rules(record):
+            """After every epoch: loss_curve_, the tol / n_iter_no_change rule, early stopping, the lr schedule."""
+            loss = record["train_loss"]
+            if opt is not self._optimizer:
+                loss += 0.5 * self.alpha * opt.take_penalty() / n
+            self.n_iter_ += 1
+            self.t_ += n
+            self.loss_ = loss
+            self.loss_curve_.append(loss)
+            if self.verbose:
+                print(f"Iteration {self.n_iter_}, loss = {loss:.8f}")
+            if self.early_stopping:
+                score = record["val_accuracy"]
+                self.validation_scores_.append(score)
+                if self.verbose:
+                    print(f"Validation score: {score:f}")
+                self._no_improvement_count = (
+                    self._no_improvement_count + 1 if score < self.best_validation_score_ + self.tol else 0
+                )
+                if score > self.best_validation_score_:
+                    self.best_validation_score_ = score
+                    xp = net.xp
+                    self._best_params = {k: xp.asarray(v, copy=True) for k, v in net.params.items()}
+            else:
+                self._no_improvement_count = (
+                    self._no_improvement_count + 1 if loss > self.best_loss_ - self.tol else 0
+                )
+                if loss < self.best_loss_:
+                    self.best_loss_ = loss
+            if self.solver == "sgd" and self.learning_rate == "invscaling":
+                self._optimizer.lr = float(self.learning_rate_init) / (self.t_ + 1) ** float(self.power_t)
+            if self._no_improvement_count > self.n_iter_no_change:
+                what = "Validation score" if self.early_stopping else "Training loss"
+                msg = f"{what} did not improve more than tol={self.tol:f} for {self.n_iter_no_change} consecutive epochs."
+                if self.solver == "sgd" and self.learning_rate == "adaptive" and self._optimizer.lr > 1e-6:
+                    self._optimizer.lr = self._optimizer.lr / 5.0
+                    self._no_improvement_count = 0
+                    if self.verbose:
+                        print(f"{msg} Setting learning rate to {self._optimizer.lr:f}")
+                else:
+                    if self.verbose:
+                        print(f"{msg} Stopping.")
+                    stopped.append(True)
+                    raise StopTraining
+
+        _nn_fit(
+            net,
+            opt,
+            X,
+            t,
+            epochs=1 if incremental else int(self.max_iter),
+            batch_size=batch_size,
+            reduction="mean",
+            seed=self._rng,
+            validation=val,
+            shuffle=bool(self.shuffle),
+            history=self._history,
+            callbacks=[sklearn_rules],
+        )
+        if self.early_stopping and self._best_params is not None:
+            net.params = self._best_params  # the best epoch's weights, as scikit-learn
+        self._best_params = None
+        if not incremental and not stopped and self.n_iter_ >= self.max_iter:
+            warnings.warn(
+                f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached and the optimization "
+                "hasn't converged yet.",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+        self._sync_attributes()
+        return self
+
+    def _dtype_name(self, X):
+        if self.dtype is not None:
+            return np.dtype(self.dtype).name
+        xp = array_api_compat.array_namespace(X)
+        return "float32" if X.dtype == xp.float32 else "float64"
+
+    def _make_optimizer(self):
+        """The nnarray optimizer for ``solver`` (kept on the estimator, so partial_fit continues its state)."""
+        lr = float(self.learning_rate_init)
+        if self.solver == "sgd":
+            if self.nesterovs_momentum and self.momentum > 0:
+                if "nesterov" not in _optim.SGD().hyperparameters():  # pragma: no cover - older nnarray
+                    raise ValueError(
+                        "nesterovs_momentum: this nnarray's SGD has no Nesterov momentum; pass nesterovs_momentum=False"
+                    )
+                return _optim.SGD(lr=lr, momentum=float(self.momentum), nesterov=True)
+            return _optim.SGD(lr=lr, momentum=float(self.momentum))
+        cls = _solvers().get(self.solver)
+        if cls is None:  # pragma: no cover - checked in _check_params
+            raise ValueError(f"solver: unknown solver {self.solver!r}")
+        if self.solver == "adam":
+            return cls(lr=lr, betas=(float(self.beta_1), float(self.beta_2)), eps=float(self.epsilon))
+        return cls(lr=lr)  # nnarray's other optimizers with their own defaults besides lr
+
+    def _sync_attributes(self):
+        """sklearn's fitted attributes from the network (host NumPy; the live arrays on the NumPy backend)."""
+        net = self._net
+        L = net.n_layers
+        live = net.backend.name == "numpy"
+        get = (lambda v: v) if live else (lambda v: np.asarray(to_numpy(v)))
+        self.coefs_ = [get(net.params[f"W{l}"]) for l in range(1, L + 1)]
+        self.intercepts_ = [get(net.params[f"b{l}"]) for l in range(1, L + 1)]
+        self.n_layers_ = L + 1
+        self.n_outputs_ = net.n_classes
+        self.out_activation_ = "softmax"
+        self.backend_ = net.backend.name
+
+    # ------------------------------------------------------------------ prediction
+    def _logits(self, X, method):
+        """Output-layer values A (N, C) on the model's backend, and whether to answer in X's namespace."""
+        check_is_fitted(self)
+        dispatch = _array_api_dispatch()
+        foreign = _is_foreign_array(X)
+        if dispatch:
+            self._check_same_namespace(X, method)
+        elif foreign:
+            X = to_numpy(X)
+        X = validate_data(self, X, dtype=_float_dtypes(X), reset=False)
+        net = self._net
+        A, _ = net.forward(net.backend.asarray(X, dtype=net.dtype))
+        return A, dispatch and foreign
+
+    def _check_same_namespace(self, X, method):
+        fitted = getattr(self, "_fit_namespace", None) or ("numpy", "cpu")
+        got = _namespace_key(X)
+        if fitted != got:
+            raise ValueError(
+                f"Inputs passed to {type(self).__name__}.{method}() must use the same namespace and the same "
+                f"device as those passed to fit(). Fitted on {fitted[0]} ({fitted[1]}), got {got[0]} ({got[1]})."
+            )
+
+    def _out(self, a, keep):
+        return a if keep else np.asarray(to_numpy(a))
+
+    def predict_proba(self, X):
+        """Class probabilities (n_samples, n_classes), columns in the order of ``classes_``."""
+        A, keep = self._logits(X, "predict_proba")
+        return self._out(F.softmax(self._net.xp, A), keep)
+
+    def predict_log_proba(self, X):
+        """Log of the class probabilities (n_samples, n_classes), computed as log-softmax."""
+        A, keep = self._logits(X, "predict_log_proba")
+        return self._out(F.log_softmax(self._net.xp, A), keep)
+
+    def predict(self, X):
+        """Predicted labels (n_samples,), elements of ``classes_``."""
+        A, keep = self._logits(X, "predict")
+        xp = self._net.xp
+        idx = xp.argmax(A, axis=1)
+        if keep and self.classes_.dtype.kind in "biuf":
+            be = self._net.backend
+            return xp.take(be.asarray(self.classes_), idx, axis=0)
+        return self.classes_[np.asarray(to_numpy(idx))]
+
+    # ------------------------------------------------------------------ pickling
+    def __getstate__(self):
+        """Host arrays only: the parameters (``coefs_``/``intercepts_``), the optimizer's state_dict and the
+        name of the backend trained on, so a model fitted on CuPy unpickles where there is no GPU."""
+        state = dict(super().__getstate__())  # object.__getstate__ may return __dict__ itself
+        net = state.pop("_net", None)
+        state.pop("_best_params", None)
+        if net is not None:
+            state["_net_backend"] = (net.backend.name, str(net.backend.device))
+            state["_net_dtype"] = net.dtype_name
+            state["_net_layer_sizes"] = list(net.layer_sizes)
+            state["coefs_"] = [np.array(to_numpy(v)) for v in self.coefs_]
+            state["intercepts_"] = [np.array(to_numpy(v)) for v in self.intercepts_]
+        opt = state.get("_optimizer")
+        if opt is not None:
+            state["_optimizer"] = ("state_dict", opt.state_dict())
+        return state
+
+    def __setstate__(self, state):
+        recorded = state.pop("_net_backend", None)
+        dtype = state.pop("_net_dtype", None)
+        sizes = state.pop("_net_layer_sizes", None)
+        super().__setstate__(state)
+        if recorded is None:
+            self._net = None
+            return
+        be = _restore_backend(*recorded)
+        net = MLP(sizes, backend=be, dtype=dtype, seed=0)
+        params = {}
+        for l, (W, b) in enumerate(zip(self.coefs_, self.intercepts_), start=1):
+            params[f"W{l}"], params[f"b{l}"] = W, b
+        net.load_state_dict(params)
+        self._net = net
+        opt = state.get("_optimizer")
+        if isinstance(opt, tuple) and opt and opt[0] == "state_dict":
+            self._optimizer = _optim.from_state_dict(opt[1], backend=be, dtype=net.dtype)
+        if be.name != recorded[0] or (be.name != "numpy" and str(be.device) != recorded[1]):
+            # predictions under array-API dispatch are compared with the namespace the model now lives in
+            self._fit_namespace = None if be.name == "numpy" else (be.name, str(be.device))
+        self._sync_attributes()
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def _restore_backend(name, device):
+    """The backend a model was fitted on, or ``"auto"``'s choice (with a warning) when it is missing here."""
+    try:
+        if name == "torch":
+            import torch  # noqa: PLC0415
+
+            dev = torch.device(device)
+            if dev.type == "cuda" and not torch.cuda.is_available():
+                raise BackendUnavailableError("torch has no CUDA device here")
+            return Backend("torch", get_backend("torch").xp, dev)
+        return get_backend(name)
+    except (BackendUnavailableError, ValueError, ImportError) as exc:
+        fallback = get_backend("auto")
+        warnings.warn(
+            f"MLPClassifier was fitted on backend {name!r} ({device}), which is not available here ({exc}); "
+            f"the model was loaded on {fallback.name!r} instead.",
+            UserWarning,
+            stacklevel=3,
+        )
+        return fallback
+
+
+def _generator(random_state) -> np.random.Generator:
+    """One numpy Generator from sklearn's ``random_state`` (None, int, RandomState or Generator)."""
+    if isinstance(random_state, np.random.Generator):
+        return random_state
+    if isinstance(random_state, np.random.RandomState):
+        return np.random.default_rng(random_state.randint(2**31 - 1))
+    if random_state is None or isinstance(random_state, numbers.Integral):
+        return np.random.default_rng(random_state)
+    raise ValueError(f"random_state: expected None, an int, a RandomState or a Generator, got {random_state!r}")
+
+
+def _rows(X, idx):
+    """Rows ``idx`` (host int array) of X, in X's own namespace and on its device."""
+    if not _is_foreign_array(X):
+        return X[idx]
+    be = _backend_of(X)
+    return be.xp.take(X, be.asarray(idx, dtype=be.xp.int64), axis=0)
+
+
+def _real(value, name, low=None, high=None, low_open=False, high_open=False):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}: expected a number, got {value!r}")
+    ok = (low is None or (value > low if low_open else value >= low)) and (
+        high is None or (value < high if high_open else value <= high)
+    )
+    if not ok:
+        lo = "" if low is None else ("(" if low_open else "[") + str(low)
+        hi = "" if high is None else str(high) + (")" if high_open else "]")
+        raise ValueError(f"{name}: expected a value in {lo or '(-inf'}, {hi or 'inf)'}, got {value!r}")
+
+
+def _posint(value, name):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name}: expected a positive integer, got {value!r}")
