@@ -1,4 +1,4 @@
-"""nnarray: neural-network classifiers trained by back-propagation and SGD, written once against the
+"""nnarray: neural-network classifiers trained by back-propagation and SGD (or Adam, AdamW, RMSprop, AdaGrad), written once against the
 Python Array API standard, so the same code runs on NumPy (CPU) and CuPy (NVIDIA GPU).
 
 >>> import nnarray as nn
@@ -12,7 +12,7 @@ from .backend import Backend, BackendUnavailableError, cupy_available, get_backe
 from .history import History
 from .io import CheckpointError, load, load_checkpoint, load_history, save, save_checkpoint, save_history
 from .model import MLP
-from .optim import SGD, Optimizer
+from .optim import SGD, AdaGrad, Adam, AdamW, Optimizer, RMSprop
 from .train import StopTraining, TrainingDivergedError, evaluate, fit
 
 __version__ = "0.1.0"
@@ -20,10 +20,14 @@ __version__ = "0.1.0"
 __all__ = [
     "Backend",
     "BackendUnavailableError",
+    "AdaGrad",
+    "Adam",
+    "AdamW",
     "CheckpointError",
     "History",
     "MLP",
     "Optimizer",
+    "RMSprop",
     "SGD",
     "StopTraining",
     "TrainingDivergedError",

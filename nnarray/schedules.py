@@ -7,20 +7,34 @@ the epoch number alone, a resumed run gets exactly the rates of an uninterrupted
 >>> s = Exponential(0.05, gamma=0.9)
 >>> [round(s(e), 5) for e in (1, 2, 3)]
 [0.05, 0.045, 0.0405]
+>>> s = Warmup(Cosine(0.1, epochs=3), epochs=2)
+>>> [round(s(e), 4) for e in (1, 2, 3, 4, 5)]
+[0.05, 0.1, 0.1, 0.075, 0.025]
+
+Each schedule equals PyTorch's ``torch.optim.lr_scheduler`` counterpart stepped once per epoch (epoch e here
+is PyTorch's ``last_epoch`` e − 1): :class:`Constant` (no scheduler), :class:`Exponential` (ExponentialLR),
+:class:`Step` (StepLR), :class:`Cosine` (CosineAnnealingLR), :class:`Warmup` (SequentialLR of a LinearLR
+warm-up and the inner schedule). tests/test_schedules.py compares them.
 """
 
 from __future__ import annotations
 
+import math
+import numbers
+
 from .validation import check_lr, check_positive_int
 
-__all__ = ["Schedule", "Constant", "Exponential", "SCHEDULES", "from_config"]
+__all__ = ["Schedule", "Constant", "Exponential", "Step", "Cosine", "Warmup", "SCHEDULES", "from_config"]
 
 #: Schedule classes by name (for configs and checkpoints).
 SCHEDULES: dict = {}
 
 
 class Schedule:
-    """Base class: ``schedule(epoch) -> η``; ``config()`` gives the constructor arguments."""
+    """Base class: ``schedule(epoch) -> η``; ``config()`` gives the constructor arguments.
+
+    Use one with ``nn.fit(net, opt, X, t, epochs=E, schedule=s)``: ``opt.lr = s(epoch)`` before every epoch.
+    """
 
     name = "?"
 
@@ -63,13 +77,112 @@ class Exponential(Schedule):
 
     def __init__(self, lr, gamma=0.9):
         super().__init__(lr)
-        gamma = float(gamma)
-        if not 0.0 < gamma <= 1.0:
-            raise ValueError(f"gamma: expected a factor in (0, 1], got {gamma!r}")
-        self.gamma = gamma
+        self.gamma = _check_gamma(gamma)
 
     def at(self, epoch):
         return self.lr * self.gamma ** (epoch - 1)
+
+
+def _check_gamma(gamma):
+    if isinstance(gamma, bool) or not isinstance(gamma, numbers.Real):
+        raise TypeError(f"gamma: expected a number, got {gamma!r}")
+    gamma = float(gamma)
+    if not 0.0 < gamma <= 1.0:
+        raise ValueError(f"gamma: expected a factor in (0, 1], got {gamma!r}")
+    return gamma
+
+
+class Step(Schedule):
+    """η · γ^⌊(epoch − 1) / step_size⌋: multiplied by γ every ``step_size`` epochs (PyTorch's StepLR).
+
+    >>> [Step(0.1, step_size=2, gamma=0.5)(e) for e in (1, 2, 3, 4, 5)]
+    [0.1, 0.1, 0.05, 0.05, 0.025]
+    """
+
+    name = "step"
+
+    def __init__(self, lr, step_size, gamma=0.1):
+        super().__init__(lr)
+        self.step_size = check_positive_int(step_size, "step_size")
+        self.gamma = _check_gamma(gamma)
+
+    def at(self, epoch):
+        return self.lr * self.gamma ** ((epoch - 1) // self.step_size)
+
+
+class Cosine(Schedule):
+    """Cosine annealing from η to η_min over ``epochs`` epochs (PyTorch's CosineAnnealingLR, T_max = epochs).
+
+    η_e = η_min + (η − η_min) · (1 + cos(π (e − 1) / epochs)) / 2 for e = 1 … epochs: η in the first epoch,
+    falling along half a cosine; the last epoch's η is just above η_min (PyTorch reaches η_min at step
+    T_max, one after the last epoch trained). Training past ``epochs`` epochs is refused with an error
+    (PyTorch's η would rise again, and reach 0 with η_min = 0): make the schedule for the whole run.
+
+    Parameters
+    ----------
+    lr : float
+        η, the first epoch's learning rate.
+    epochs : int
+        The number of epochs of the annealing (the run's length).
+    eta_min : float
+        η_min ≥ 0, the floor (default 0).
+    """
+
+    name = "cosine"
+
+    def __init__(self, lr, epochs, eta_min=0.0):
+        super().__init__(lr)
+        self.epochs = check_positive_int(epochs, "epochs")
+        if isinstance(eta_min, bool) or not isinstance(eta_min, numbers.Real):
+            raise TypeError(f"eta_min: expected a number, got {eta_min!r}")
+        eta_min = float(eta_min)
+        if not 0.0 <= eta_min < self.lr:
+            raise ValueError(f"eta_min: expected a value in [0, lr) = [0, {self.lr}), got {eta_min!r}")
+        self.eta_min = eta_min
+
+    def at(self, epoch):
+        if epoch > self.epochs:
+            raise ValueError(
+                f"epoch: the cosine schedule was made for epochs 1..{self.epochs}, got epoch {epoch}; "
+                "make it with epochs= the run's total number of epochs"
+            )
+        return self.eta_min + (self.lr - self.eta_min) * (1.0 + math.cos(math.pi * (epoch - 1) / self.epochs)) / 2.0
+
+
+class Warmup(Schedule):
+    """Linear warm-up for ``epochs`` epochs, then the inner ``schedule`` (counted from its own epoch 1).
+
+    η_e = η₁ · e / w for e = 1 … w (η₁ = schedule(1), w = ``epochs``), then η_e = schedule(e − w): epoch w
+    and epoch w + 1 both train at η₁. This is PyTorch's SequentialLR of LinearLR(start_factor=1/w,
+    total_iters=w − 1) and the inner scheduler with milestone w. For a run of E epochs with a cosine after
+    the warm-up, use ``Warmup(Cosine(lr, epochs=E − w), epochs=w)``.
+
+    Parameters
+    ----------
+    schedule : Schedule or dict
+        The schedule after the warm-up (a config dict is turned into one with :func:`from_config`).
+    epochs : int
+        w, the number of warm-up epochs.
+    """
+
+    name = "warmup"
+
+    def __init__(self, schedule, epochs):
+        if isinstance(schedule, dict):
+            schedule = from_config(schedule)
+        if not isinstance(schedule, Schedule):
+            raise TypeError(f"schedule: expected a Schedule (e.g. Cosine(0.1, epochs=40)), got {type(schedule).__name__}")
+        self.schedule = schedule
+        self.epochs = check_positive_int(epochs, "epochs")
+        self.lr = schedule(1)
+
+    def at(self, epoch):
+        if epoch <= self.epochs:
+            return self.lr * epoch / self.epochs
+        return self.schedule(epoch - self.epochs)
+
+    def config(self):
+        return {"name": self.name, "schedule": self.schedule.config(), "epochs": self.epochs}
 
 
 def from_config(config: dict) -> Schedule:

@@ -202,8 +202,8 @@ class CupyGraphStep(TrainStep):
             return "layers too large for the graph path's own GEMM kernel; cuBLAS is faster"
         if net.backend.name != "cupy":
             return "not the cupy backend"
-        if type(opt) is not SGD:
-            return f"optimizer {type(opt).__name__} (only nnarray.SGD)"
+        if not (type(opt) is SGD and not opt.nesterov and opt.weight_decay == 0):
+            return f"optimizer {opt!r} (the kernels apply only nnarray.SGD without nesterov or weight decay)"
         import cupy  # noqa: PLC0415
 
         for k, v in {**net.params, "X": Xd, "T": Td}.items():
