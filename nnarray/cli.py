@@ -303,6 +303,8 @@ def _make_optimizer(cfg):
 def _make_schedule(cfg):
     """The schedule object of the run (a function of the epoch only, so a resumed run gets the same η)."""
     lr, kind = cfg["lr"], cfg["schedule"]
+    if cfg["warmup"] >= cfg["epochs"]:
+        raise UsageError(f"--warmup: expected fewer warm-up epochs than --epochs {cfg['epochs']}, got {cfg['warmup']}")
 
     def need(name):
         cls = getattr(schedules, name, None)
@@ -316,11 +318,9 @@ def _make_schedule(cfg):
         s = schedules.Exponential(lr, cfg["gamma"])
     elif kind == "step":
         s = need("Step")(lr, step_size=cfg["step_size"], gamma=cfg["gamma"])
-    else:  # cosine: from η down to 0 over the run's epochs (the horizon stays the first run's on --resume)
-        s = need("Cosine")(lr, epochs=cfg["epochs"])
+    else:  # cosine: from η down to 0 over the run's epochs after the warm-up (the first run's on --resume)
+        s = need("Cosine")(lr, epochs=cfg["epochs"] - cfg["warmup"])
     if cfg["warmup"]:
-        if cfg["warmup"] >= cfg["epochs"]:
-            raise UsageError(f"--warmup: expected fewer warm-up epochs than --epochs {cfg['epochs']}, got {cfg['warmup']}")
         s = need("Warmup")(s, epochs=cfg["warmup"])
     return s
 
@@ -671,8 +671,9 @@ def _setup(args, threads):
         net, opt, rng, history = ck["net"], ck["opt"], ck["rng"], ck["history"]
         if net.layer_sizes != sizes:
             raise UsageError(f"the checkpoint's network {net.layer_sizes} does not fit dataset {name} {sizes}")
-        if cfg["dropout"]:
-            net.dropout = cfg["dropout"]  # a model file holds parameters only; the rate is the run's
+        if cfg["schedule"] == "cosine" and args.epochs > cfg["epochs"]:
+            raise UsageError(f"--epochs {args.epochs}: this run's cosine schedule ends at epoch {cfg['epochs']} "
+                             "(start a new run to train longer)")
     if args.early_stop and val is None:
         raise UsageError("--early-stop: needs a validation split (--val-split > 0)")
     out, new_run = output_dir(args)

@@ -526,3 +526,68 @@ def test_help_of_fit_lists_its_parameters():
     text = pydoc.render_doc(nn.fit, renderer=pydoc.plaintext)
     for name in ("reduction", "shuffle", "log_every", "validation", "callbacks", "schedule"):
         assert f"{name} :" in text or f"{name}," in text, name
+
+
+# ------------------------------------------------------------------------------------------- optimizers, schedules
+@pytest.mark.parametrize("argv,kind,hyper", [
+    (["--optimizer", "adam"], "Adam", {"lr": 1e-3, "weight_decay": 0.0}),
+    (["--optimizer", "adamw", "--weight-decay", "0.05", "--lr", "0.002"], "AdamW", {"lr": 0.002, "weight_decay": 0.05}),
+    (["--optimizer", "rmsprop", "--momentum", "0.5"], "RMSprop", {"lr": 1e-2, "momentum": 0.5}),
+    (["--optimizer", "adagrad"], "AdaGrad", {"lr": 1e-2}),
+    (["--nesterov", "--weight-decay", "1e-4"], "SGD", {"lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 1e-4}),
+])
+def test_optimizer_flags(tmp_path, argv, kind, hyper):
+    if not hasattr(nn.optim, kind):
+        pytest.skip(f"nnarray.optim.{kind} is not in this branch yet")
+    out = tmp_path / "r"
+    assert cli.main(["train", *QUICK, "--epochs", "2", "--schedule", "constant", *argv, "--out", str(out)]) == 0
+    opt = nn.load_checkpoint(out / "checkpoint.npz")["opt"]
+    assert type(opt).__name__ == kind
+    assert {k: opt.hyperparameters()[k] for k in hyper} == hyper
+    assert nn.load_history(out / "history.json")[1]["optimizer"]["type"] == kind
+
+
+def test_schedule_flags_set_eta_per_epoch(tmp_path):
+    if not hasattr(nn.schedules, "Warmup"):
+        pytest.skip("schedules Step/Cosine/Warmup are not in this branch yet")
+    s = nn.schedules
+    for argv, expected in [
+        (["--schedule", "cosine", "--warmup", "2", "--lr", "0.1"], s.Warmup(s.Cosine(0.1, epochs=4), epochs=2)),
+        (["--schedule", "step", "--step-size", "2", "--lr", "0.1"], s.Step(0.1, step_size=2, gamma=0.1)),
+        (["--schedule", "exponential", "--gamma", "0.5", "--lr", "0.1"], s.Exponential(0.1, 0.5)),
+        (["--schedule", "constant", "--lr", "0.1"], s.Constant(0.1)),
+    ]:
+        out = tmp_path / argv[1]
+        assert cli.main(["train", *QUICK, "--epochs", "6", *argv, "--out", str(out)]) == 0
+        hist, meta = nn.load_history(out / "history.json")
+        assert hist.lr == pytest.approx([expected(e) for e in range(1, 7)], rel=1e-15), argv
+        assert meta["schedule"] == expected.config()
+
+
+def test_resume_of_adamw_with_cosine_equals_an_uninterrupted_run(tmp_path, capsys):
+    if not hasattr(nn.optim, "AdamW"):
+        pytest.skip("AdamW is not in this branch yet")
+    common = ["train", *QUICK, "--dtype", "float64", "--optimizer", "adamw", "--schedule", "cosine", "--warmup", "1"]
+    assert cli.main(common + ["--epochs", "4", "--out", str(tmp_path / "straight")]) == 0
+    _interrupt_in_epoch_after(tmp_path, capsys, common)
+    a = nn.load_checkpoint(tmp_path / "straight" / "checkpoint.npz")
+    b = nn.load_checkpoint(tmp_path / "part" / "checkpoint.npz")
+    assert a["epoch"] == b["epoch"] == 4
+    for k in a["net"].params:
+        np.testing.assert_allclose(nn.to_numpy(b["net"].params[k]), nn.to_numpy(a["net"].params[k]), rtol=1e-12, atol=1e-12)
+    assert b["history"].lr == a["history"].lr
+    # The cosine schedule ends with the run it was made for.
+    assert cli.main(["train", "--resume", str(tmp_path / "part"), "--epochs", "6", "--quiet"]) == 2
+    assert "cosine schedule ends at epoch 4" in capsys.readouterr().err
+
+
+def _interrupt_in_epoch_after(tmp_path, capsys, common):
+    """Train 4 epochs as two invocations: Ctrl-C in epoch 3, then the printed resume command."""
+    mp = pytest.MonkeyPatch()
+    try:
+        _interrupt_in_epoch(mp, 3)
+        assert cli.main(common + ["--epochs", "4", "--out", str(tmp_path / "part")]) == 130
+    finally:
+        mp.undo()
+    cont = capsys.readouterr().err.split("continue with: ")[1].split()
+    assert cli.main(cont[1:] + ["--quiet", "--no-plots"]) == 0
