@@ -79,7 +79,7 @@ def _read_npz(path, expected_format):
 
 
 def _model_header(net):
-    return {"layer_sizes": net.layer_sizes, "dtype": net.dtype_name}
+    return {"layer_sizes": net.layer_sizes, "dtype": net.dtype_name, "dropout": list(getattr(net, "dropout", []))}
 
 
 def _net_from(header, arrays, path, backend, prefix=""):
@@ -89,7 +89,11 @@ def _net_from(header, arrays, path, backend, prefix=""):
         sizes, dtype = header["layer_sizes"], header["dtype"]
     except KeyError as exc:
         raise CheckpointError(f"{path}: header lacks {exc}") from None
-    net = MLP(sizes, backend=backend, dtype=dtype, seed=0)
+    try:
+        # Files written before dropout existed have none.
+        net = MLP(sizes, backend=backend, dtype=dtype, seed=0, dropout=header.get("dropout") or 0.0)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: corrupt model header ({exc})") from None
     state = {}
     for k in net.params:
         if prefix + k not in arrays:
@@ -103,7 +107,7 @@ def _net_from(header, arrays, path, backend, prefix=""):
 
 
 def save(net, path):
-    """Write the model (parameters, layer sizes, dtype) to ``path`` as an ``.npz``, atomically."""
+    """Write the model (parameters, layer sizes, dtype, dropout rates) to ``path`` as an ``.npz``, atomically."""
     header = {"format": MODEL_FORMAT, "version": FORMAT_VERSION, **_model_header(net)}
     _write_npz(path, header, net.state_dict())
 

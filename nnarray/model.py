@@ -15,7 +15,15 @@ T_k                    ``T``            (N, C) one-hot teacher
 a_k                    ``a``            (N, C) a = Y − T
 h_j                    ``h``            (N, n_hidden) back-propagated value, masked by ReLU
 ΔW, ΔB                 ``grads``        same keys and shapes as ``params``
+—                      ``masks``        (N, n_hidden) per hidden layer: dropout's M/(1−p) (training only)
 ====================  ===============  =========================================================
+
+Dropout (inverted; Srivastava et al. 2014, the book's ch. 6.4.3 ``Dropout`` layer): in training, each hidden
+unit of each row is kept with probability 1 − p (M = 1) or dropped (M = 0), and the kept ones are scaled
+by 1/(1 − p), so H's expected value is unchanged and nothing needs scaling at prediction time:
+H = ReLU(B + Σ H_prev W) · M/(1 − p), and back-propagation masks h by the same M/(1 − p) besides ReLU's
+mask. The masks are drawn on the host (:meth:`MLP.dropout_masks`) by the training step, so every backend
+trains with the same masks; ``predict``, ``loss``, ``accuracy`` and :func:`nnarray.evaluate` never drop.
 """
 
 from __future__ import annotations
@@ -49,6 +57,10 @@ class MLP:
     seed : int or numpy.random.Generator or None
         He initialisation W ~ N(0, 2/fan_in), biases 0, drawn on the host from
         ``numpy.random.default_rng(seed)``, so every backend starts from the same weights.
+    dropout : float or sequence of float
+        p in [0, 1), the probability of dropping a hidden unit in training (inverted dropout, see the module
+        docstring): one rate for every hidden layer or one per hidden layer. 0 (default) is off. Stored
+        in saved models and checkpoints.
 
     Attributes
     ----------
@@ -63,7 +75,7 @@ class MLP:
     (['W1', 'W2', 'b1', 'b2'], (4, 8))
     """
 
-    def __init__(self, layer_sizes, backend=None, dtype="float32", seed=None):
+    def __init__(self, layer_sizes, backend=None, dtype="float32", seed=None, dropout=0.0):
         try:
             sizes = list(layer_sizes) if not isinstance(layer_sizes, (str, bytes)) else None
         except TypeError:  # MLP(20): a single number, not a list
@@ -79,6 +91,7 @@ class MLP:
         if str(getattr(dtype, "name", getattr(dtype, "__name__", dtype))) not in _FLOAT_DTYPES:
             raise TypeError(f"dtype: expected 'float32' or 'float64', got {dtype!r}")
         self.layer_sizes = [int(n) for n in sizes]
+        self.dropout = _check_dropout(dropout, len(self.layer_sizes) - 2)
         self.backend = get_backend(backend)
         self.dtype_name = str(getattr(dtype, "name", getattr(dtype, "__name__", dtype)))
         self.dtype = self.backend.dtype(self.dtype_name)
@@ -113,14 +126,40 @@ class MLP:
 
     def __repr__(self):
         sizes = "-".join(map(str, self.layer_sizes))
-        return f"MLP({sizes}, backend={self.backend.name!r}, dtype={self.dtype_name!r})"
+        drop = f", dropout={self.dropout!r}" if any(self.dropout) else ""
+        return f"MLP({sizes}, backend={self.backend.name!r}, dtype={self.dtype_name!r}{drop})"
+
+    # ----------------------------------------------------------------- dropout masks (host)
+    @property
+    def uses_dropout(self) -> bool:
+        """True when some hidden layer has a dropout rate p > 0."""
+        return any(p > 0.0 for p in self.dropout)
+
+    def dropout_masks(self, rng, n):
+        """Host masks for ``n`` rows: per hidden layer l a (n, n_l) float64 array M/(1 − p) — 0 for a dropped
+        unit, 1/(1 − p) for a kept one — or None where p = 0.
+
+        ``rng`` is a ``numpy.random.Generator``; a unit is dropped where its uniform draw u ∈ [0, 1) is < p
+        (probability p). Drawn layer by layer, row-major, so the same generator state gives the same masks
+        for any backend or dtype.
+        """
+        masks = []
+        for width, p in zip(self.layer_sizes[1:-1], self.dropout):
+            if p == 0.0:
+                masks.append(None)
+                continue
+            M = rng.random((n, width)) >= p
+            masks.append(M * (1.0 / (1.0 - p)))
+        return masks
 
     # ----------------------------------------------------------------- forward / backward on device arrays
-    def forward(self, X):
+    def forward(self, X, masks=None):
         """Forward pass on backend arrays. Returns ``(A, Hs)``.
 
         ``X`` : (N, n_in) backend array of ``self.dtype``. ``A`` : (N, C) output-layer values.
         ``Hs`` : the input X followed by each hidden layer's output H (what backward needs).
+        ``masks`` : training only: per hidden layer a (N, n_l) backend array M/(1 − p) or None
+        (:meth:`dropout_masks` moved to the device); H is multiplied by it. None: no dropout.
         """
         xp, p = self.xp, self.params
         Hs = [X]
@@ -131,17 +170,20 @@ class MLP:
             Z = H @ p[f"W{l}"]
             Z += p[f"b{l}"]
             H = F.relu(xp, Z)
+            if masks is not None and masks[l - 1] is not None:
+                H *= masks[l - 1]  # inverted dropout, in place on relu's fresh output
             Hs.append(H)
         # A_k = B_k + Σ_j H_j W_k,j
         A = H @ p[f"W{L}"]
         A += p[f"b{L}"]
         return A, Hs
 
-    def backward(self, a, Hs):
+    def backward(self, a, Hs, masks=None):
         """Back-propagation from ``a`` (N, C) = ∂E/∂A through the layers cached in ``Hs``.
 
         Returns the gradient dict (same keys as ``params``). Per layer, summed over the batch rows:
-        ΔB_k = Σ_n a_k,  ΔW_k,j = Σ_n H_j a_k,  h_j = Σ_k W_k,j a_k masked where H_j ≤ 0.
+        ΔB_k = Σ_n a_k,  ΔW_k,j = Σ_n H_j a_k,  h_j = Σ_k W_k,j a_k masked where H_j ≤ 0, and multiplied
+        by the dropout mask M/(1 − p) when ``masks`` (the ones given to :meth:`forward`) has one.
         """
         xp, p = self.xp, self.params
         grads = {}
@@ -152,6 +194,8 @@ class MLP:
             if l > 1:  # the input layer has no gradient to pass on
                 # h_j = Σ_k W_k,j a_k, masked in place (the product is a fresh array of ours)
                 a = F.relu_backward(xp, a @ p[f"W{l}"].T, H_prev, inplace=True)
+                if masks is not None and masks[l - 2] is not None:  # H_prev is hidden layer l − 1's output
+                    a *= masks[l - 2]  # ∂(ReLU(Z)·M/(1−p))/∂Z = 1[Z > 0]·M/(1−p)
         return grads
 
     # ----------------------------------------------------------------- public API (validated input)
@@ -209,6 +253,7 @@ class MLP:
         """A copy of this network on another backend (e.g. GPU-trained → ``"numpy"``)."""
         other = MLP.__new__(MLP)
         other.layer_sizes = list(self.layer_sizes)
+        other.dropout = list(self.dropout)
         other.backend = get_backend(backend)
         other.dtype_name = self.dtype_name
         other.dtype = other.backend.dtype(self.dtype_name)
@@ -227,3 +272,27 @@ class MLP:
             raise ValueError(f"state: parameter shapes {got} do not match this network's {expected}")
         # Copies: SGD updates parameters in place, which must never reach the caller's arrays.
         self.params = {k: self.backend.asarray(to_numpy(state[k]), dtype=self.dtype, copy=True) for k in expected}
+
+
+def _check_dropout(dropout, n_hidden):
+    """Dropout rates per hidden layer as a list of floats in [0, 1), with errors naming ``dropout``."""
+    import numbers  # noqa: PLC0415
+
+    def rate(p, name):
+        if isinstance(p, bool) or not isinstance(p, numbers.Real):
+            raise TypeError(f"{name}: expected a probability in [0, 1), got {p!r}")
+        p = float(p)
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"{name}: expected a probability in [0, 1), got {p!r}")
+        return p
+
+    if isinstance(dropout, (list, tuple)):
+        if len(dropout) != n_hidden:
+            raise ValueError(
+                f"dropout: expected one rate per hidden layer ({n_hidden}), got {len(dropout)}: {list(dropout)!r}"
+            )
+        return [rate(p, f"dropout[{i}]") for i, p in enumerate(dropout)]
+    p = rate(dropout, "dropout")
+    if p > 0.0 and n_hidden == 0:
+        raise ValueError(f"dropout: the network has no hidden layer to drop units of, got dropout={p!r}")
+    return [p] * n_hidden

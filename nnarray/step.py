@@ -5,12 +5,15 @@ The step protocol
 A step object is made once per :func:`nnarray.fit` call for the whole training set on the device
 (``Xd`` (N, n_in), ``Td`` (N, C) one-hot teachers) and offers:
 
-* ``step(idx, n=None)`` — one mini-batch, the rows ``idx`` of the data:
+* ``step(idx, n=None, masks=None)`` — one mini-batch, the rows ``idx`` of the data:
 
-  1. forward through the model's layer loop: A = MLP.forward(X) (:meth:`nnarray.MLP.forward`);
+  0. for a net with dropout, the batch's masks M/(1 − p): given (host arrays, one row per row of ``idx``)
+     or drawn here from the host generator ``mask_rng`` (:meth:`nnarray.MLP.dropout_masks`), then sent to
+     the device — every backend trains with the same masks;
+  1. forward through the model's layer loop: A = MLP.forward(X, masks) (:meth:`nnarray.MLP.forward`);
   2. the loss head: a = Y − T (÷ n for ``reduction="mean"``), the summed cross-entropy E and the number
      correct (:func:`nnarray.functions.softmax_cross_entropy`), added to ``loss_sum`` / ``correct``;
-  3. back-propagation to ΔW, ΔB (:meth:`nnarray.MLP.backward`);
+  3. back-propagation to ΔW, ΔB (:meth:`nnarray.MLP.backward`, with the same masks);
   4. the gradient hook ``grad_hook(grads) -> grads``, when set: the place where data-parallel training sums
      every rank's gradients (one all-reduce of one packed buffer);
   5. the optimizer: ``opt.update(params, grads)``.
@@ -22,7 +25,11 @@ A step object is made once per :func:`nnarray.fit` call for the whole training s
 * ``epoch(order_d, batch_size, comm=None, on_batches=None, log_every=50)`` — the one driver of an epoch:
   the batches ``order_d[s : s + batch_size]`` in turn; with a communicator of P processes each global batch
   of n rows is split into contiguous shares and rank r takes rows n·r//P … n·(r+1)//P of it (a rank may get
-  none in a tiny last batch and then contributes zero gradients).
+  none in a tiny last batch and then contributes zero gradients). Dropout masks are drawn for the whole
+  global batch and each rank takes its rows' share, so P processes train with the masks of one.
+* ``mask_rng`` — the host ``numpy.random.Generator`` of the dropout masks. :func:`nnarray.fit` sets a new one
+  every epoch, derived from its permutation generator (whose state checkpoints save), so a resumed run
+  draws the masks of an uninterrupted one. Unset, it is ``numpy.random.default_rng(0)``.
 
 Backend-specific fast paths (:mod:`nnarray.fast`) subclass :class:`TrainStep`: they may replace *how* a piece
 is computed (buffers, fused kernels, a CUDA graph that replays whole batches), not the algorithm, and are
@@ -32,6 +39,8 @@ tested against the generic step. They register with :func:`register_fast_path`; 
 from __future__ import annotations
 
 import os
+
+import numpy as np  # host side only: dropout masks are drawn from a numpy.random.Generator
 
 from . import functions as F
 
@@ -59,6 +68,7 @@ class TrainStep:
     def __init__(self, net, opt, Xd, Td, reduction, grad_hook=None):
         self.net, self.opt, self.Xd, self.Td, self.reduction = net, opt, Xd, Td, reduction
         self.grad_hook = grad_hook
+        self.mask_rng = None
         self.reset()
 
     @classmethod
@@ -72,14 +82,30 @@ class TrainStep:
         self.loss_sum = xp.zeros((), dtype=self.net.dtype, device=dev)
         self.correct = xp.zeros((), dtype=xp.int64, device=dev)
 
-    def __call__(self, idx, n=None):
-        """One mini-batch: the rows ``idx`` (1-D int64 device array); ``n`` the global batch size."""
+    def draw_masks(self, n):
+        """Host dropout masks for ``n`` rows from ``mask_rng`` (:meth:`nnarray.MLP.dropout_masks`); None without dropout."""
+        if not getattr(self.net, "uses_dropout", False):
+            return None
+        if self.mask_rng is None:
+            self.mask_rng = np.random.default_rng(0)
+        return self.net.dropout_masks(self.mask_rng, n)
+
+    def __call__(self, idx, n=None, masks=None):
+        """One mini-batch: the rows ``idx`` (1-D int64 device array); ``n`` the global batch size.
+
+        ``masks``: the batch's host dropout masks (rows matching ``idx``); drawn here when the net has
+        dropout and none are given.
+        """
         net, xp = self.net, self.net.xp
-        A, Hs = net.forward(xp.take(self.Xd, idx, axis=0))
+        if masks is None:
+            masks = self.draw_masks(idx.shape[0])
+        if masks is not None:  # host → device, once per batch (no read back)
+            masks = [None if M is None else net.backend.asarray(M, dtype=net.dtype) for M in masks]
+        A, Hs = net.forward(xp.take(self.Xd, idx, axis=0), masks)
         a, E, correct = F.softmax_cross_entropy(xp, A, xp.take(self.Td, idx, axis=0), self.reduction, n)
         self.loss_sum += E
         self.correct += correct
-        grads = net.backward(a, Hs)
+        grads = net.backward(a, Hs, masks)
         if self.grad_hook is not None:
             grads = self.grad_hook(grads)
         self.opt.update(net.params, grads)
@@ -98,7 +124,10 @@ class TrainStep:
         for b, s in enumerate(range(0, N, batch_size), start=1):
             n = min(batch_size, N - s)  # the standard leaves out-of-bounds slice stops unspecified
             lo, hi = s + n * rank // size, s + n * (rank + 1) // size
-            self(order_d[lo:hi], n)
+            masks = self.draw_masks(n)  # the global batch's, so that every rank draws the same
+            if masks is not None:
+                masks = [None if M is None else M[lo - s : hi - s] for M in masks]
+            self(order_d[lo:hi], n, masks)
             seen += hi - lo
             if on_batches is not None and (b % log_every == 0 or b == n_batches):
                 on_batches(b, n_batches, lambda ls=self.loss_sum, m=max(seen, 1): float(ls) / m)

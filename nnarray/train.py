@@ -92,7 +92,10 @@ def fit(
         ΔW, ΔB averaged over the batch (the book; η ≈ 0.1) or summed (the seed; η ≈ 0.001 for B = 100).
     seed : int or numpy.random.Generator
         The epoch permutations are drawn on the host from ``numpy.random.default_rng(seed)`` (or from
-        the Generator given, which then carries on: pass the same Generator to continue a run).
+        the Generator given, which then carries on: pass the same Generator to continue a run). For a net
+        with dropout each epoch's masks come from a generator seeded by a draw from it after the
+        permutation, on the host: the same masks on every backend, and a resumed run equals an
+        uninterrupted one.
     validation : (X_val, t_val) or None
         Evaluated after every epoch (``val_loss``, ``val_accuracy`` in the history).
     shuffle : bool
@@ -163,6 +166,11 @@ def fit(
         params_before = {k: xp.asarray(v, copy=True) for k, v in net.params.items()}
         opt_before = opt.state_dict() if hasattr(opt, "state_dict") else None
         order = rng.permutation(N) if shuffle else np.arange(N)
+        if getattr(net, "uses_dropout", False):
+            # The epoch's dropout masks come from a child of the permutation generator: drawn from its
+            # stream (so a checkpoint's saved state resumes them exactly) and only when dropout is on (so
+            # runs without dropout see the permutations they always did).
+            step.mask_rng = np.random.default_rng(rng.integers(0, 2**32, size=4))
         step.reset()
         # NumPy warns on inf − inf etc. once a run diverges; divergence is detected (and reported with
         # advice) after the epoch instead, so the warnings are only noise here.

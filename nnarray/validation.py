@@ -105,7 +105,7 @@ def check_positive_int(value, name):
 
 
 def check_lr(lr, name="lr"):
-    # A number, not text: float("0.1") would succeed, but epochs="5" is refused too (check_positive_int).
+    # A real number only: float("0.1") would accept the string "0.1" (and True would be 1.0).
     if isinstance(lr, bool) or not isinstance(lr, numbers.Real):
         raise TypeError(f"{name}: expected a number, got {lr!r}")
     lr = float(lr)

@@ -246,6 +246,10 @@ def test_bad_arguments_name_the_argument(make, match):
 
 
 def test_type_errors_name_the_argument():
+    with pytest.raises(TypeError, match=r"lr: expected a number, got '0.1'"):
+        nn.SGD(lr="0.1")
+    with pytest.raises(TypeError, match=r"lr: expected a number, got True"):
+        nn.Adam(lr=True)
     with pytest.raises(TypeError, match=r"betas\[0\]: expected a number, got '0.9'"):
         nn.Adam(betas=("0.9", 0.999))
     with pytest.raises(TypeError, match=r"eps: expected a number, got None"):

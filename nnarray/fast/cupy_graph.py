@@ -204,6 +204,8 @@ class CupyGraphStep(TrainStep):
             return "not the cupy backend"
         if not (type(opt) is SGD and not opt.nesterov and opt.weight_decay == 0):
             return f"optimizer {opt!r} (the kernels apply only nnarray.SGD without nesterov or weight decay)"
+        if getattr(net, "uses_dropout", False):
+            return "dropout (the kernels have no masks)"
         import cupy  # noqa: PLC0415
 
         for k, v in {**net.params, "X": Xd, "T": Td}.items():
