@@ -201,6 +201,9 @@ def build_train_parser():
     g.add_argument("--fast", choices=["auto", "on", "off"], default="auto",
                    help="backend-specific fast path of the training step: auto picks one when available "
                         "($NNARRAY_FAST=0 turns it off); on requires one (e.g. CuPy's CUDA-graph step) (default: auto)")
+    g.add_argument("--distributed", action="store_true",
+                   help="data-parallel training under mpiexec -n P (needs nnarray[mpi]); --batch-size is the global "
+                        "batch; rank 0 prints and writes the outputs")
     g.add_argument("--threads", type=positive_int, default=None, metavar="N",
                    help="BLAS threads on the CPU (threadpoolctl when installed, else the OMP/OPENBLAS/MKL_NUM_THREADS "
                         "environment variables, for which the command restarts itself)")
@@ -442,6 +445,41 @@ def limit_threads(n, restart_argv=None):
                                               f"OPENBLAS_NUM_THREADS={n} OMP_NUM_THREADS={n} set before Python starts"}
 
 
+# -------------------------------------------------------------------------------------------- data-parallel hook
+def _distributed_setup(args):
+    """The communicator for ``--distributed`` (None without it); on ranks other than 0, silence.
+
+    Created before any backend or checkpoint is loaded, so that each rank's CuPy arrays land on GPU
+    ``local_rank``. Ranks other than 0 print nothing on stdout and show no progress bar; fit runs the
+    per-epoch callback (checkpoint, best model, history, the epoch line) on rank 0 only.
+    """
+    if not getattr(args, "distributed", False):
+        return None
+    from . import distributed  # noqa: PLC0415 -- mpi4py only when asked for
+
+    comm = distributed.MPIComm()
+    if comm.rank != 0:
+        args.quiet = True
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 -- for the life of this process
+    return comm
+
+
+def _on_rank0(comm, fn):
+    """``fn()`` on rank 0, its result (or its UsageError) on every rank: one decision, e.g. the run's folder."""
+    if comm is None:
+        return fn()
+    outcome = None
+    if comm.rank == 0:
+        try:
+            outcome = ("ok", fn())
+        except UsageError as exc:
+            outcome = ("error", str(exc))
+    outcome = comm.bcast_object(outcome, root=0)
+    if outcome[0] == "error":
+        raise UsageError(outcome[1])
+    return outcome[1]
+
+
 # ============================================================================================ 3. fit
 def fit(run):
     """Train ``run`` (a :class:`Run`); returns ``"done"``, ``"stopped"`` (early stop) or ``"interrupted"``."""
@@ -485,7 +523,7 @@ def fit(run):
         _fit(run.net, run.opt, X, t, epochs=remaining, batch_size=cfg["batch_size"], reduction=cfg["reduction"],
              seed=run.rng, validation=run.val, history=run.history, callbacks=after_epoch, on_batches=on_batches,
              schedule=run.schedule, log_every=max(1, n_batches // 50),
-             fast={"auto": None, "on": True, "off": False}[args.fast])
+             fast={"auto": None, "on": True, "off": False}[args.fast], comm=run.comm)
     except KeyboardInterrupt:
         close_bar()
         return "interrupted"
@@ -517,12 +555,13 @@ def _epoch_line(rec, epochs, improved):
 class Run:
     """One training run's pieces and files (what the callbacks of :func:`fit` write)."""
 
-    def __init__(self, args, cfg, out, name, why, train, val, test, net, opt, rng, history, threads):
+    def __init__(self, args, cfg, out, name, why, train, val, test, net, opt, rng, history, threads, comm=None):
         self.args, self.cfg, self.out, self.name, self.why = args, cfg, out, name, why
         self.train, self.val, self.test = train, val, test
         self.net, self.opt, self.rng, self.history = net, opt, rng, history
         self.schedule = _make_schedule(cfg)
-        self.threads = threads
+        self.threads, self.comm = threads, comm
+        self.root = comm is None or comm.rank == 0  # rank 0 alone writes (data-parallel runs)
         self.done = history.epoch[-1] if len(history) else 0
         self.stopped = False
         # The best epoch so far on validation (resumed runs: from their history; best.npz is next to it).
@@ -570,6 +609,9 @@ def report(run, outcome):
         else:
             print(f"interrupted during epoch {k}; no epoch finished, so there is nothing to resume", file=sys.stderr)
         return 130
+    if not run.root:
+        run.comm.barrier()  # rank 0 writes the outputs; they are complete when any rank exits
+        return 0
     save(run.net, run.path("model.npz"))
     best_net = load(run.path("best.npz"), backend=run.net.backend) if run.best_epoch else run.net
     result = {"dataset": run.name, "network": run.net.layer_sizes, "epochs": run.done, "stopped_early": outcome == "stopped",
@@ -596,6 +638,8 @@ def report(run, outcome):
         if run.test is not None:
             plot_confusion_matrix(cm_best, run.path("confusion_matrix.png"), _class_names(run.name, run.net.n_classes),
                                   title=f"confusion matrix, {run.name} test set, epoch {result['best_epoch']}")
+    if run.comm is not None:
+        run.comm.barrier()
     if args.json:
         print(json.dumps(result))
     else:
@@ -612,13 +656,13 @@ def report(run, outcome):
 
 
 def _result_text(r):
-    s = f"done: {r['epochs']} epochs{' (stopped early)' if r['stopped_early'] else ''}, {r['seconds']:.1f} s training; "
     if r["final_test_accuracy"] is not None:
-        s += f"test accuracy {r['final_test_accuracy']:.4f} (final model)"
+        s = f"done: test accuracy {r['final_test_accuracy']:.4f} (final model)"
         if r["best_val_accuracy"] is not None:
             s += f", {r['best_test_accuracy']:.4f} (best.npz: epoch {r['best_epoch']}, val acc {r['best_val_accuracy']:.4f})"
     else:
-        s += f"no test set; validation accuracy {r['final_val_accuracy']}"
+        s = f"done: no test set; validation accuracy {r['final_val_accuracy']}"
+    s += f" after {r['epochs']} epochs{' (stopped early)' if r['stopped_early'] else ''} ({r['seconds']:.1f} s training)"
     return s + f"; outputs in {r['out']}"
 
 
@@ -639,7 +683,7 @@ def train_main(argv=None, restart=None):
         with contextlib.ExitStack() as stack:
             limiter, threads = limit_threads(args.threads, options if (argv is None if restart is None else restart) else None)
             stack.enter_context(limiter)
-            run = _setup(args, threads)
+            run = _setup(args, threads, _distributed_setup(args))
             return report(run, fit(run))
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -649,7 +693,7 @@ def train_main(argv=None, restart=None):
         return 1
 
 
-def _setup(args, threads):
+def _setup(args, threads, comm=None):
     """Config, data, network and output folder of a run (nothing is written before all of them work)."""
     cfg, ck = config(args)
     try:
@@ -676,9 +720,10 @@ def _setup(args, threads):
                              "(start a new run to train longer)")
     if args.early_stop and val is None:
         raise UsageError("--early-stop: needs a validation split (--val-split > 0)")
-    out, new_run = output_dir(args)
-    run = Run(args, cfg, out, name, why, train, val, test, net, opt, rng, history, threads)
-    _prepare_dir(out, new_run, args.overwrite and not args.resume, args.quiet)
+    out, new_run = _on_rank0(comm, lambda: output_dir(args))  # one folder (one time stamp) for all ranks
+    run = Run(args, cfg, out, name, why, train, val, test, net, opt, rng, history, threads, comm)
+    if run.root:
+        _prepare_dir(out, new_run, args.overwrite and not args.resume, args.quiet)
     q = args.quiet
     _say(q, f"nnarray {__version__}")
     _say(q, f"backend:  {net.backend.describe()}" + (f", {threads['threads']} BLAS threads ({threads['method']})" if threads else ""))

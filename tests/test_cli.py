@@ -90,7 +90,7 @@ def test_train_end_to_end_writes_every_output(tmp_path, capsys):
     assert 0.6 < r["final_test_accuracy"] < 1 and 0.6 < r["best_test_accuracy"] < 1
     assert r["best_epoch"] == int(np.argmax(hist.val_accuracy)) + 1
     assert np.asarray(meta["confusion_matrix"]).sum() == 10000
-    assert f"test accuracy {r['final_test_accuracy']:.4f} (final model)" in text
+    assert f"done: test accuracy {r['final_test_accuracy']:.4f} (final model)" in text
     assert f"{r['best_test_accuracy']:.4f} (best.npz: epoch {r['best_epoch']}" in text
     import matplotlib.image
 
@@ -591,3 +591,16 @@ def _interrupt_in_epoch_after(tmp_path, capsys, common):
         mp.undo()
     cont = capsys.readouterr().err.split("continue with: ")[1].split()
     assert cli.main(cont[1:] + ["--quiet", "--no-plots"]) == 0
+
+
+def test_dropout_flag(tmp_path):
+    out = tmp_path / "r"
+    assert cli.main(["train", *QUICK, "--epochs", "2", "--dropout", "0.3", "--out", str(out)]) == 0
+    ck = nn.load_checkpoint(out / "checkpoint.npz")
+    assert list(ck["net"].dropout) == [0.3] and ck["config"]["dropout"] == 0.3
+    # Evaluation is without dropout: the reported accuracy is the saved model's, deterministically.
+    r = nn.load_history(out / "history.json")[1]["result"]
+    _, (Xt, tt) = nn.datasets.load("digits")
+    assert r["final_test_accuracy"] == pytest.approx(nn.load(out / "model.npz").accuracy(Xt, tt))
+    assert cli.main(["train", "--resume", str(out), "--epochs", "3", "--quiet", "--no-plots"]) == 0
+    assert list(nn.load_checkpoint(out / "checkpoint.npz")["net"].dropout) == [0.3]
