@@ -275,7 +275,7 @@ def _resolve(cfg):
         cfg["gamma"] = {"exponential": 0.9, "step": 0.1}.get(cfg["schedule"], 1.0)
     elif cfg["schedule"] not in ("exponential", "step") and cfg["gamma"] != 1.0:
         raise UsageError(f"--gamma: used by --schedule exponential or step, not {cfg['schedule']}")
-    if cfg["data"] is not None and cfg["dataset"] not in (None, "auto"):
+    if cfg["data"] is not None and cfg["dataset"] not in (None, "auto", "file"):  # "file": a resumed own-data run
         raise UsageError("--data: give either --data FILE or --dataset, not both")
     if cfg["test_data"] is not None and cfg["data"] is None:
         raise UsageError("--test-data: only with --data")

@@ -358,6 +358,8 @@ def test_own_data_npz_and_csv(tmp_path, capsys):
     assert r["dataset"] == "file" and r["network"] == [64, 32, 10] and r["best_test_accuracy"] > 0.8
     assert cli.main(["evaluate", str(tmp_path / "a")]) == 0  # the test set comes from the recorded file
     assert f"test accuracy: {r['final_test_accuracy']:.4f}" in capsys.readouterr().out
+    assert cli.main(["train", "--resume", str(tmp_path / "a"), "--epochs", "4", "--json"]) == 0
+    assert _json_line(capsys.readouterr().out)["epochs"] == 4
     # CSV: a header, the label first; the test set in a second file.
     (X, t), (Xt, tt) = nn.datasets.load("digits")
     for name, (A, b) in {"train.csv": (X, t), "test.csv": (Xt, tt)}.items():
