@@ -646,8 +646,12 @@ def report(run, outcome):
         _say(quiet, _result_text(result))
         if quiet:
             fin, best = result["final_test_accuracy"], result["best_test_accuracy"]
-            print(f"test accuracy {fin:.4f} (final), {best:.4f} (best on validation, epoch {result['best_epoch']})"
-                  if fin is not None else f"validation accuracy {result['final_val_accuracy']}")
+            if fin is None:
+                print(f"validation accuracy {result['final_val_accuracy']}")
+            elif result["best_val_accuracy"] is None:  # no validation split: the final model is the result
+                print(f"test accuracy {fin:.4f}")
+            else:
+                print(f"test accuracy {fin:.4f} (final), {best:.4f} (best on validation, epoch {result['best_epoch']})")
     target = result["best_test_accuracy"]
     if args.target_acc is not None and target is not None and target < args.target_acc:
         print(f"error: test accuracy {target:.4f} is below --target-acc {args.target_acc}", file=sys.stderr)

@@ -606,3 +606,14 @@ def test_dropout_flag(tmp_path):
     assert r["final_test_accuracy"] == pytest.approx(nn.load(out / "model.npz").accuracy(Xt, tt))
     assert cli.main(["train", "--resume", str(out), "--epochs", "3", "--quiet", "--no-plots"]) == 0
     assert list(nn.load_checkpoint(out / "checkpoint.npz")["net"].dropout) == [0.3]
+
+
+def test_without_a_validation_split_the_final_model_is_the_result(tmp_path, capsys):
+    out = tmp_path / "r"
+    assert cli.main(["train", *QUICK, "--epochs", "2", "--val-split", "0", "--out", str(out), "--target-acc", "0.99"]) == 1
+    text = capsys.readouterr()
+    assert text.out.startswith("test accuracy ") and "best" not in text.out and "below --target-acc 0.99" in text.err
+    hist, meta = nn.load_history(out / "history.json")
+    assert hist.val_accuracy == [None, None] and meta["validation_images"] == 0 and not (out / "best.npz").exists()
+    assert meta["result"]["best_val_accuracy"] is None
+    assert meta["result"]["best_test_accuracy"] == meta["result"]["final_test_accuracy"]
