@@ -695,6 +695,9 @@ def train_main(argv=None, restart=None):
     except TrainingDivergedError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # before training started (loading data) or while writing the final outputs
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 def _setup(args, threads, comm=None):
