@@ -23,6 +23,7 @@ __all__ = [
     "load_checkpoint",
     "save_history",
     "load_history",
+    "save_history_csv",
     "CheckpointError",
     "atomic_write",
 ]
@@ -57,6 +58,8 @@ def _read_npz(path, expected_format):
             with z:
                 files = {k: z[k] for k in z.files}
     except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as exc:
+        if "pickle" in str(exc):  # NumPy's text advises allow_pickle=True, which would run code from the file
+            raise CheckpointError(f"{path}: not a readable nnarray file (not an .npz archive)") from None
         raise CheckpointError(
             f"{path}: not a readable nnarray file (truncated or corrupt: {type(exc).__name__}: {exc})"
         ) from exc
@@ -217,3 +220,20 @@ def load_history(path):
     doc.pop("format", None)
     doc.pop("version", None)
     return history, doc
+
+
+def save_history_csv(path, history):
+    """Write ``history`` as CSV (a header of the columns of :class:`~nnarray.history.History`, a row per epoch).
+
+    Missing values (no validation set) are empty fields. For spreadsheets and ``pandas.read_csv``; the JSON
+    file of :func:`save_history` remains the one :func:`load_history` reads.
+    """
+    import csv  # noqa: PLC0415
+    import io as _io  # noqa: PLC0415
+
+    buf = _io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(history.KEYS)
+    for record in history.records():
+        writer.writerow(["" if record[k] is None else repr(record[k]) for k in history.KEYS])
+    atomic_write(path, lambda f: f.write(buf.getvalue().encode()))

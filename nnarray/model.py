@@ -34,7 +34,7 @@ import numpy as np  # host-side only: He initialisation is drawn from numpy.rand
 
 from . import functions as F
 from .backend import get_backend, to_numpy
-from .validation import check_X, check_Xt, check_reduction
+from .validation import check_X, check_Xt, check_reduction, check_seed
 
 __all__ = ["MLP"]
 
@@ -76,7 +76,10 @@ class MLP:
     """
 
     def __init__(self, layer_sizes, backend=None, dtype="float32", seed=None, dropout=0.0):
-        sizes = list(layer_sizes) if not isinstance(layer_sizes, (str, bytes)) else None
+        try:
+            sizes = list(layer_sizes) if not isinstance(layer_sizes, (str, bytes)) else None
+        except TypeError:  # MLP(20): a single number, not a list
+            sizes = None
         if (
             sizes is None
             or len(sizes) < 2
@@ -92,6 +95,7 @@ class MLP:
         self.backend = get_backend(backend)
         self.dtype_name = str(getattr(dtype, "name", getattr(dtype, "__name__", dtype)))
         self.dtype = self.backend.dtype(self.dtype_name)
+        seed = check_seed(seed)
         rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
         self.params = {}
         for l, (fan_in, fan_out) in enumerate(zip(self.layer_sizes[:-1], self.layer_sizes[1:]), start=1):

@@ -29,18 +29,18 @@ def _save(fig, path):
 
 
 def plot_learning_curve(history, path, title=None):
-    """Loss (left) and accuracy (right) per epoch, training and test, to a PNG at ``path``."""
+    """Loss (left) and accuracy (right) per epoch, training and validation, to a PNG at ``path``."""
     plt = _pyplot()
     h = history.to_dict() if hasattr(history, "to_dict") else history
     ep = h["epoch"]
     fig, (ax_l, ax_a) = plt.subplots(1, 2, figsize=(10, 3.8))
     ax_l.plot(ep, h["train_loss"], "o-", label="train")
     if any(v is not None for v in h["val_loss"]):
-        ax_l.plot(ep, h["val_loss"], "s-", label="test")
+        ax_l.plot(ep, h["val_loss"], "s-", label="validation")
     ax_l.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
     ax_a.plot(ep, h["train_accuracy"], "o-", label="train")
     if any(v is not None for v in h["val_accuracy"]):
-        ax_a.plot(ep, h["val_accuracy"], "s-", label="test")
+        ax_a.plot(ep, h["val_accuracy"], "s-", label="validation")
     ax_a.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
     for ax in (ax_l, ax_a):
         ax.grid(alpha=0.3)

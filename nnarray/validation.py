@@ -11,7 +11,7 @@ import numbers
 
 import array_api_compat
 
-__all__ = ["check_X", "check_t", "check_Xt", "check_reduction", "check_positive_int", "check_lr", "as_array"]
+__all__ = ["check_X", "check_t", "check_Xt", "check_reduction", "check_positive_int", "check_lr", "check_seed", "as_array"]
 
 REDUCTIONS = ("mean", "sum")
 
@@ -66,7 +66,10 @@ def check_t(t, n_classes=None, name="t"):
     if t.ndim != 1:
         raise ValueError(f"{name}: expected a 1-D array of class labels, got shape {tuple(t.shape)}")
     if not xp.isdtype(t.dtype, "integral"):
-        raise TypeError(f"{name}: expected integer class labels, got dtype {t.dtype}")
+        hint = ""
+        if xp.isdtype(t.dtype, "real floating"):
+            hint = f" (if they are whole numbers, convert them with {name}.astype(int))"
+        raise TypeError(f"{name}: expected integer class labels, got dtype {t.dtype}{hint}")
     if n_classes is not None and t.shape[0] > 0:
         lo, hi = int(xp.min(t)), int(xp.max(t))
         if lo < 0 or hi >= n_classes:
@@ -109,3 +112,14 @@ def check_lr(lr, name="lr"):
     if not (lr > 0 and lr < float("inf")):
         raise ValueError(f"{name}: expected a positive finite learning rate, got {lr!r}")
     return lr
+
+
+def check_seed(seed, name="seed"):
+    """A seed for ``numpy.random.default_rng``: None, an integer ≥ 0, or a Generator (passed through)."""
+    import numpy as np  # noqa: PLC0415 -- host randomness only
+
+    if seed is None or isinstance(seed, (np.random.Generator, np.random.SeedSequence)):
+        return seed
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ValueError(f"{name}: expected an integer ≥ 0, a numpy.random.Generator or None, got {seed!r}")
+    return int(seed)

@@ -3,7 +3,8 @@
 #   bash scripts/quickstart.sh [nnarray train options]     e.g. --epochs 5 --backend cupy
 # Installs Fashion-MNIST (Debian package, when root) and .venv with nnarray[scripts] (or the extras in
 # $NNARRAY_EXTRAS, e.g. NNARRAY_EXTRAS=scripts,cuda12 for a GPU), then runs
-# `nnarray train`, which writes checkpoint, history.json and PNG plots into runs/latest (or --out).
+# `nnarray train`, which writes checkpoint, best model, history and PNG plots into a new runs/<date-time>/
+# (runs/latest points at it; or --out).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash ci/install.sh "${NNARRAY_EXTRAS:-scripts}"

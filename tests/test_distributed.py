@@ -246,7 +246,7 @@ def test_cli_distributed_trains_once_and_resumes_on_another_process_count(mpi, t
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("epoch   1/2") == 1 and proc.stdout.count("epoch   2/2") == 1
     assert proc.stdout.count("done: test accuracy") == 1
-    assert sorted(p.name for p in dist_out.iterdir()) == ["checkpoint.npz", "history.json", "model.npz"]
+    assert sorted(p.name for p in dist_out.iterdir()) == ["best.npz", "checkpoint.npz", "history.csv", "history.json", "model.npz"]
     env = mpi_env()
     resume = [sys.executable, "-m", "nnarray", "train", "--distributed", *args, "--epochs", "3", "--quiet",
               "--resume", str(dist_out / "checkpoint.npz"), "--out", str(dist_out)]  # fmt: skip

@@ -156,3 +156,33 @@ def test_huge_but_finite_values_are_accepted(net):
         Xc, tc = check_Xt(X, t, 4, 3)
         assert Xc is X and tc is t
         assert net.predict(X).shape == (10, 3)
+
+
+def test_layer_sizes_as_a_single_number():
+    with pytest.raises(ValueError, match=r"layer_sizes: expected a list of at least two positive integers such as \[784, 100, 10\], got 20"):
+        nn.MLP(20)
+
+
+@pytest.mark.parametrize("seed", [1.5, -1, "0", True])
+def test_bad_seed_names_the_argument(seed):
+    with pytest.raises(ValueError, match=r"seed: expected an integer ≥ 0, a numpy.random.Generator or None, got"):
+        nn.MLP([4, 3], seed=seed)
+
+
+def test_seed_may_be_a_generator():
+    a = nn.MLP([4, 3], backend="numpy", seed=np.random.default_rng(7))
+    b = nn.MLP([4, 3], backend="numpy", seed=7)
+    assert np.array_equal(nn.to_numpy(a.params["W1"]), nn.to_numpy(b.params["W1"]))
+
+
+@pytest.mark.parametrize("lr", ["0.1", None, True])
+def test_learning_rate_must_be_a_number(lr):
+    """Text is refused as epochs="5" is: float("0.1") would hide a configuration mistake."""
+    with pytest.raises(TypeError, match=r"lr: expected a number, got"):
+        nn.SGD(lr=lr)
+
+
+def test_float_labels_get_a_hint(net, data):
+    X, t = data
+    fit_raises(net, TypeError, r"t: expected integer class labels, got dtype float64 \(if they are whole numbers, "
+               r"convert them with t.astype\(int\)\)", X, t.astype(np.float64))

@@ -115,8 +115,8 @@ def test_fashion_mnist_test_accuracy_agrees(backend):
         (X, t), (Xt, tt) = nn.datasets.load_fashion_mnist(download=False)
     except nn.datasets.DatasetError as exc:
         pytest.skip(f"Fashion-MNIST not available: {exc}")
-    if backend == "array_api_strict":
-        X, t = X[:12000], t[:12000]  # the reference namespace is slow; 120 steps still test the whole path
+    if backend != "cupy":  # the CPU backends are slow in float64; 120 steps still test the whole path
+        X, t = X[:12000], t[:12000]
     acc = {}
     for b in ("numpy", backend):
         net = nn.MLP([784, 100, 10], backend=b, dtype="float64", seed=0)

@@ -19,6 +19,7 @@ import os
 
 from .digits import load_digits
 from .errors import DatasetError, DatasetNotFoundError
+from .files import load_csv, load_file, load_npz
 from .idx import read_idx, write_idx
 from .loaders import find_dataset_dir, load_fashion_mnist, load_mnist
 
@@ -28,9 +29,12 @@ __all__ = [
     "DatasetNotFoundError",
     "find_dataset_dir",
     "load",
+    "load_csv",
     "load_digits",
+    "load_file",
     "load_fashion_mnist",
     "load_mnist",
+    "load_npz",
     "read_idx",
     "write_idx",
 ]
@@ -64,6 +68,8 @@ def choose(name: str = "auto", data_dir: str | os.PathLike | None = None):
 
     ``"auto"`` takes MNIST when its files are found or can be downloaded, else a local Fashion-MNIST, else
     scikit-learn's 8×8 digits; ``why`` says in words which was taken and why (the training command prints it).
+    With an explicit ``data_dir``, ``"auto"`` looks there only (MNIST, downloaded into it if possible, then
+    Fashion-MNIST) and never falls back to the digits: a wrong directory is an error, not a different dataset.
     Any other name is loaded as :func:`load` does.
     """
     if name != "auto":
@@ -71,12 +77,29 @@ def choose(name: str = "auto", data_dir: str | os.PathLike | None = None):
     where = find_dataset_dir("mnist", data_dir)
     if where is not None:
         return "mnist", load("mnist", data_dir=data_dir), f"MNIST found in {where}"
+    where = find_dataset_dir("fashion-mnist", data_dir)
+    if data_dir is not None and where is not None:  # the user's directory holds it: take it, do not download MNIST
+        data = load("fashion-mnist", data_dir=data_dir, download=False)
+        return "fashion-mnist", data, f"Fashion-MNIST found in {where}"
     try:
         return "mnist", load("mnist", data_dir=data_dir, download=True), "MNIST downloaded"
-    except DatasetError:
-        pass
-    where = find_dataset_dir("fashion-mnist", data_dir)
+    except DatasetError as exc:
+        mnist_error = exc
+    if data_dir is not None:
+        raise DatasetNotFoundError(
+            f"data_dir={os.fspath(data_dir)!r} holds neither MNIST nor Fashion-MNIST (the four IDX files of either), "
+            f"and MNIST could not be downloaded into it. Nothing else is tried when a directory is given.\n{mnist_error}"
+        )
     if where is not None:
         data = load("fashion-mnist", data_dir=data_dir, download=False)
         return "fashion-mnist", data, f"MNIST not found and not downloadable; Fashion-MNIST found in {where}"
-    return "digits", load("digits"), "neither MNIST nor Fashion-MNIST available; scikit-learn's 8x8 digits"
+    try:
+        digits = load("digits")
+    except ImportError:
+        raise DatasetNotFoundError(
+            "no dataset available: MNIST and Fashion-MNIST were not found and MNIST could not be downloaded, and the "
+            "last fallback, scikit-learn's 8x8 digits, needs scikit-learn. Get Fashion-MNIST with "
+            "`apt-get install dataset-fashion-mnist`, put MNIST's files in $NNARRAY_DATA, or pip install scikit-learn.\n"
+            f"{mnist_error}"
+        ) from None
+    return "digits", digits, "neither MNIST nor Fashion-MNIST available; scikit-learn's 8x8 digits"
