@@ -37,6 +37,7 @@ import importlib.util
 import math
 import os
 import sys
+import time
 import traceback
 import warnings
 from typing import Any, Protocol, runtime_checkable
@@ -245,6 +246,9 @@ class MPIComm:
         """End every process of the job with exit status ``code`` (``MPI_Abort``)."""
         sys.stdout.flush()
         sys.stderr.flush()
+        # The launcher forwards each rank's output asynchronously and MPI_Abort kills every process at
+        # once: give it a moment to pass on the traceback just written, or the user may never see why.
+        time.sleep(0.25)
         self.comm.Abort(int(code))
         # Some MPI libraries return from MPI_Abort on the calling process once the launcher has been
         # told (MPICH's hydra did here); leave without unwinding so nothing reports the error twice.

@@ -205,12 +205,9 @@ def _fit(net, opt, X, t, epochs, batch_size, reduction, rng, validation, shuffle
     if validation is not None:
         Xv, tv = be.asarray(validation[0], dtype=net.dtype), be.asarray(validation[1], dtype=xp.int64)
     N = Xd.shape[0]
-    distributed = comm.size > 1
-    grad_hook = (lambda grads: allreduce_gradients(grads, comm, xp)) if distributed else None
+    # Data-parallel training sums every rank's gradients before the update (one all-reduce per step).
+    grad_hook = (lambda grads: allreduce_gradients(grads, comm, xp)) if comm.size > 1 else None
     step = make_step(net, opt, Xd, Td, reduction, fast=fast, batch_size=batch_size, grad_hook=grad_hook)
-    if distributed and validation is not None:  # each rank evaluates a contiguous share of the validation set
-        Nv = Xv.shape[0]
-        v_lo, v_hi = Nv * comm.rank // comm.size, Nv * (comm.rank + 1) // comm.size
     first_epoch = (history.epoch[-1] + 1) if len(history) else 1
 
     for epoch in range(first_epoch, first_epoch + epochs):
@@ -231,31 +228,20 @@ def _fit(net, opt, X, t, epochs, batch_size, reduction, rng, validation, shuffle
         # advice) after the epoch instead, so the warnings are only noise here.
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             step.epoch(be.asarray(order, dtype=xp.int64), batch_size, comm, on_batches, log_every)
-        # The epoch's only synchronisation: read the accumulated metrics.
-        if distributed:  # sums over each rank's rows; summed over the ranks (one tiny all-reduce)
-            m = comm.allreduce_sum(np.asarray([float(step.loss_sum), float(int(step.correct))]))
-            train_loss, train_acc = float(m[0]) / N, int(m[1]) / N
-        else:
-            train_loss = float(step.loss_sum) / N
-            train_acc = int(step.correct) / N
+        # The epoch's only synchronisation: read the accumulated metrics (sums over this rank's rows,
+        # summed over the ranks by one tiny all-reduce, so every rank decides alike).
+        loss_sum, correct = comm.allreduce_sum(np.asarray([float(step.loss_sum), float(int(step.correct))]))
+        train_loss, train_acc = float(loss_sum) / N, int(correct) / N
         if not math.isfinite(train_loss):
             net.params = params_before
             if opt_before is not None:
                 opt.load_state_dict(opt_before, backend=be, dtype=net.dtype)
             raise TrainingDivergedError(_divergence_message(epoch, train_loss, opt, reduction))
         val_loss = val_acc = None
-        seconds = None
-        if distributed:
-            v = [0.0, 0.0]
-            if validation is not None:
-                v = list(_evaluate_sums(net, Xv, tv, 10000, v_lo, v_hi))
-            # Sum of the ranks' seconds / P: every rank records the same (mean) epoch time.
-            m = comm.allreduce_sum(np.asarray([v[0], float(v[1]), time.perf_counter() - start]))
-            if validation is not None:
-                val_loss, val_acc = float(m[0]) / Nv, int(m[1]) / Nv
-            seconds = float(m[2]) / comm.size
-        elif validation is not None:
-            val_loss, val_acc = _evaluate_device(net, Xv, tv, 10000)
+        if validation is not None:
+            val_loss, val_acc = _validate(net, Xv, tv, comm)
+        # Every rank records the same epoch time: the mean over the ranks.
+        seconds = float(comm.allreduce_sum(np.asarray([time.perf_counter() - start]))[0]) / comm.size
         record = dict(
             epoch=epoch,
             train_loss=train_loss,
@@ -263,7 +249,7 @@ def _fit(net, opt, X, t, epochs, batch_size, reduction, rng, validation, shuffle
             val_loss=val_loss,
             val_accuracy=val_acc,
             lr=getattr(opt, "lr", None),
-            seconds=time.perf_counter() - start if seconds is None else seconds,
+            seconds=seconds,
             samples=N,
         )
         history.append(**record)
@@ -274,11 +260,19 @@ def _fit(net, opt, X, t, epochs, batch_size, reduction, rng, validation, shuffle
                     cb(record)
                 except StopTraining:
                     stop = True
-        if distributed:  # the others wait for rank 0's callbacks (a barrier) and learn whether to stop
-            stop = comm.bcast_object(stop, root=0)
-        if stop:
+        # The other ranks wait for rank 0's callbacks (a barrier) and learn whether to stop.
+        if comm.bcast_object(stop, root=0):
             break
     return history
+
+
+def _validate(net, Xv, tv, comm):
+    """Mean loss and accuracy on the validation set: each rank evaluates a contiguous share (one rank: all of
+    it) and one all-reduce sums the shares, so every rank gets the same figures."""
+    Nv = Xv.shape[0]
+    lo, hi = Nv * comm.rank // comm.size, Nv * (comm.rank + 1) // comm.size
+    loss_sum, correct = comm.allreduce_sum(np.asarray(_evaluate_sums(net, Xv, tv, 10000, lo, hi), dtype=float))
+    return float(loss_sum) / Nv, int(correct) / Nv
 
 
 def _divergence_message(epoch, train_loss, opt, reduction):

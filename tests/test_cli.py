@@ -320,7 +320,7 @@ def test_validation_split_is_held_out_of_the_training_images():
 def _fake_validation(monkeypatch, accuracies):
     """Validation accuracies per epoch as given (to test choices made on them)."""
     seq = iter(accuracies)
-    monkeypatch.setattr(train_module, "_evaluate_device", lambda *a: (1.0, next(seq)))
+    monkeypatch.setattr(train_module, "_validate", lambda *a: (1.0, next(seq)))
 
 
 def test_best_model_is_chosen_on_validation_and_both_are_tested(tmp_path, monkeypatch, capsys):
