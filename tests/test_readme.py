@@ -32,3 +32,17 @@ def test_ci_runs_the_readme_test_command():
     script = "\n".join(line for line in script.splitlines() if not line.startswith("cd "))
     found = subprocess.run(["bash", "-c", script + '\nprintf "%s" "$cmd"'], cwd=ROOT, capture_output=True, text=True)
     assert found.stdout == shown
+
+
+def test_best_command_is_one_valid_training_command_with_one_hidden_layer():
+    """The command after <!-- best-command --> parses with the training command's own parser and config."""
+    import shlex
+
+    from nnarray import cli
+
+    words = shlex.split(_block_after("<!-- best-command -->", "bash").strip())
+    assert words[:2] == [".venv/bin/nnarray", "train"]
+    args = cli.parse(words[2:])
+    cfg, state = cli.config(args)
+    assert state is None and len(cfg["hidden"]) == 1 and args.epochs <= 40
+    assert cfg["dataset"] == "fashion-mnist"
