@@ -10,7 +10,7 @@
 #       says exactly what to carry when not. Missing libraries end the run; missing data does not.
 #   tests_gpu.log   (b) the gpu-marked tests, the bench / time-to-accuracy tests, 90 s per test, then the
 #                       distributed checks (CuPy through NCCL and host staging) with ci/carry/mpi-wheels in a venv
-#   train.log       (c) nnarray train on CuPy with its defaults (CPU: 0.8965 test accuracy at seed 0), history
+#   train.log       (c) nnarray train on CuPy with its defaults (CPU: 0.8907 test accuracy at seed 0), history
 #   bench.log/.json (d) scripts/bench.py, GPU rows only: cupy, cupy:fast, torch eager, torch + CUDA graph, 3 repeats
 #   tta.log/.json   (e) scripts/time_to_accuracy.py to 0.88: nnarray without and with its fast path, torch eager,
 #                       torch + CUDA graph; each row first runs untimed on a subset in the same process, so CuPy's
