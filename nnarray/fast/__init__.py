@@ -16,8 +16,8 @@ cupy       :class:`~nnarray.fast.cupy_graph.CupyGraphStep`        experimental: 
                                                                   layers only
 =========  =====================================================  ==========================================
 
-NumPy has no fast path: a buffered NumPy step (preallocated ``out=`` arrays) measured 5–7 % faster than the
-generic step at 784-100-10 and 784-1000-10, too little for a second copy of the step.
+NumPy has no fast path: a buffered NumPy step (preallocated ``out=`` arrays) measured between 3 % slower and
+6 % faster than the generic step at 784-100-10 and 784-1000-10, too little for a second copy of the step.
 """
 
 from __future__ import annotations
