@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import json
 import os
-import zipfile
 
 import numpy as np
 
-from ._files import atomic_write
+from ._files import NpzError, atomic_write, read_npz
 
 __all__ = [
     "save",
@@ -47,22 +46,12 @@ def _write_npz(path, header, arrays):
 
 def _read_npz(path, expected_format):
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise CheckpointError(f"{path}: no such file")
     try:
-        # Our own file handle: np.load(path) leaks its handle when the zip directory is corrupt.
-        with open(path, "rb") as fh:
-            z = np.load(fh, allow_pickle=False)
-            if not hasattr(z, "files"):  # a bare .npy array, not an archive
-                raise ValueError("a single .npy array, not an .npz archive")
-            with z:
-                files = {k: z[k] for k in z.files}
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as exc:
-        if "pickle" in str(exc):  # NumPy's text advises allow_pickle=True, which would run code from the file
-            raise CheckpointError(f"{path}: not a readable nnarray file (not an .npz archive)") from None
-        raise CheckpointError(
-            f"{path}: not a readable nnarray file (truncated or corrupt: {type(exc).__name__}: {exc})"
-        ) from exc
+        files = read_npz(path)
+    except NpzError as exc:
+        if str(exc) == "no such file":
+            raise CheckpointError(f"{path}: no such file") from None
+        raise CheckpointError(f"{path}: not a readable nnarray file ({exc})") from exc
     if "__header__" not in files:
         raise CheckpointError(f"{path}: an .npz file but not one written by nnarray (no header)")
     try:

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import gzip
 import os
-import zipfile
 
 import numpy as np
 
+from .._files import NpzError, read_npz
 from .errors import DatasetError
 
 __all__ = ["load_file", "load_npz", "load_csv"]
@@ -59,21 +59,14 @@ def _load_any(path):
 def load_npz(path):
     """``(X_train, t_train), (X_test, t_test) or None`` from an ``.npz`` archive (never unpickles)."""
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise DatasetError(f"{path}: no such file")
     try:
-        with open(path, "rb") as fh:
-            z = np.load(fh, allow_pickle=False)
-            if not hasattr(z, "files"):
-                raise DatasetError(f"{path}: a single .npy array, expected an .npz archive with X_train and t_train")
-            with z:
-                arrays = {k: z[k] for k in z.files}
-    except DatasetError:
-        raise
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as exc:
-        # NumPy's own text for a non-archive suggests allow_pickle=True, which would run code from the file.
-        why = "not an .npz archive" if "pickle" in str(exc) else f"{type(exc).__name__}: {exc}"
-        raise DatasetError(f"{path}: not a readable .npz archive ({why})") from None
+        arrays = read_npz(path)
+    except NpzError as exc:
+        if str(exc) == "no such file":
+            raise DatasetError(f"{path}: no such file") from None
+        if str(exc).startswith("a single .npy array"):
+            raise DatasetError(f"{path}: a single .npy array, expected an .npz archive with X_train and t_train") from None
+        raise DatasetError(f"{path}: not a readable .npz archive ({exc})") from None
     missing = [k for k in ("X_train", "t_train") if k not in arrays]
     if missing:
         raise DatasetError(
