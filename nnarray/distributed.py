@@ -331,7 +331,7 @@ def _report(comm, exc_type, exc, tb):
     text = "".join(traceback.format_exception(exc_type, exc, tb))
     prefix = f"[rank {comm.rank}/{comm.size}] "
     sys.stderr.write(
-        prefix + f"aborting the job after an exception on this rank:\n"
+        prefix + "aborting the job after an exception on this rank:\n"
         + "".join(prefix + line + "\n" for line in text.rstrip("\n").split("\n"))
     )
     sys.stderr.flush()
