@@ -10,7 +10,7 @@ from . import datasets, distributed, functions, optim, schedules, step
 from . import fast  # noqa: F401 -- registers the backend-specific fast paths with nnarray.step
 from .backend import Backend, BackendUnavailableError, cupy_available, get_backend, to_numpy
 from .history import History
-from .io import CheckpointError, load, load_checkpoint, load_history, save, save_checkpoint, save_history
+from .saving import CheckpointError, load, load_checkpoint, load_history, save, save_checkpoint, save_history
 from .model import MLP
 from .optim import SGD, AdaGrad, Adam, AdamW, Optimizer, RMSprop
 from .train import StopTraining, TrainingDivergedError, evaluate, fit

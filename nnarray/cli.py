@@ -29,7 +29,7 @@ from . import __version__, datasets, optim, schedules
 from ._files import atomic_write
 from .backend import BACKEND_NAMES
 from .history import History
-from .io import CheckpointError, load, load_checkpoint, load_history, save, save_checkpoint, save_history, save_history_csv
+from .saving import CheckpointError, load, load_checkpoint, load_history, save, save_checkpoint, save_history, save_history_csv
 from .metrics import confusion_matrix, per_class_accuracy
 from .model import MLP
 from .train import StopTraining, TrainingDivergedError

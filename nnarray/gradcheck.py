@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .backend import to_numpy
-from .validation import check_reduction, check_Xt
+from .checks import check_reduction, check_Xt
 
 __all__ = ["numerical_gradient", "max_relative_error"]
 

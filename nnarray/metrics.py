@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np  # host side: the (C, C) summary is built from labels read back once
 
 from .backend import to_numpy
-from .validation import check_Xt
+from .checks import check_Xt
 
 __all__ = ["predict_classes", "confusion_matrix", "per_class_accuracy"]
 

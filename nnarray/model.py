@@ -34,7 +34,7 @@ import numpy as np  # host-side only: He initialisation is drawn from numpy.rand
 
 from . import functions as F
 from .backend import get_backend, to_numpy
-from .validation import check_X, check_Xt, check_reduction, check_seed
+from .checks import check_X, check_Xt, check_reduction, check_seed
 
 __all__ = ["MLP"]
 

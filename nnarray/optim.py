@@ -34,7 +34,7 @@ import math
 import numbers
 
 from .backend import to_numpy
-from .validation import check_lr
+from .checks import check_lr
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "AdaGrad", "Adagrad", "from_state_dict", "OPTIMIZERS"]
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import numbers
 
-from .validation import check_lr, check_positive_int
+from .checks import check_lr, check_positive_int
 
 __all__ = ["Schedule", "Constant", "Exponential", "Step", "Cosine", "Warmup", "SCHEDULES", "from_config"]
 

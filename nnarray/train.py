@@ -16,7 +16,7 @@ from . import functions as F
 from .distributed import abort_on_error, allreduce_gradients, get_comm
 from .history import History
 from .step import make_step
-from .validation import check_positive_int, check_reduction, check_Xt
+from .checks import check_positive_int, check_reduction, check_Xt
 
 __all__ = ["fit", "evaluate", "TrainingDivergedError", "StopTraining"]
 

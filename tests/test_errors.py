@@ -148,7 +148,7 @@ def test_divergence_stops_with_advice_and_keeps_last_good_epoch(data):
 
 def test_huge_but_finite_values_are_accepted(net):
     """The quick finiteness check (a sum) may overflow; that alone must not reject the data."""
-    from nnarray.validation import check_Xt
+    from nnarray.checks import check_Xt
 
     X = np.full((10, 4), 1e308)
     t = np.zeros(10, dtype=np.int64)

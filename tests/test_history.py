@@ -1,4 +1,4 @@
-"""History (nnarray/history.py): one schema, written and read by nnarray.io."""
+"""History (nnarray/history.py): one schema, written and read by nnarray.saving."""
 
 import pytest
 
