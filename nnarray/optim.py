@@ -252,6 +252,8 @@ class Optimizer:
 
     def _in_place_form(self, params, grads):
         """The fused form that updates in place, when this backend has one and every parameter is writeable."""
+        if type(self).fused is Optimizer.fused:  # no fused form anywhere
+            return None
         ps = [params[k] for k in grads]
         if not all(array_api_compat.is_writeable_array(p) for p in ps):
             return None
@@ -337,11 +339,19 @@ _NAMESPACE_TESTS = (
 )
 
 
+_BACKENDS: dict = {}  # (array type, device name) -> Backend: update() asks once per step
+
+
 def _backend_of(x) -> Backend:
     """The Backend ``x`` lives on (its namespace and device), named as :func:`nnarray.get_backend` names it."""
-    xp = array_api_compat.array_namespace(x)
-    name = next((n for n, test in _NAMESPACE_TESTS if test(xp)), getattr(xp, "__name__", "array_api"))
-    return Backend(name, xp, array_api_compat.device(x))
+    device = array_api_compat.device(x)
+    key = (type(x), str(device))  # str: the standard does not require devices to be hashable
+    be = _BACKENDS.get(key)
+    if be is None:
+        xp = array_api_compat.array_namespace(x)
+        name = next((n for n, test in _NAMESPACE_TESTS if test(xp)), getattr(xp, "__name__", "array_api"))
+        be = _BACKENDS[key] = Backend(name, xp, device)
+    return be
 
 
 def _check_bool(value, name):
