@@ -251,11 +251,13 @@ class Optimizer:
         return {name: self.state[name][k] for name in names}
 
     def _in_place_form(self, params, grads):
-        """The fused form that updates in place, when this backend has one and every parameter is writeable."""
+        """The fused form that updates in place, when this backend has one and every parameter and state array is
+        writeable (a capability of the arrays: NumPy's read-only flag, JAX's immutable arrays)."""
         if type(self).fused is Optimizer.fused:  # no fused form anywhere
             return None
         ps = [params[k] for k in grads]
-        if not all(array_api_compat.is_writeable_array(p) for p in ps):
+        states = [v for arrays in self.state.values() for v in arrays.values()]
+        if not all(array_api_compat.is_writeable_array(a) for a in ps + states):
             return None
         form = self.fused(_backend_of(ps[0]))
         return form if form is not None and form.apply is not None else None

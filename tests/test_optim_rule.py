@@ -285,6 +285,18 @@ def test_read_only_parameters_take_the_rule_not_the_fused_form(counted):
     np.testing.assert_array_equal(p["W1"], frozen - 0.1)
 
 
+def test_read_only_state_takes_the_rule_not_the_fused_form(counted):
+    p = {"W": np.zeros(3)}
+    opt = _SGDWithForm(0.1, momentum=0.5)
+    opt.update(p, {"W": np.ones(3)})
+    assert counted.calls == 1
+    v = opt.velocity["W"]
+    v.setflags(write=False)
+    opt.update(p, {"W": np.ones(3)})
+    assert counted.calls == 1 and opt.velocity["W"] is not v
+    np.testing.assert_allclose(p["W"], -0.1 + (-0.05 - 0.1), rtol=1e-15)
+
+
 def test_no_fused_form_on_jax(counted, jax_backend):
     xp = jax_backend.xp
     p = {"W": xp.zeros((2, 3), dtype=xp.float64)}
