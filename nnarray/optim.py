@@ -85,8 +85,8 @@ class FusedForm:
       subclass defines ``apply(p, g, state, scalars) -> None``, which must leave ``p`` and the arrays of
       ``state`` (``{state name: array}``, every one present, created by :meth:`Optimizer.init_state`) equal
       to what :meth:`Optimizer.rule` returns for the same arguments, and must not change ``g``.
-      :meth:`Optimizer.update` uses it when the parameters are writeable. ``apply`` stays None in a form
-      that only describes the rule.
+      :meth:`Optimizer.update` uses it when the parameters and the state arrays are writeable. ``apply``
+      stays None in a form that only describes the rule.
     * **a description** for a fast path whose own kernels compute the update (the CuPy graph step):
       ``kind`` names the algorithm (with its state layout), subclasses add the hyperparameters it needs,
       and :meth:`buffers` hands out the optimizer's state arrays, whose *contents* those kernels may then
@@ -194,7 +194,9 @@ class Optimizer:
 
     def fused(self, backend):
         """A :class:`FusedForm` of this optimizer's rule for ``backend`` (a :class:`nnarray.backend.Backend`),
-        or None when it has none there (the functional :meth:`rule` then serves)."""
+        or None when it has none there (the functional :meth:`rule` then serves). A form belongs to the rule it
+        was written for: a subclass that redefines :meth:`rule` or :meth:`scalars` gets None from its parent's
+        ``fused`` (``_own_rule``) unless it defines its own."""
         return None
 
     # ---------------------------------------------------------------- hooks
