@@ -49,7 +49,8 @@ from . import optim as _optim
 from .backend import Backend, BackendUnavailableError, get_backend, to_numpy
 from .history import History
 from .model import MLP
-from .train import StopTraining, fit as _nn_fit
+from .callbacks import DivergenceGuard
+from .train import FitOptions, StopTraining, fit as _nn_fit
 
 __all__ = ["MLPClassifier"]
 
@@ -508,9 +509,8 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
             reduction="mean",
             seed=self._rng,
             validation=val,
-            shuffle=bool(self.shuffle),
-            history=self._history,
-            callbacks=[sklearn_rules],
+            callbacks=[sklearn_rules, DivergenceGuard(factor=None)],  # as scikit-learn: NaN and inf only
+            options=FitOptions(shuffle=bool(self.shuffle), history=self._history),
         )
         if self.early_stopping and self._best_params is not None:
             net.params = self._best_params  # the best epoch's weights, as scikit-learn
