@@ -142,13 +142,15 @@ class Interval:
 
     ``kind`` is :class:`numbers.Integral` or :class:`numbers.Real`; ``closed`` is "both", "left", "right" or
     "neither" (which ends belong to it; an infinite end never does); ``text`` is the expectation as the
-    messages say it (default: made from the bounds). Calling it checks a value and returns it as ``int`` or
+    messages say it (default: made from the bounds); a value that is not a number is refused as "a number"
+    unless ``typed_text`` (then with ``text`` too). Calling it checks a value and returns it as ``int`` or
     ``float``; :meth:`parse` reads a command-line value (an ``argparse`` type).
     """
 
-    def __init__(self, kind, low=None, high=None, closed="both", text=None):
+    def __init__(self, kind, low=None, high=None, closed="both", text=None, typed_text=False):
         self.kind, self.low, self.high, self.closed = kind, low, high, closed
         self.text = text or self._describe()
+        self.type_text = self.text if typed_text else "a number"
 
     def _describe(self):
         integer = self.kind is numbers.Integral
@@ -173,7 +175,7 @@ class Interval:
                 raise ValueError(f"{name}: expected {self.text}, got {value!r}")
             return int(value)
         if isinstance(value, bool) or not isinstance(value, numbers.Real):  # "0.1" or True hide a mistake
-            raise TypeError(f"{name}: expected a number, got {value!r}")
+            raise TypeError(f"{name}: expected {self.type_text}, got {value!r}")
         value = float(value)
         if not self.contains(value):
             raise ValueError(f"{name}: expected {self.text}, got {value!r}")
@@ -213,7 +215,7 @@ class _Bool:
 POSITIVE = Interval(numbers.Real, 0, math.inf, closed="neither", text="a positive number")
 NONNEGATIVE = Interval(numbers.Real, 0, math.inf, closed="left", text="a finite value ≥ 0")
 FRACTION = Interval(numbers.Real, 0, 1, closed="left", text="a value in [0, 1)")
-PROBABILITY = Interval(numbers.Real, 0, 1, closed="left", text="a probability in [0, 1)")
+PROBABILITY = Interval(numbers.Real, 0, 1, closed="left", text="a probability in [0, 1)", typed_text=True)
 FACTOR = Interval(numbers.Real, 0, 1, closed="right", text="a factor in (0, 1]")
 LEARNING_RATE = Interval(numbers.Real, 0, math.inf, closed="neither", text="a positive finite learning rate")
 POSITIVE_INT = Interval(numbers.Integral, 1, None, text="a positive integer")
@@ -238,7 +240,6 @@ PARAMETERS = {
         "tol": Interval(numbers.Real, 0, math.inf, "left"), "momentum": Interval(numbers.Real, 0, 1),
         "validation_fraction": FRACTION, "beta_1": FRACTION, "beta_2": FRACTION, "epsilon": POSITIVE,
         "max_iter": POSITIVE_INT, "learning_rate": Options(("constant", "invscaling", "adaptive")),
-        "shuffle": BOOL, "verbose": BOOL, "warm_start": BOOL, "nesterovs_momentum": BOOL, "early_stopping": BOOL,
     },
 }
 
