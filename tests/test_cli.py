@@ -726,3 +726,31 @@ def test_a_diverging_run_stops_with_a_clear_message(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: training diverged in epoch 1: the training loss became ") and "Traceback" not in err
     assert "Try a smaller learning rate than lr=1000" in err
+
+
+def test_distributed_without_mpi4py_is_refused_before_anything_is_loaded(tmp_path, capsys, monkeypatch):
+    def unavailable(*a, **kw):
+        raise nn.distributed.MPIUnavailableError("mpi4py is not installed; install it with: pip install \"nnarray[mpi]\"")
+
+    monkeypatch.setattr(nn.distributed, "MPIComm", unavailable)
+    _nothing_trained(tmp_path, capsys, [*QUICK, "--distributed", "--out", str(tmp_path / "r")],
+                     'error: --distributed: mpi4py is not installed; install it with: pip install "nnarray[mpi]"')
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("flag, value, make", [
+    ("--momentum", "1", lambda: nn.SGD(0.1, momentum=1.0)),
+    ("--weight-decay", "-1", lambda: nn.SGD(0.1, weight_decay=-1.0)),
+    ("--gamma", "0", lambda: nn.schedules.Exponential(0.1, gamma=0.0)),
+    ("--dropout", "1", lambda: nn.MLP([4, 8, 3], dropout=1.0)),
+    ("--lr", "0", lambda: nn.SGD(lr=0.0)),
+])
+def test_a_flag_and_its_argument_are_refused_in_the_same_words(flag, value, make, capsys):
+    """One rule per setting (nnarray.checks): the command parses the flag with the library's constraint."""
+    with pytest.raises(SystemExit):
+        cli.main(["train", flag, value])
+    err = capsys.readouterr().err
+    with pytest.raises(ValueError) as exc:
+        make()
+    expectation = str(exc.value).split(": expected ", 1)[1].split(", got")[0]
+    assert f"argument {flag}: expected {expectation}, got {value}" in err

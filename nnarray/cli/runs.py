@@ -142,7 +142,10 @@ def distributed_setup(args):
         return None
     from .. import distributed  # noqa: PLC0415 -- mpi4py only when asked for
 
-    comm = distributed.MPIComm()
+    try:
+        comm = distributed.MPIComm()
+    except distributed.MPIUnavailableError as exc:  # a missing extra: refused before anything is loaded
+        raise UsageError(f"--distributed: {exc}") from None
     if comm.rank != 0:
         args.quiet = True
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 -- for the life of this process
