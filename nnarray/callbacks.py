@@ -182,7 +182,8 @@ class EarlyStopping(Callback):
     rule; ``rule="sklearn"`` is scikit-learn's ``tol``/``n_iter_no_change``: an epoch improves when it beats
     the best by at least ``min_delta``, the best follows every better value, and ``patience`` is
     ``n_iter_no_change + 1`` (``math.inf``: never stop, only keep the count). ``restore_best_weights``: at the
-    end, the network gets the parameters of the best epoch back (a device copy is kept when the best changes).
+    end, the network gets the parameters of the best epoch back (a device copy is kept when the best changes;
+    hooks run on rank 0 only, so not for data-parallel training).
     A resumed run (``FitOptions(history=...)``) replays the history first, so it stops where an uninterrupted
     one would.
 

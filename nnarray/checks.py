@@ -69,7 +69,7 @@ def check_X(X, n_in=None, name="X"):
             " (convert pixel values to floats in [0, 1] first, e.g. X / 255)"
         )
     # A NaN or inf anywhere makes the sum non-finite: one cheap reduction instead of a full boolean
-    # array (7× faster on 60000×784). Only then count the bad entries (the sum may merely overflow).
+    # array. Only then count the bad entries (the sum may merely overflow).
     if not bool(xp.isfinite(xp.sum(X))):
         bad = int(xp.sum(xp.astype(~xp.isfinite(X), xp.int64)))
         if bad:

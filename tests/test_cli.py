@@ -200,7 +200,7 @@ def test_each_run_gets_its_own_folder_and_latest_points_at_the_newest(tmp_path, 
     monkeypatch.chdir(tmp_path)
     stamps = iter(["20250101-120000", "20250101-120000", "20250101-130000"])
     real_strftime = time.strftime
-    monkeypatch.setattr(cli.time, "strftime", lambda fmt, *a: next(stamps) if fmt == "%Y%m%d-%H%M%S" else real_strftime(fmt, *a))
+    monkeypatch.setattr(time, "strftime", lambda fmt, *a: next(stamps) if fmt == "%Y%m%d-%H%M%S" else real_strftime(fmt, *a))
     for _ in range(3):
         assert cli.main(["train", *QUICK, "--epochs", "1"]) == 0
     runs = sorted(p for p in os.listdir("runs") if p != "latest")

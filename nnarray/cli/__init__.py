@@ -22,7 +22,6 @@ read once, at the end, for the report.
 from __future__ import annotations
 
 import sys
-import time  # noqa: F401 -- the run folder's time stamp (tests replace time.strftime)
 
 from .. import __version__
 from .common import UsageError
