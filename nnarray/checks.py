@@ -223,8 +223,9 @@ NONNEGATIVE_INT = Interval(numbers.Integral, 0, None, text="an integer ≥ 0")
 BOOL = _Bool()
 
 #: The settings of each class that takes settings, by argument name (the optimizers besides ``lr``, which
-#: :func:`check_lr` checks; the schedules; the scikit-learn estimator). Its classes check with
-#: :func:`validate`; the command's flags parse with the same constraints.
+#: :func:`check_lr` checks; the schedules; the scikit-learn estimator). The classes check with :func:`validate`
+#: (the optimizers with helpers of the same rules and words, tested against this table); the command's flags
+#: parse with the same constraints.
 PARAMETERS = {
     "SGD": {"momentum": FRACTION, "nesterov": BOOL, "weight_decay": NONNEGATIVE},
     "Adam": {"eps": NONNEGATIVE, "weight_decay": NONNEGATIVE},
