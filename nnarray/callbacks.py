@@ -71,7 +71,6 @@ class FitRun:
         self.stop_training = False
         self.outcome = None
 
-
     def plan(self, epochs):
         """Number this call's ``epochs`` on from the history (again after a data-parallel start took rank 0's)."""
         self.first_epoch = (self.history.epoch[-1] + 1) if len(self.history) else 1

@@ -23,7 +23,7 @@ import inspect
 import math
 import numbers
 
-from .checks import PARAMETERS, check_lr, check_positive_int, check_option, validate
+from .checks import PARAMETERS, check_lr, check_option, check_positive_int, validate
 
 __all__ = ["Schedule", "Constant", "Exponential", "Step", "Cosine", "Warmup", "SCHEDULES", "from_config", "make",
            "parameters"]

@@ -16,7 +16,14 @@ import numpy as np  # host side only: the epoch permutations come from numpy.ran
 
 from . import functions as F
 from .callbacks import DivergenceGuard, FitRun, as_callbacks
-from .checks import check_bool, check_option, check_positive_int, check_reduction, check_seed, check_Xt
+from .checks import (
+    check_bool,
+    check_option,
+    check_positive_int,
+    check_reduction,
+    check_seed,
+    check_Xt,
+)
 from .distributed import abort_on_error, allreduce_gradients, get_comm
 from .history import History
 from .step import make_step

@@ -13,8 +13,14 @@ import numpy as np
 import pytest
 
 import nnarray as nn
-from nnarray.callbacks import (Callback, DivergenceGuard, EarlyStopping, HistoryLogger, ModelCheckpoint,
-                               ProgressBar)
+from nnarray.callbacks import (
+    Callback,
+    DivergenceGuard,
+    EarlyStopping,
+    HistoryLogger,
+    ModelCheckpoint,
+    ProgressBar,
+)
 
 
 @pytest.fixture

@@ -22,10 +22,17 @@ from ..callbacks import EarlyStopping, HistoryLogger, ModelCheckpoint, ProgressB
 from ..train import FitOptions, TrainingDivergedError
 from ..train import fit as _fit
 from .common import UsageError, say
-from .settings import config, load_data, make_schedule, new_state
 from .parser import parse
 from .results import EpochLine, report
-from .runs import distributed_setup, limit_threads, on_rank0, output_dir, prepare_dir, preflight_outputs
+from .runs import (
+    distributed_setup,
+    limit_threads,
+    on_rank0,
+    output_dir,
+    preflight_outputs,
+    prepare_dir,
+)
+from .settings import config, load_data, make_schedule, new_state
 
 __all__ = ["train_main", "fit", "Run", "Terminated"]
 
