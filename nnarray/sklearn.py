@@ -243,8 +243,9 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
     * Inputs: without ``array_api_dispatch``, non-NumPy arrays (torch, CuPy) are copied to host NumPy
       (scikit-learn's validation needs them there) and outputs are NumPy; the model still trains on
       ``backend``. With dispatch, outputs are arrays of the input's namespace and device.
-    * A diverging run raises :class:`nnarray.TrainingDivergedError` (the weights of the last good epoch are
-      kept) instead of sklearn's ``ValueError`` about non-finite weights.
+    * A run whose loss becomes NaN or inf raises :class:`nnarray.TrainingDivergedError` (the weights of the
+      last good epoch are kept) instead of sklearn's ``ValueError`` about non-finite weights; as in
+      scikit-learn, a large finite loss does not stop it (``DivergenceGuard(factor=None)``).
     """
 
     def __init__(
