@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-__all__ = ["UsageError", "say"]
+__all__ = ["UsageError", "Terminated", "say"]
 
 
 class UsageError(Exception):
     """A setting that cannot work; printed as ``error: ...`` with exit status 2 (no traceback)."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``timeout``, Slurm, ``docker stop``): ends the run as Ctrl-C does, with exit status 143."""
 
 
 def say(quiet, *args, **kw):

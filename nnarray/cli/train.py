@@ -21,7 +21,7 @@ from .. import __version__, datasets
 from ..callbacks import EarlyStopping, HistoryLogger, ModelCheckpoint, ProgressBar
 from ..train import FitOptions, TrainingDivergedError
 from ..train import fit as _fit
-from .common import UsageError, say
+from .common import Terminated, UsageError, say
 from .parser import parse
 from .results import EpochLine, report
 from .runs import (
@@ -37,10 +37,6 @@ from .settings import config, load_data, make_schedule, new_state
 __all__ = ["train_main", "fit", "Run", "Terminated"]
 
 FAST = {"auto": None, "on": True, "off": False}
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (``timeout``, Slurm, ``docker stop``): ends the run as Ctrl-C does, with exit status 143."""
 
 
 class Run:
