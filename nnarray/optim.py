@@ -710,3 +710,9 @@ class ClipGradNorm:
 
     def __repr__(self):
         return f"ClipGradNorm(max_norm={self.max_norm!r})"
+
+
+def by_name() -> dict:
+    """:data:`OPTIMIZERS` by lower-case name (``"sgd"``, ``"adamw"``): the command's ``--optimizer`` choices and
+    the scikit-learn estimator's ``solver`` values."""
+    return {name.lower(): cls for name, cls in OPTIMIZERS.items()}

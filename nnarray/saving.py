@@ -44,12 +44,13 @@ def _write_npz(path, header, arrays):
     atomic_write(path, lambda f: np.savez(f, **payload))
 
 
-def _read_npz(path, expected_format):
+def _read_npz(path, *formats):
+    """The header and arrays of an nnarray file of one of ``formats`` (a :class:`CheckpointError` otherwise)."""
     path = os.fspath(path)
     try:
         files = read_npz(path)
     except NpzError as exc:
-        if str(exc) == "no such file":
+        if exc.kind == "missing":
             raise CheckpointError(f"{path}: no such file") from None
         raise CheckpointError(f"{path}: not a readable nnarray file ({exc})") from exc
     if "__header__" not in files:
@@ -58,10 +59,10 @@ def _read_npz(path, expected_format):
         header = json.loads(str(files.pop("__header__")))
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{path}: corrupt header ({exc})") from exc
-    fmt = header.get("format")
-    if fmt != expected_format:
+    fmt = header.get("format") if isinstance(header, dict) else None
+    if fmt not in formats:
         hint = " (use load_checkpoint for training checkpoints)" if fmt == CHECKPOINT_FORMAT else ""
-        raise CheckpointError(f"{path}: expected a {expected_format!r} file, got format {fmt!r}{hint}")
+        raise CheckpointError(f"{path}: expected a {' or '.join(map(repr, formats))} file, got format {fmt!r}{hint}")
     if header.get("version", 0) > FORMAT_VERSION:
         raise CheckpointError(f"{path}: written by a newer nnarray (format version {header['version']})")
     return header, files
@@ -104,14 +105,10 @@ def save(net, path):
 def load(path, backend=None):
     """Read a model written by :func:`save` (or the model inside a checkpoint) onto ``backend``."""
     path = os.fspath(path)
-    try:
-        header, arrays = _read_npz(path, MODEL_FORMAT)
-        prefix = ""
-    except CheckpointError as exc:
-        if "got format 'nnarray-checkpoint'" not in str(exc):
-            raise
-        header, arrays = _read_npz(path, CHECKPOINT_FORMAT)
-        header, prefix = header["model"], "param/"
+    header, arrays = _read_npz(path, MODEL_FORMAT, CHECKPOINT_FORMAT)
+    prefix = ""
+    if header["format"] == CHECKPOINT_FORMAT:  # the model inside a training checkpoint
+        header, prefix = header.get("model", {}), "param/"
     return _net_from(header, arrays, path, backend, prefix)
 
 

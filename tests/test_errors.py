@@ -141,7 +141,7 @@ def test_divergence_stops_with_advice_and_keeps_last_good_epoch(data):
     hist = nn.History()
     hist.append(epoch=1)
     with pytest.raises(nn.TrainingDivergedError, match=r"diverged in epoch 2: the training loss became (nan|inf).*end of epoch 1.*smaller learning rate than lr=1000"):
-        nn.fit(net, opt, X, t, epochs=3, batch_size=20, history=hist)
+        nn.fit(net, opt, X, t, epochs=3, batch_size=20, options=nn.FitOptions(history=hist))
     assert _untouched(net, good)
     assert all(np.all(np.isfinite(v)) for v in good.values())
 
@@ -186,3 +186,37 @@ def test_float_labels_get_a_hint(net, data):
     X, t = data
     fit_raises(net, TypeError, r"t: expected integer class labels, got dtype float64 \(if they are whole numbers, "
                r"convert them with t.astype\(int\)\)", X, t.astype(np.float64))
+
+
+def _violating(constraint):
+    """A value each constraint of nnarray.checks refuses (below its lower end, or above [0, 1))."""
+    from nnarray import checks
+
+    if constraint is checks.BOOL:
+        return 1
+    if isinstance(constraint, checks.Options):
+        return "none of them"
+    return constraint.low - 1 if constraint.low is not None and constraint.low > -1 else 2.0
+
+
+def _declared():
+    from nnarray import checks, schedules
+
+    for owner, table in checks.PARAMETERS.items():
+        cls = getattr(nn.optim, owner, None) or getattr(schedules, owner, None)
+        if cls is not None:
+            for name, constraint in table.items():
+                yield pytest.param(cls, name, constraint, id=f"{owner}.{name}")
+
+
+@pytest.mark.parametrize("cls, name, constraint", list(_declared()))
+def test_every_declared_setting_is_refused_in_the_declared_words(cls, name, constraint):
+    """checks.PARAMETERS is the rule: each class refuses what it declares, with its words and the value."""
+    bad = _violating(constraint)
+    with pytest.raises((ValueError, TypeError)) as declared:
+        constraint(bad, name)
+    required = {"Step": {"step_size": 2}, "Cosine": {"epochs": 2}}.get(cls.__name__, {})
+    args = ({"schedule": nn.schedules.Constant(0.1)} if cls.__name__ == "Warmup" else {"lr": 0.1})
+    with pytest.raises(type(declared.value)) as got:
+        cls(**{**args, **required, name: bad})
+    assert str(got.value) == str(declared.value)

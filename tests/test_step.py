@@ -48,7 +48,7 @@ def test_the_optimizers_gradient_hooks_see_every_batch_before_the_update(blobs):
     assert len(seen) == 3 and seen[-1]["W1"].shape == (6, 5)  # 32 + 32 + 6 rows
 
     ref = nn.MLP([6, 5, 3], backend="numpy", dtype="float64", seed=0)
-    nn.fit(ref, nn.SGD(0.1), X, t, epochs=1, batch_size=32, reduction="sum", shuffle=False)
+    nn.fit(ref, nn.SGD(0.1), X, t, epochs=1, batch_size=32, reduction="sum", options=nn.FitOptions(shuffle=False))
     for k in ref.params:
         np.testing.assert_allclose(net.params[k], ref.params[k], rtol=1e-13)
 
@@ -129,4 +129,4 @@ def test_generic_step_where_no_fast_path_applies(blobs):
     strict = nn.MLP([12, 8, 3], backend="array_api_strict", seed=0)
     assert type(make_step(strict, nn.SGD(0.1), *_device_data(strict, X, t), "mean")) is TrainStep
     with pytest.raises(ValueError, match=r"fast: no fast path available here \(no fast path for backend 'array_api_strict'\)"):
-        nn.fit(strict, nn.SGD(0.1), X, t, epochs=1, fast=True)
+        nn.fit(strict, nn.SGD(0.1), X, t, epochs=1, options=nn.FitOptions(fast=True))

@@ -62,9 +62,9 @@ def load_npz(path):
     try:
         arrays = read_npz(path)
     except NpzError as exc:
-        if str(exc) == "no such file":
+        if exc.kind == "missing":
             raise DatasetError(f"{path}: no such file") from None
-        if str(exc).startswith("a single .npy array"):
+        if exc.kind == "npy":
             raise DatasetError(f"{path}: a single .npy array, expected an .npz archive with X_train and t_train") from None
         raise DatasetError(f"{path}: not a readable .npz archive ({exc})") from None
     missing = [k for k in ("X_train", "t_train") if k not in arrays]
