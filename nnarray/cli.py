@@ -458,6 +458,7 @@ def _distributed_setup(args):
     from . import distributed  # noqa: PLC0415 -- mpi4py only when asked for
 
     comm = distributed.MPIComm()
+    distributed.install_excepthook(comm)  # an uncaught exception on one rank ends the job
     if comm.rank != 0:
         args.quiet = True
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 -- for the life of this process

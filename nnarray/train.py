@@ -13,7 +13,7 @@ import time
 import numpy as np  # host side only: the epoch permutations come from numpy.random.default_rng
 
 from . import functions as F
-from .distributed import abort_on_error, allreduce_gradients, get_comm
+from .distributed import abort_on_error, allreduce_gradients, check_device, get_comm
 from .history import History
 from .step import make_step
 from .checks import check_positive_int, check_reduction, check_Xt
@@ -165,6 +165,7 @@ def fit(
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     history = History() if history is None else history
     comm = get_comm(comm)
+    check_device(comm, net.backend)  # the GPU the communicator reduces on is the net's
     if comm.size == 1:
         return _fit(net, opt, X, t, epochs, batch_size, reduction, rng, validation, shuffle, history,
                     callbacks, on_batches, log_every, fast, schedule, comm)  # fmt: skip

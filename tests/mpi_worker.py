@@ -72,6 +72,13 @@ def bcast(comm, outdir):
     got = comm.bcast_object(obj, root=0)
     assert got["seed"] == 7 and got["w"].tolist() == [0.0, 1.0, 2.0]
     assert got["rng"] == np.random.default_rng(5).bit_generator.state
+    # A second communicator, closed twice (idempotent): its host communicator is freed before MPI finalises.
+    from nnarray.distributed import MPIComm
+
+    other = MPIComm(gpu=False)
+    other.close()
+    other.close()
+    assert other._held.node is None
     _out(outdir, "bcast", r, {"a": a.tolist(), "b": b.tolist(), "seed": got["seed"], "local_rank": comm.local_rank})
 
 
@@ -102,7 +109,7 @@ def abort_guarded(comm, outdir):
 
 
 def abort_uncaught(comm, outdir):
-    """The same failure, uncaught: MPIComm's excepthook must end the job."""
+    """The same failure, uncaught: the excepthook installed by ``main`` (install_excepthook) must end the job."""
     import numpy as np
 
     if comm.rank == 1:
@@ -111,11 +118,25 @@ def abort_uncaught(comm, outdir):
     _out(outdir, "abort_uncaught", comm.rank, {"survived": True})
 
 
+class _Packing:
+    """A one-rank communicator presented as a larger one, so that ``allreduce_gradients`` packs the
+    gradients and reduces them (it returns them untouched when ``size == 1``): the one-rank NCCL and
+    host-staged paths on a single GPU. The sums are still over the real ranks."""
+
+    def __init__(self, comm):
+        self.comm = comm
+        self.size = max(comm.size, 2)
+
+    def allreduce_sum(self, buf):
+        return self.comm.allreduce_sum(buf)
+
+
 def gpu_paths(comm, outdir):
     """CuPy arrays through NCCL and through host staging, checked against the same sums on the host.
 
     Run on a CUDA machine, as one process (NCCL with one rank, and staging) or under ``mpiexec -n 2``
-    on one GPU (two ranks cannot share a device in NCCL, so ``nccl=None`` stages through the host).
+    on one GPU (two ranks share its PCI bus id, and NCCL refuses two ranks on one device, so
+    ``nccl=None`` stages through the host).
     """
     import cupy
     import numpy as np
@@ -127,13 +148,12 @@ def gpu_paths(comm, outdir):
     choices = [True, False] if comm.size <= cupy.cuda.runtime.getDeviceCount() else [None]
     for nccl in choices:
         c = MPIComm(nccl=nccl)
-        c.force_reduce = True  # exercise the packing even with one rank
         rng = np.random.default_rng(100 + c.rank)
         host = {"W1": rng.normal(size=(7, 5)), "b1": rng.normal(size=5), "W2": rng.normal(size=(5, 3)), "b2": rng.normal(size=3)}
         every = [{k: np.random.default_rng(100 + r).normal(size=v.shape) for k, v in host.items()} for r in range(c.size)]
         for dtype in ("float64", "float32"):
             grads = {k: xp.asarray(v, dtype=getattr(xp, dtype)) for k, v in host.items()}
-            red = allreduce_gradients(grads, c, xp)
+            red = allreduce_gradients(grads, _Packing(c), xp)
             for k in host:
                 assert isinstance(red[k], cupy.ndarray)
                 want = sum(e[k] for e in every).astype(dtype)
@@ -143,6 +163,8 @@ def gpu_paths(comm, outdir):
             assert b.get().tolist() == [0.0] * 4
         cupy.cuda.get_current_stream().synchronize()
         paths[str(nccl)] = c.gpu_path
+        c.close()  # every rank: NCCL's destroy waits for the ranks of the host
+        c.close()  # idempotent
     _out(outdir, "gpu_paths", comm.rank, {"paths": paths, "device": comm.device_id})
 
 
@@ -287,9 +309,12 @@ SCENARIOS = {
 
 def main(argv):
     scenario, outdir = argv[1], argv[2]
-    from nnarray.distributed import MPIComm
+    from nnarray.distributed import MPIComm, install_excepthook
 
+    before = sys.excepthook
     comm = MPIComm()
+    assert sys.excepthook is before, "constructing an MPIComm must leave sys.excepthook alone"
+    install_excepthook(comm)  # as a launcher does: abort_uncaught relies on it
     SCENARIOS[scenario](comm, outdir)
     print(f"OK {scenario} rank {comm.rank}/{comm.size}", flush=True)
 
