@@ -1,41 +1,38 @@
 """Checks of ci/gpu.sh's stage (a), one per sub-command: ``python ci/gpu_check.py imports|cuda|warm BACKEND``.
 
-* ``imports`` — what this Python holds (version and origin of each library the stages use); exit status 2 when
-  one that every stage needs is missing (with what to carry), 3 when Fashion-MNIST is missing, else 0.
+* ``imports`` — what this Python holds (version and origin of each library the stages use; the optional ones
+  are looked up, not imported); exit status 2 when one that every stage needs is missing (with what to carry),
+  3 when Fashion-MNIST is missing, else 0.
 * ``cuda`` — whether CuPy imports and sees a CUDA device; the last line says what it found or why not (warnings
   raised while importing CuPy are printed, never turned into a silent "no GPU"); exit status 0 with a device.
-* ``warm BACKEND`` — a tiny float32 and float64 fit, generic (and on CuPy fast) path, on BACKEND (cupy or numpy): CuPy
-  compiles its kernels here once, into its on-disk cache, instead of inside the timed or bounded stages.
+* ``warm BACKEND`` — a tiny float32 and float64 fit on BACKEND (cupy or numpy), by the generic path and on CuPy
+  also the CUDA-graph path: CuPy compiles its kernels here once, into its on-disk cache, instead of inside the
+  timed or bounded stages.
 """
 
 import importlib
+import importlib.metadata
 import importlib.util
 import sys
 import time
 import warnings
 
 NEEDED = ("numpy", "array_api_compat", "array_api_strict", "pytest", "nnarray")
-LISTED = NEEDED[:-1] + ("pytest_timeout", "xdist", "mpi4py", "sklearn", "torch", "cupy", "jax", "nnarray")
+OPTIONAL = ("pytest_timeout", "xdist", "mpi4py", "sklearn", "torch", "cupy", "jax")
 
 
 def imports():
     print("python", sys.version.split()[0], sys.executable)
-    missing = []
-    for mod in LISTED:
-        if importlib.util.find_spec(mod) is None:
+    missing = [m for m in NEEDED if not _imported(m)]
+    dists = importlib.metadata.packages_distributions()
+    for mod in OPTIONAL:  # found and versioned, not imported (importing torch alone takes seconds)
+        spec = importlib.util.find_spec(mod)
+        if spec is None:
             print(f"{mod} NOT installed")
-            missing.append(mod)
             continue
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            try:
-                m = importlib.import_module(mod)
-            except Exception as exc:  # noqa: BLE001 -- reported: a broken install is as good as missing
-                print(f"{mod} NOT importable: {type(exc).__name__}: {exc}")
-                missing.append(mod)
-                continue
-        print(f"{mod} {getattr(m, '__version__', '?')} from {getattr(m, '__file__', '?')}"
-              + "".join(f"\n  warned: {w.category.__name__}: {w.message}" for w in caught))
+        names = dists.get(mod, [])
+        version = importlib.metadata.version(names[0]) if names else "?"
+        print(f"{mod} {version} ({', '.join(names) or 'no distribution'}) at {spec.origin}")
     need = [m for m in NEEDED if m in missing]
     if need:
         print(f"(a) FAILED: {', '.join(need)} missing: carry ci/carry (bash ci/prepare_gpu_carry.sh brings "
@@ -51,6 +48,20 @@ def imports():
         return 3
     print(f"(a) Fashion-MNIST: {X.shape[0]} training images from {nn.datasets.find_dataset_dir('fashion-mnist')}")
     return 0
+
+
+def _imported(mod):
+    """Import ``mod`` and print its version and origin (and any warning it raised); False when it fails."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            m = importlib.import_module(mod)
+        except Exception as exc:  # noqa: BLE001 -- reported: a broken install is as good as a missing one
+            print(f"{mod} NOT importable: {type(exc).__name__}: {exc}")
+            return False
+    print(f"{mod} {getattr(m, '__version__', '?')} from {getattr(m, '__file__', '?')}"
+          + "".join(f"\n  warned: {w.category.__name__}: {w.message}" for w in caught))
+    return True
 
 
 def cuda():

@@ -180,7 +180,7 @@ def _fit_case(case, comm):
     t = rng.integers(0, C, size=n)
     X = (centres[t] + rng.normal(size=(n, n_in))).astype(case["dtype"])
     Xv, tv = X[: n // 3], t[: n // 3]
-    net = nn.MLP([n_in, *case["hidden"], C], backend="numpy", dtype=case["dtype"], seed=case.get("seed", 0))
+    net = nn.MLP([n_in, *case["hidden"], C], backend=case.get("backend", "numpy"), dtype=case["dtype"], seed=case.get("seed", 0))
     if case["opt"] == "adam":
         opt = nn.Adam(lr=0.01)
     else:
@@ -205,9 +205,10 @@ FIT_CASES = [
 ]
 
 
-def fit_exact(comm, outdir):
+def fit_exact(comm, outdir, backend="numpy", name="fit_exact"):
     """``mpiexec -n P`` training against the single-process run (rank 0 runs both), every case of
-    FIT_CASES in float64 and float32, fast paths on and off; N = 203 so that the last batch is partial."""
+    FIT_CASES in float64 and float32, fast paths on and off; N = 203 so that the last batch is partial.
+    On ``backend`` (``fit_exact_cupy``: CuPy, whose arrays go through NCCL or host staging)."""
     import numpy as np
 
     import nnarray as nn
@@ -218,7 +219,7 @@ def fit_exact(comm, outdir):
             continue
         for dtype in ("float64", "float32"):
             for fast in (None, False):
-                case = dict(base, dtype=dtype, fast=fast, n=203, epochs=3)
+                case = dict(base, dtype=dtype, fast=fast, n=203, epochs=3, backend=backend)
                 params, hist = _fit_case(case, comm)
                 # Every rank must hold the same parameters and History (bitwise: same updates).
                 others = comm.bcast_object((params, hist.to_dict()), root=comm.size - 1)
@@ -244,7 +245,7 @@ def fit_exact(comm, outdir):
                         ref_samples=ref_hist.samples,
                     )
                 )
-    _out(outdir, "fit_exact", comm.rank, results)
+    _out(outdir, name, comm.rank, results)
 
 
 def fit_sync(comm, outdir):
@@ -301,9 +302,13 @@ def fit_sync(comm, outdir):
     _out(outdir, "fit_sync", comm.rank, out)
 
 
+def fit_exact_cupy(comm, outdir):
+    fit_exact(comm, outdir, backend="cupy", name="fit_exact_cupy")
+
+
 SCENARIOS = {
     f.__name__: f
-    for f in (allreduce, bcast, barrier, abort_guarded, abort_uncaught, gpu_paths, fit_exact, fit_sync)
+    for f in (allreduce, bcast, barrier, abort_guarded, abort_uncaught, gpu_paths, fit_exact, fit_exact_cupy, fit_sync)
 }
 
 

@@ -293,7 +293,16 @@ def test_two_processes_train_exactly_like_one(mpi, tmp_path):
     (when nn.Adam exists), a partial last batch (203 = 10·20 + 3 rows, split 1/2 over the ranks; and
     203 = 202 + 1, where rank 0's share of the last batch is empty), fast
     paths on and off. Every rank holds bitwise the same parameters and History (checked in the worker)."""
-    res = run_scenario(mpi, "fit_exact", tmp_path)[0]
+    _assert_exact(run_scenario(mpi, "fit_exact", tmp_path)[0])
+
+
+@pytest.mark.gpu
+def test_two_processes_train_exactly_like_one_on_cupy(mpi, tmp_path):
+    """The same on CuPy: two ranks on this host's GPU(s), gradients through NCCL (one GPU each) or host staging."""
+    _assert_exact(run_scenario(mpi, "fit_exact_cupy", tmp_path)[0])
+
+
+def _assert_exact(res):
     assert len(res) >= 24
     for r in res:
         c = r["case"]
