@@ -67,7 +67,7 @@ selected() { [[ ",$STAGES," == *",$1,"* ]]; }
 # stage NAME CAP LOG CMD...: run CMD (appending to $OUT/LOG) for at most CAP seconds and never past the deadline.
 # Sets $rc; a failure or a timeout marks the run failed unless NOFAIL=1.
 stage() {
-  local name=$1 cap=$2 log=$3 left limit t0 res
+  local name=$1 cap=$2 log=$3 left limit t0 res start
   shift 3
   left=$((DEADLINE - SECONDS))
   limit=$((cap < left ? cap : left))
@@ -79,6 +79,7 @@ stage() {
   fi
   echo "== $name (at most $limit s) -> $log"
   echo "== $name: $*" >>"$OUT/$log"
+  start=$(wc -l <"$OUT/$log")
   t0=$SECONDS
   timeout -k 5 "$limit" "$@" >>"$OUT/$log" 2>&1
   rc=$?
@@ -90,6 +91,8 @@ stage() {
   echo >>"$OUT/$log"  # a stage cut short leaves its last line open
   tail -n 12 "$OUT/$log"
   note "$name: $res in $((SECONDS - t0)) s (log: $log)"
+  # pytest's -ra lines of this stage: the tests that failed and the modules that could not be collected
+  tail -n +"$((start + 1))" "$OUT/$log" | grep -E '^(FAILED|ERROR) ' | awk '!seen[$0]++' | head -n 20 | sed 's/^/    /' | tee -a "$SUMMARY"
   [ "$rc" = 0 ] || [ "${NOFAIL:-0}" = 1 ] || status=1
 }
 

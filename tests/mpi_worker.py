@@ -75,6 +75,7 @@ def bcast(comm, outdir):
     # A second communicator, closed twice (idempotent): its host communicator is freed before MPI finalises.
     from nnarray.distributed import MPIComm
 
+    assert comm._finalizer.alive and comm._finalizer.atexit, "the communicator is released at exit, before MPI_Finalize"
     other = MPIComm(gpu=False)
     other.close()
     other.close()
