@@ -158,10 +158,10 @@ class _Held:
 
     def release(self, abandon=False):
         nccl, self.nccl = self.nccl, None
-        if nccl is not None:
-            # ncclCommDestroy waits for the ranks of this host (collective there); ncclCommAbort, for a
-            # job that is being torn down, waits for no one.
-            nccl.abort() if abandon else nccl.destroy()
+        if nccl is not None and abandon:
+            nccl.abort()  # ncclCommAbort, for a job being torn down: waits for no other rank
+        elif nccl is not None:
+            nccl.destroy()  # ncclCommDestroy: collective over the ranks of this host
         node, self.node = self.node, None
         if node is not None and not abandon and not self.MPI.Is_finalized():
             node.Free()

@@ -172,6 +172,37 @@ def test_fit_checks_the_device_before_any_work(blobs):
     assert all(np.array_equal(net.params[k], v) for k, v in before.items())
 
 
+def test_release_destroys_nccl_then_the_host_communicator_and_abort_abandons_them():
+    events = []
+
+    class Nccl:
+        def destroy(self):
+            events.append("nccl destroy")
+
+        def abort(self):
+            events.append("nccl abort")
+
+    class Node:
+        def Free(self):
+            events.append("node free")
+
+    def held(finalized=False):
+        h = dist._Held(SimpleNamespace(Is_finalized=lambda: finalized), Node())
+        h.nccl = Nccl()
+        return h
+
+    h = held()
+    h.release()
+    h.release()  # idempotent
+    assert events == ["nccl destroy", "node free"]
+    events.clear()
+    held().release(abandon=True)  # MPIComm.abort: NCCL's abort, and MPI_Abort ends the rest
+    assert events == ["nccl abort"]
+    events.clear()
+    held(finalized=True).release()  # after MPI_Finalize, no MPI call
+    assert events == ["nccl destroy"]
+
+
 class _Node:
     """A stand-in for the host's MPI communicator: ``allgather`` returns what the ranks of the host give."""
 
