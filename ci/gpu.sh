@@ -39,7 +39,7 @@ BUDGET=${GPU_SH_BUDGET:-300}
 STAGES=${GPU_SH_STAGES:-a,b,c,d,e,f,g}
 # Each stage's cap, in thousandths of the budget (sum 920: the checksums, nvidia-smi and the notes fit in the rest,
 # and the rest of the suite takes what is left).
-declare -A SHARE=([imports]=60 [mpi]=50 [warm]=80 [gpu_tests]=190 [distributed]=170 [parity]=80 [train]=90
+declare -A SHARE=([imports]=50 [mpi]=40 [warm]=100 [gpu_tests]=190 [distributed]=150 [parity]=100 [train]=90
                   [bench]=100 [tta]=100)
 cap() { echo $((BUDGET * SHARE[$1] / 1000)); }
 if [ "${GPU_SH_PLAN:-0}" = 1 ]; then
