@@ -4,9 +4,10 @@
 # and timeout_s 360. The script keeps itself under $GPU_SH_BUDGET (300 s): with the machine's start, such a call
 # leaves room in 15 device minutes for a second one.
 #
-# Stages, each under `timeout` with a cap that is a fixed share of the budget (the caps add up to less than it,
-# GPU_SH_PLAN=1 prints them) and never past the budget's deadline. What each learns goes to $OUT as it goes, also
-# when a stage fails or times out; the device tool brings back at most 8 files, these 8:
+# Stages, each under `timeout` in a slot of the budget: every stage has a cap, a fixed share of the budget (the caps
+# add up to less than it; GPU_SH_PLAN=1 prints them), and may also use the time earlier stages left unused; none
+# runs past the budget's deadline. What each learns goes to $OUT as it goes, also when a stage fails or times out;
+# the device tool brings back at most 8 files, these 8:
 #   summary.txt   machine, versions, one line per stage (printed again at the end)
 #   (a) carry: the wheels arrived intact (ci/carry/MANIFEST.sha256) and import, Fashion-MNIST loads; says
 #       exactly what to carry when not (missing libraries end the run, missing data does not). MPI: the
@@ -37,21 +38,26 @@ REPO=$PWD
 PY=${PYTHON:-python3}
 BUDGET=${GPU_SH_BUDGET:-300}
 STAGES=${GPU_SH_STAGES:-a,b,c,d,e,f,g}
-# Each stage's cap, in thousandths of the budget (sum 920: the checksums, nvidia-smi and the notes fit in the rest,
-# and the rest of the suite takes what is left).
-declare -A SHARE=([imports]=50 [mpi]=40 [warm]=100 [gpu_tests]=190 [distributed]=150 [parity]=100 [train]=90
-                  [bench]=100 [tta]=100)
+# Each stage's cap, in thousandths of the budget, in the order the stages run. The caps add up to 92 % of the budget;
+# the rest is kept first, for the checksums, nvidia-smi and the notes. Stages run on a schedule: stage i must end by
+# the start + the reserve + the caps of stages 1..i, so a stage may use the time earlier ones left unused (or that
+# skipped ones did not need), every stage still gets at least its own cap, and the whole run ends inside the budget;
+# the rest of the suite (g) takes what is left at the end.
+ORDER=(imports cuda mpi warm gpu_tests distributed parity train bench tta)
+declare -A SHARE=([imports]=40 [cuda]=30 [mpi]=30 [warm]=90 [gpu_tests]=190 [distributed]=150 [parity]=100
+                  [train]=90 [bench]=100 [tta]=100)
 cap() { echo $((BUDGET * SHARE[$1] / 1000)); }
+CAPS=0
+for k in "${ORDER[@]}"; do CAPS=$((CAPS + $(cap "$k"))); done
 if [ "${GPU_SH_PLAN:-0}" = 1 ]; then
-  total=0
-  for k in imports mpi warm gpu_tests distributed parity train bench tta; do
-    echo "cap $k $(cap "$k")"
-    total=$((total + $(cap "$k")))
-  done
-  echo "caps $total budget $BUDGET (the rest of the suite takes what is left)"
+  for k in "${ORDER[@]}"; do echo "cap $k $(cap "$k")"; done
+  echo "caps $CAPS budget $BUDGET (the rest of the suite takes what is left)"
   exit 0
 fi
 DEADLINE=$((SECONDS + BUDGET))
+SLOT_END=$((SECONDS + BUDGET - CAPS))  # the reserve, then one slot per stage
+slot() { SLOT_END=$((SLOT_END + $(cap "$1"))); }  # the next stage's slot ends its cap later than the last one's
+slot_left() { local l=$((SLOT_END - SECONDS)); echo $((l > 5 ? l : 5)); }
 OUT=${OUT:-$(mktemp -d /tmp/nnarray-gpu-out.XXXXXX)}
 WORK=$(mktemp -d /tmp/nnarray-gpu-work.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
@@ -64,16 +70,16 @@ status=0
 note() { echo "$*" | tee -a "$SUMMARY"; }
 selected() { [[ ",$STAGES," == *",$1,"* ]]; }
 
-# stage NAME CAP LOG CMD...: run CMD (appending to $OUT/LOG) for at most CAP seconds and never past the deadline.
-# Sets $rc; a failure or a timeout marks the run failed unless NOFAIL=1.
+# stage NAME KEY LOG CMD...: run CMD (appending to $OUT/LOG) in the slot of KEY (see SHARE; "" for the slot the
+# last stage opened) and never past the deadline. Sets $rc; a failure or a timeout marks the run failed unless NOFAIL=1.
 stage() {
-  local name=$1 cap=$2 log=$3 left limit t0 res start
+  local name=$1 key=$2 log=$3 limit t0 res start
   shift 3
-  left=$((DEADLINE - SECONDS))
-  limit=$((cap < left ? cap : left))
+  [ -n "$key" ] && slot "$key"
+  limit=$((SLOT_END - SECONDS))
   rc=0
   if [ "$limit" -lt 10 ]; then
-    note "$name: skipped: out of time ($left s left of the $BUDGET s budget)"
+    note "$name: skipped: out of time (its slot ends in $limit s; $((DEADLINE - SECONDS)) s left of the $BUDGET s budget)"
     rc=124
     return 0
   fi
@@ -106,7 +112,7 @@ done
 
 # ---------------------------------------------------------------- (a) what arrived
 note "ci/gpu.sh $(date -u +%FT%TZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), budget $BUDGET s, stages $STAGES, OUT=$OUT"
-timeout 20 nvidia-smi --query-gpu=name,driver_version,memory.total,pci.bus_id --format=csv,noheader 2>&1 | sed 's/^/gpu: /' | tee -a "$SUMMARY"
+timeout 10 nvidia-smi --query-gpu=name,driver_version,memory.total,pci.bus_id --format=csv,noheader 2>&1 | sed 's/^/gpu: /' | tee -a "$SUMMARY"
 CARRY="$REPO/ci/carry"
 if [ -f "$CARRY/MANIFEST.sha256" ]; then
   if (cd "$CARRY" && sha256sum --quiet -c MANIFEST.sha256) >>"$SUMMARY" 2>&1; then
@@ -126,14 +132,15 @@ PP=$REPO
 export PYTHONPATH="$PP${PYTHONPATH:+:$PYTHONPATH}"
 [ -d "$CARRY/fashion-mnist" ] && export NNARRAY_DATA="$CARRY"
 
-stage "(a) imports and data" "$(cap imports)" summary.txt "$PY" ci/gpu_check.py imports
+stage "(a) imports and data" imports summary.txt "$PY" ci/gpu_check.py imports
 if [ "$rc" != 0 ] && [ "$rc" != 3 ]; then
   note "(a) FAILED (exit $rc): libraries missing or broken: stages b-g not run"
   exit 1
 fi
 
 GPU=0
-reason=$(timeout 60 "$PY" ci/gpu_check.py cuda 2>&1 | tail -n 1) && GPU=1
+slot cuda
+reason=$(timeout "$(slot_left)" "$PY" ci/gpu_check.py cuda 2>&1 | tail -n 1) && GPU=1
 CPU_STANDIN=0
 if [ "$GPU" = 1 ]; then
   note "(a) CUDA: $reason"
@@ -153,11 +160,12 @@ find_mpiexec() {
   if [ -x "$beside" ]; then echo "$beside"; else command -v mpiexec; fi
 }
 MPI=0
-if timeout 60 "$PY" -c "from mpi4py import MPI" >/dev/null 2>&1 && find_mpiexec >/dev/null; then
+slot mpi
+if timeout "$(slot_left)" "$PY" -c "from mpi4py import MPI" >/dev/null 2>&1 && find_mpiexec >/dev/null; then
   MPI=1
   note "(a) MPI: this Python's mpi4py loads an MPI library; mpiexec is $(find_mpiexec)"
 elif ls "$CARRY"/mpi-wheels/*.whl >/dev/null 2>&1; then
-  stage "(a) MPI wheels into $WORK/mpi" "$(cap mpi)" summary.txt "$PY" -m pip install -q --no-index --no-deps \
+  stage "(a) MPI wheels into $WORK/mpi" "" summary.txt "$PY" -m pip install -q --no-index --no-deps \
     --ignore-installed --no-compile --no-warn-script-location --prefix "$WORK/mpi" "$CARRY"/mpi-wheels/*.whl
   site=$(find "$WORK/mpi" -type d -name mpi4py -path '*-packages/*' 2>/dev/null | head -n 1)
   if [ "$rc" = 0 ] && [ -n "$site" ]; then
@@ -165,7 +173,7 @@ elif ls "$CARRY"/mpi-wheels/*.whl >/dev/null 2>&1; then
     # and mpiexec from the prefix.
     export PYTHONPATH="$(dirname "$site"):$PYTHONPATH" PATH="$WORK/mpi/bin:$PATH"
     export LD_LIBRARY_PATH="$WORK/mpi/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-    timeout 60 "$PY" -c "from mpi4py import MPI" >>"$SUMMARY" 2>&1 && find_mpiexec >/dev/null && MPI=1
+    timeout "$(slot_left)" "$PY" -c "from mpi4py import MPI" >>"$SUMMARY" 2>&1 && find_mpiexec >/dev/null && MPI=1
   fi
   if [ "$MPI" = 1 ]; then
     note "(a) MPI: the carried mpi-wheels, from $WORK/mpi (mpiexec $(find_mpiexec))"
@@ -178,11 +186,12 @@ fi
 if [ "$MPI" = 1 ]; then
   NNARRAY_MPIEXEC=$(find_mpiexec)
   export NNARRAY_MPIEXEC NNARRAY_REQUIRE_MPI=1
-  "$PY" -c "from mpi4py import MPI; print('(a) MPI library:', MPI.Get_library_version().splitlines()[0])" 2>&1 | tee -a "$SUMMARY"
+  timeout "$(slot_left)" "$PY" -c "from mpi4py import MPI; print('(a) MPI library:', MPI.Get_library_version().splitlines()[0])" 2>&1 | tee -a "$SUMMARY"
 fi
 
+slot warm
 if [ "$GPU" = 1 ] || [ "$CPU_STANDIN" = 1 ]; then
-  stage "(a) kernel cache warm-up" "$(cap warm)" summary.txt "$PY" ci/gpu_check.py warm "$([ "$GPU" = 1 ] && echo cupy || echo numpy)"
+  stage "(a) kernel cache warm-up" "" summary.txt "$PY" ci/gpu_check.py warm "$([ "$GPU" = 1 ] && echo cupy || echo numpy)"
 fi
 
 TIMEOUT_OPT=()
@@ -194,10 +203,14 @@ fi
 PYTEST=("$PY" -m pytest -ra -p no:cacheprovider --continue-on-collection-errors "${TIMEOUT_OPT[@]}")
 
 # ---------------------------------------------------------------- (b) GPU tests, then the distributed checks
+slot gpu_tests
 if selected b; then
-  stage "(b) gpu-marked tests" "$(cap gpu_tests)" tests.log "${PYTEST[@]}" -m gpu tests
+  stage "(b) gpu-marked tests" "" tests.log "${PYTEST[@]}" -m gpu tests
+fi
+slot distributed
+if selected b; then
   if [ "$MPI" = 1 ]; then
-    stage "(b) distributed checks" "$(cap distributed)" tests.log "${PYTEST[@]}" -m "not gpu" tests/test_distributed.py
+    stage "(b) distributed checks" "" tests.log "${PYTEST[@]}" -m "not gpu" tests/test_distributed.py
   else
     note "(b) distributed checks: FAILED: no MPI (above)"
     status=1
@@ -205,13 +218,14 @@ if selected b; then
 fi
 
 # ---------------------------------------------------------------- (c) parity across backends
+slot parity
 if selected c; then
   if [ "$GPU" = 1 ]; then
     PARITY=(--mode gpu --sizes 784,256,10 --n 3200 --batch 128)
   else
     PARITY=(--mode cpu --sizes 16,32,10 --n 400 --batch 20)
   fi
-  stage "(c) parity" "$(cap parity)" parity.log "$PY" scripts/gpu_parity.py "${PARITY[@]}" --json "$OUT/parity.json"
+  stage "(c) parity" "" parity.log "$PY" scripts/gpu_parity.py "${PARITY[@]}" --json "$OUT/parity.json"
 fi
 
 # ---------------------------------------------------------------- (d)-(f) need CUDA
@@ -225,15 +239,19 @@ elif [ "$CPU_STANDIN" = 1 ]; then
   TTA=(--backend numpy --subset 3000 --hidden 32 --max-epochs 2 --target 0.5)
 fi
 if [ "$GPU" = 1 ] || [ "$CPU_STANDIN" = 1 ]; then
-  selected d && stage "(d) training" "$(cap train)" train.log bash -c "$(printf '%q ' "$PY" scripts/train.py "${TRAIN[@]}" \
+  slot train
+  selected d && stage "(d) training" "" train.log bash -c "$(printf '%q ' "$PY" scripts/train.py "${TRAIN[@]}" \
     --out "$WORK/run" --no-plots --quiet) && echo '== history.json' && $(printf '%q ' "$PY" -c \
     'import json, sys; print(json.dumps(json.load(open(sys.argv[1])), separators=(",", ":")))' "$WORK/run/history.json")"
-  selected e && stage "(e) bench, GPU rows" "$(cap bench)" speed.log "$PY" scripts/bench.py "${BENCH[@]}" \
+  slot bench
+  selected e && stage "(e) bench, GPU rows" "" speed.log "$PY" scripts/bench.py "${BENCH[@]}" \
     --yardsticks torch-eager,torch-cudagraph --json "$OUT/bench.json"
-  selected f && stage "(f) time to 0.88" "$(cap tta)" speed.log "$PY" scripts/time_to_accuracy.py "${TTA[@]}" \
+  slot tta
+  selected f && stage "(f) time to 0.88" "" speed.log "$PY" scripts/time_to_accuracy.py "${TTA[@]}" \
     --impls nnarray:generic,nnarray:fast,torch-eager,torch-cudagraph --json "$OUT/tta.json"
 else
   for s in "(d) training" "(e) bench, GPU rows" "(f) time to 0.88"; do note "$s: skipped: no GPU"; done
+  slot train; slot bench; slot tta
 fi
 
 # ---------------------------------------------------------------- (g) the rest, in the time left: never a failure
@@ -245,7 +263,8 @@ if selected g; then
   [ "${#TIMEOUT_OPT[@]}" -gt 0 ] && SESSION=(--session-timeout=$((left - 10)))
   if [ "$left" -ge 20 ]; then
     # Without the dry run of this script (it is this script) and the distributed tests (stage b).
-    NOFAIL=1 stage "(g) rest of the suite" "$left" tests.log "${PYTEST[@]}" "${XDIST[@]}" "${SESSION[@]}" \
+    SLOT_END=$DEADLINE
+    NOFAIL=1 stage "(g) rest of the suite" "" tests.log "${PYTEST[@]}" "${XDIST[@]}" "${SESSION[@]}" \
       -m "not gpu" --ignore=tests/test_distributed.py --deselect tests/test_gpu_sh.py::test_cpu_dry_run_of_stages_a_and_c
     counts=$(tail -n 3 "$OUT/tests.log" | grep -Eo '[0-9]+ (passed|failed|errors?|skipped)' | tr '\n' ' ')
     if grep -q "session-timeout" <(tail -n 5 "$OUT/tests.log"); then
