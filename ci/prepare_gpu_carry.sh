@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Prepare ci/carry/ (ignored by git) for a lent CUDA machine, which has Python, NumPy, CuPy, PyTorch, pytest and
-# pytest-timeout but no internet: the pure-Python wheels nnarray and its tests need there and the MPI wheels, pinned, the
-# Fashion-MNIST IDX files, and MANIFEST.sha256 so that ci/gpu.sh can check that all of it arrived intact.
+# Prepare ci/carry/ (ignored by git) for a lent CUDA machine, which has Python 3.12, NumPy, CuPy, PyTorch, JAX,
+# scikit-learn, mpi4py, pytest, pytest-timeout and pytest-xdist but no internet: the pure-Python wheels nnarray and its
+# tests need there and the MPI wheels, pinned, the Fashion-MNIST IDX files, and MANIFEST.sha256 so that ci/gpu.sh can
+# check that all of it arrived intact.
 # Run here (with PyPI access), then carry ["ci/carry"] with the device tool and run `bash ci/gpu.sh` there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,7 +10,8 @@ PY=${PYTHON:-python3}
 # The versions of the development environment (.venv); keep them in step with it.
 PINS=(array-api-compat==1.16.0 array-api-strict==2.6.1)
 # mpi4py and MPICH's wheel for the GPU communicator checks: binary wheels, for the GPU machine's Python
-# (3.12 unless CARRY_PYTHON_VERSION says otherwise); ci/gpu.sh installs them in a venv of their own.
+# (3.12 unless CARRY_PYTHON_VERSION says otherwise); ci/gpu.sh uses the machine's own mpi4py when it loads an MPI
+# library, else installs these with `pip install --prefix` into a folder it puts on PYTHONPATH, PATH, LD_LIBRARY_PATH.
 MPI_PINS=(mpi4py==4.1.2 mpich==5.0.2)
 CARRY_PYTHON_VERSION=${CARRY_PYTHON_VERSION:-3.12}
 FMNIST=/usr/share/datasets/fashion-mnist
@@ -32,4 +34,4 @@ cp "${FILES[@]/#/$FMNIST/}" ci/carry/fashion-mnist/
 (cd ci/carry && find wheels mpi-wheels fashion-mnist -type f | sort | xargs sha256sum >MANIFEST.sha256)
 cat ci/carry/MANIFEST.sha256
 du -sh ci/carry
-echo 'now: device tool run of "bash ci/gpu.sh" with carry ["ci/carry"] and timeout_s 540'
+echo 'now: device tool run of "bash ci/gpu.sh" with carry ["ci/carry"] and timeout_s 360'

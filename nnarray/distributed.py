@@ -16,6 +16,9 @@ additions). Everything a training loop needs from the other processes goes throu
 ``abort(code=1)``                 ends every process of the job (never returns)
 ================================  ======================================================================
 
+A communicator may also have ``device_id`` (the CUDA device its GPU collectives run on, or None) and
+``close()`` (release what it holds before MPI shuts down); :class:`MPIComm` has both.
+
 :class:`LocalComm` (one process: rank 0 of 1, every operation a no-op) is the default everywhere.
 :class:`MPIComm` runs under ``mpiexec -n P`` through mpi4py (``pip install "nnarray[mpi]"``): NumPy
 arrays go through MPI's buffer interface; CuPy arrays through NCCL (``cupy.cuda.nccl``), whose unique id
@@ -27,7 +30,9 @@ buffer (one all-reduce instead of one per parameter), reduces it and unpacks it.
 as the optimizer's first gradient hook (:class:`GradientAllReduce`) while it trains with P > 1.
 
 :func:`abort_on_error` turns an exception on one rank into the end of the whole job instead of a hang
-of the other ranks in their next collective.
+of the other ranks in their next collective; :func:`install_excepthook` does the same for an uncaught
+exception, and is installed by the launcher path (``nnarray train --distributed``, or a script's own call),
+never by a constructor. :func:`check_device` says when a net lives on another GPU than the communicator's.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ import sys
 import time
 import traceback
 import warnings
+import weakref
 from typing import Any, Protocol, runtime_checkable
 
 __all__ = [
@@ -51,7 +57,9 @@ __all__ = [
     "allreduce_gradients",
     "GradientAllReduce",
     "abort_on_error",
+    "check_device",
     "get_comm",
+    "install_excepthook",
 ]
 
 INSTALL_HINT = 'pip install "nnarray[mpi]" (mpi4py and an MPI runtime from PyPI)'
@@ -78,6 +86,10 @@ class Communicator(Protocol):
     def barrier(self) -> None: ...
 
     def abort(self, code: int = 1): ...
+
+
+#: The attributes of the protocol, named in get_comm's error.
+_PROTOCOL_MEMBERS = (*Communicator.__annotations__, *(n for n, v in vars(Communicator).items() if callable(v) and not n.startswith("_")))
 
 
 class LocalComm:
@@ -135,6 +147,28 @@ def _import_mpi():
         ) from exc
 
 
+class _Held:
+    """What an :class:`MPIComm` must release before MPI shuts down: its host's (node) communicator and
+    its NCCL communicator. Kept apart from the MPIComm so that a ``weakref.finalize`` can release it
+    when the MPIComm is collected or at interpreter exit (Python's exit handlers run before mpi4py's
+    ``MPI_Finalize``)."""
+
+    def __init__(self, MPI, node):
+        self.MPI = MPI
+        self.node = node
+        self.nccl = None
+
+    def release(self, abandon=False):
+        nccl, self.nccl = self.nccl, None
+        if nccl is not None and abandon:
+            nccl.abort()  # ncclCommAbort, for a job being torn down: waits for no other rank
+        elif nccl is not None:
+            nccl.destroy()  # ncclCommDestroy: collective over the ranks of this host
+        node, self.node = self.node, None
+        if node is not None and not abandon and not self.MPI.Is_finalized():
+            node.Free()
+
+
 class MPIComm:
     """A communicator over MPI (mpi4py), with NCCL for CuPy arrays.
 
@@ -147,45 +181,47 @@ class MPIComm:
         device count) current for this process, so that a CuPy backend created afterwards computes
         on it. Create the MPIComm *before* ``get_backend("cupy")``. ``False`` leaves devices alone.
     nccl : {None, True, False}
-        How CuPy arrays are reduced. ``None``: NCCL when ``cupy.cuda.nccl`` is available and every
-        process on this host has its own GPU (NCCL refuses two ranks on one device), else host
-        staging. ``True`` requires NCCL; ``False`` always stages through host memory.
-    abort_on_uncaught : bool
-        Install a ``sys.excepthook`` that prints the traceback with the rank and calls :meth:`abort`,
-        so an uncaught exception on one rank ends the job rather than leaving the others blocked.
+        How CuPy arrays are reduced. ``None``: NCCL when ``cupy.cuda.nccl`` is available and the ranks
+        of each host compute on distinct GPUs (told apart by their PCI bus ids, which also holds when
+        ``CUDA_VISIBLE_DEVICES`` shows each rank one GPU as device 0; NCCL refuses two ranks on one GPU),
+        else host staging. ``True`` requires NCCL; ``False`` always stages through host memory.
 
     Attributes
     ----------
-    rank, size, local_rank : int
+    rank, size, local_rank, local_size : int
+    device_id : int or None
+        The CUDA device made current for this rank (``gpu``), else None.
     gpu_path : str or None
         ``"nccl"`` or ``"host-staged"`` once a CuPy array has been reduced or broadcast, else None.
+
+    An uncaught exception on one rank leaves the others blocked in their next collective unless
+    :func:`install_excepthook` was called (``nnarray train --distributed`` does). :meth:`close` releases
+    the NCCL communicator; it also runs at interpreter exit, before MPI finalises.
     """
 
     name = "mpi"
 
-    def __init__(self, comm=None, gpu="auto", nccl=None, abort_on_uncaught=True):
+    def __init__(self, comm=None, gpu="auto", nccl=None):
+        if nccl not in (None, True, False):
+            raise ValueError(f"nccl: expected None, True or False, got {nccl!r}")
+        if gpu not in ("auto", True, False):
+            raise ValueError(f"gpu: expected 'auto', True or False, got {gpu!r}")
         MPI = _import_mpi()
         self._MPI = MPI
         self.comm = MPI.COMM_WORLD if comm is None else comm
         self.rank = self.comm.Get_rank()
         self.size = self.comm.Get_size()
-        # The processes sharing this host's memory are the ones sharing its GPUs.
+        # The processes sharing this host's memory are the ones that may share its GPUs.
         node = self.comm.Split_type(MPI.COMM_TYPE_SHARED, key=self.rank)
         self.local_rank = node.Get_rank()
         self.local_size = node.Get_size()
-        node.Free()
-        if nccl not in (None, True, False):
-            raise ValueError(f"nccl: expected None, True or False, got {nccl!r}")
-        if gpu not in ("auto", True, False):
-            raise ValueError(f"gpu: expected 'auto', True or False, got {gpu!r}")
+        self._held = _Held(MPI, node)
+        self._finalizer = weakref.finalize(self, self._held.release)
         self._nccl_wanted = nccl
-        self._nccl_comm = None
         self.gpu_path = None
         self.device_id = None
         if gpu:
             self.device_id = _select_gpu(self.local_rank, required=gpu is True)
-        if abort_on_uncaught:
-            _install_excepthook(self)
 
     @property
     def is_root(self):
@@ -193,6 +229,14 @@ class MPIComm:
 
     def __repr__(self):
         return f"MPIComm(rank={self.rank}, size={self.size}, local_rank={self.local_rank})"
+
+    def close(self):
+        """Destroy the NCCL communicator and free the host's communicator; idempotent.
+
+        Every rank of a host must call it (NCCL's destroy waits for them), as at interpreter exit,
+        where it runs by itself before MPI finalises. The MPIComm is unusable for CuPy arrays after.
+        """
+        self._finalizer()
 
     # ----------------------------------------------------------- collectives
     def allreduce_sum(self, buf):
@@ -208,7 +252,7 @@ class MPIComm:
             return buf
         if kind == "cupy":
             if self._gpu_path() == "nccl":
-                self._nccl_comm.allReduce(
+                self._held.nccl.allReduce(
                     buf.data.ptr, buf.data.ptr, buf.size, _nccl_dtype(buf), self._nccl.NCCL_SUM, _current_stream_ptr()
                 )
                 return buf
@@ -228,7 +272,7 @@ class MPIComm:
         if kind == "cupy":
             if self._gpu_path() == "nccl":
                 _contiguous_cupy(buf)
-                self._nccl_comm.bcast(buf.data.ptr, buf.size, _nccl_dtype(buf), root, _current_stream_ptr())
+                self._held.nccl.bcast(buf.data.ptr, buf.size, _nccl_dtype(buf), root, _current_stream_ptr())
                 return buf
             host = buf.get()
             self.comm.Bcast(host, root=root)
@@ -248,6 +292,8 @@ class MPIComm:
         """End every process of the job with exit status ``code`` (``MPI_Abort``)."""
         sys.stdout.flush()
         sys.stderr.flush()
+        self._finalizer.detach()
+        self._held.release(abandon=True)  # NCCL's abort: the other ranks may be inside a collective
         # The launcher forwards each rank's output asynchronously and MPI_Abort kills every process at
         # once: give it a moment to pass on the traceback just written, or the user may never see why.
         time.sleep(0.25)
@@ -261,22 +307,13 @@ class MPIComm:
         """Decide once, collectively, how CuPy arrays travel; create the NCCL communicator if so."""
         if self.gpu_path is not None:
             return self.gpu_path
-        reason = None
-        nccl = None
-        try:
-            from cupy.cuda import nccl  # noqa: PLC0415
-        except ImportError as exc:
-            reason = f"cupy.cuda.nccl cannot be imported ({exc})"
-        else:
-            if not getattr(nccl, "available", True):
-                reason = "CuPy was built without NCCL"
+        nccl, reason = _nccl_module()
         if reason is None and self._nccl_wanted is False:
             reason = "nccl=False"
-        if reason is None:
-            import cupy  # noqa: PLC0415
-
-            if self.local_size > cupy.cuda.runtime.getDeviceCount():
-                reason = f"{self.local_size} processes share this host's {cupy.cuda.runtime.getDeviceCount()} GPU(s)"
+        if self._held.node is None:
+            reason = "the communicator was closed"
+        else:  # every rank of the host takes part, whatever its own reason
+            reason = _gpu_sharing(self._held.node, reason)
         # Every rank must take the same path: one rank without NCCL makes all of them stage.
         reasons = self.comm.allgather(reason)
         reason = next((r for r in reasons if r is not None), None)
@@ -290,9 +327,56 @@ class MPIComm:
         uid = nccl.get_unique_id() if self.rank == 0 else None
         uid = self.comm.bcast(uid, root=0)
         self._nccl = nccl
-        self._nccl_comm = nccl.NcclCommunicator(self.size, uid, self.rank)
+        self._held.nccl = nccl.NcclCommunicator(self.size, uid, self.rank)
         self.gpu_path = "nccl"
         return self.gpu_path
+
+
+def _nccl_module():
+    """``(cupy.cuda.nccl, None)``, or ``(None, why it cannot be used)``."""
+    try:
+        from cupy.cuda import nccl  # noqa: PLC0415
+    except ImportError as exc:
+        return None, f"cupy.cuda.nccl cannot be imported ({exc})"
+    if not getattr(nccl, "available", True):
+        return None, "CuPy was built without NCCL"
+    return nccl, None
+
+
+def _gpu_sharing(node, reason):
+    """``reason``, or why NCCL cannot run when two ranks of this host compute on one GPU.
+
+    Collective over ``node`` (the ranks of one host): each rank gives the PCI bus id of its current CUDA
+    device (or None when it has a reason of its own). Bus ids tell GPUs apart whatever each process's
+    ``CUDA_VISIBLE_DEVICES`` numbering.
+    """
+    bus = None
+    if reason is None:
+        import cupy  # noqa: PLC0415
+
+        bus = cupy.cuda.Device().pci_bus_id
+    buses = node.allgather(bus)
+    if reason is not None:
+        return reason
+    return _shared_gpu_reason(buses)
+
+
+def _shared_gpu_reason(buses):
+    """Why NCCL cannot run over ranks whose GPUs have the PCI bus ids ``buses`` (local rank -> id), or None.
+
+    >>> _shared_gpu_reason(["0000:3B:00.0", "0000:5E:00.0"]) is None
+    True
+    >>> _shared_gpu_reason(["0000:3B:00.0", "0000:3B:00.0"])
+    'local ranks 0 and 1 share the GPU at PCI bus 0000:3B:00.0 (NCCL needs a GPU of its own per rank)'
+    """
+    first = {}
+    for r, bus in enumerate(buses):
+        if bus is None:
+            continue
+        if bus in first:
+            return f"local ranks {first[bus]} and {r} share the GPU at PCI bus {bus} (NCCL needs a GPU of its own per rank)"
+        first[bus] = r
+    return None
 
 
 def _select_gpu(local_rank, required=False):
@@ -316,7 +400,14 @@ def _select_gpu(local_rank, required=False):
     return dev
 
 
-def _install_excepthook(comm):
+def install_excepthook(comm):
+    """Make an uncaught exception on this rank end the whole job (``comm.abort(1)``), with its traceback
+    prefixed by the rank, instead of leaving the other ranks blocked in their next collective.
+
+    For the launcher path: ``nnarray train --distributed`` calls it; a script run under ``mpiexec`` calls
+    it once after creating its communicator. With one process the previous hook runs unchanged. Returns
+    the previous ``sys.excepthook``.
+    """
     previous = sys.excepthook
 
     def hook(exc_type, exc, tb):
@@ -327,6 +418,7 @@ def _install_excepthook(comm):
         comm.abort(1)
 
     sys.excepthook = hook
+    return previous
 
 
 def _report(comm, exc_type, exc, tb):
@@ -359,13 +451,47 @@ def abort_on_error(comm, collective=()):
 
 
 def get_comm(comm=None):
-    """``comm`` itself, or :class:`LocalComm` for None; checks that it speaks the protocol."""
+    """``comm`` itself, or :class:`LocalComm` for None; checks that it speaks the :class:`Communicator` protocol."""
     if comm is None:
         return LocalComm()
-    missing = [a for a in ("rank", "size", "allreduce_sum", "bcast_array", "bcast_object", "barrier", "abort") if not hasattr(comm, a)]
-    if missing:
-        raise TypeError(f"comm: expected a communicator (nnarray.distributed.MPIComm or LocalComm); {type(comm).__name__} lacks {', '.join(missing)}")
+    if not isinstance(comm, Communicator):
+        missing = [a for a in _PROTOCOL_MEMBERS if not hasattr(comm, a)]
+        raise TypeError(
+            "comm: expected a communicator (nnarray.distributed.MPIComm, LocalComm or another implementation of "
+            f"nnarray.distributed.Communicator); {type(comm).__name__} lacks {', '.join(missing)}"
+        )
     return comm
+
+
+def check_device(comm, backend):
+    """Raise a ValueError when ``backend``'s arrays live on another CUDA device than ``comm``'s collectives.
+
+    ``comm.device_id`` (None or absent: no device of its own) is the GPU the communicator's rank made
+    current; a net created before the communicator, or on another device, would reduce its gradients on
+    the wrong GPU. Host backends are never refused.
+    """
+    want = getattr(comm, "device_id", None)
+    have = _cuda_index(backend)
+    if want is None or have is None or want == have:
+        return
+    raise ValueError(
+        f"net: its arrays are on CUDA device {have}, but the communicator of rank {comm.rank} runs on device "
+        f"{want}; create the MPIComm before get_backend('{backend.name}') and the net, so that they use its device"
+    )
+
+
+def _cuda_index(backend):
+    """The CUDA device number of ``backend``'s arrays, or None for a host backend."""
+    if not backend.is_gpu:
+        return None
+    index = getattr(backend.device, "id", None)  # cupy.cuda.Device
+    if index is None:
+        index = getattr(backend.device, "index", None)  # torch.device("cuda", i)
+    if index is None:  # torch.device("cuda"): the current device
+        import torch  # noqa: PLC0415 -- a device number, not compute
+
+        index = torch.cuda.current_device()
+    return index
 
 
 def allreduce_gradients(grads, comm, xp):
@@ -382,16 +508,14 @@ def allreduce_gradients(grads, comm, xp):
     Returns
     -------
     dict with the same keys and shapes: the sums over all ranks. With one process the input dict
-    itself (nothing to reduce), unless the communicator has ``force_reduce = True`` (tests of the
-    one-rank NCCL and host-staged paths on a single GPU). On the GPU path everything stays on the
-    device, in stream order.
+    itself (nothing to reduce). On the GPU path everything stays on the device, in stream order.
 
     >>> import array_api_compat.numpy as xp
     >>> g = {"W1": xp.ones((2, 3)), "b1": xp.zeros((3,))}
     >>> allreduce_gradients(g, LocalComm(), xp) is g
     True
     """
-    if comm.size == 1 and not getattr(comm, "force_reduce", False):
+    if comm.size == 1:
         return grads
     keys = list(grads)
     if not keys:

@@ -25,7 +25,7 @@ from .checks import (
     check_seed,
     check_Xt,
 )
-from .distributed import GradientAllReduce, abort_on_error, get_comm
+from .distributed import GradientAllReduce, abort_on_error, check_device, get_comm
 from .history import History
 from .step import make_step
 
@@ -164,6 +164,7 @@ def fit(net, opt, X, t, epochs=5, batch_size=100, reduction="mean", seed=0, vali
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(check_seed(seed))
     history = History() if options.history is None else options.history
     comm = get_comm(options.comm)
+    check_device(comm, net.backend)  # the GPU the communicator reduces on is the net's
     run = FitRun(net, opt, history, rng, schedule, epochs, X.shape[0], batch_size, validation is not None, comm)
     lrs = _preflight(run, cbs)
     if comm.size == 1:

@@ -3,13 +3,20 @@
 * ``backend`` — parametrised over numpy, array_api_strict, torch and cupy. A backend whose library or
   device is missing is skipped with the reason; cupy is marked ``gpu`` automatically.
 * ``blobs`` — a factory of small learnable classification problems (Gaussian blobs).
-* markers ``torch`` and ``gpu`` skip, with the reason, where torch or a CUDA device is missing.
+* markers ``torch`` and ``gpu`` skip, with the reason, where torch or a CUDA device is missing; with
+  ``$NNARRAY_REQUIRE_GPU=1`` (ci/gpu.sh on a GPU machine) a ``gpu`` test without CuPy and a device fails
+  instead, naming why CuPy is unusable.
+* ``child_env(**extra)`` — the environment for a child Python: this checkout first on ``PYTHONPATH``, the
+  rest of the parent's path kept (ci/gpu.sh carries wheels there).
 * ``import_script`` — ``import_script("bench")`` imports a module of ``scripts/`` by name, as the scripts
   import each other.
 """
 
 import importlib
+import importlib.util
+import os
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -27,9 +34,32 @@ def _importable(module):
     return True
 
 
+def _probe_cupy():
+    """``(usable, why not, warnings raised while importing)`` for CuPy and a CUDA device.
+
+    Runs at collection, where pytest turns warnings into errors: CuPy's import may warn (a duplicate
+    installation, a library it preloads), which must neither hide a working GPU nor pass silently, so the
+    warnings are recorded and reported in the session's header.
+    """
+    if importlib.util.find_spec("cupy") is None:
+        return False, "CuPy is not installed", []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            import cupy  # noqa: PLC0415
+
+            count = cupy.cuda.runtime.getDeviceCount()
+        except Exception as exc:  # noqa: BLE001 -- any failure is the reason reported
+            return False, f"CuPy is installed but unusable: {type(exc).__name__}: {exc}", caught
+    if count == 0:
+        return False, "CuPy finds no CUDA device", caught
+    return True, None, caught
+
+
 HAS_TORCH = _importable("torch")
-HAS_CUPY_GPU = nn.cupy_available()
-NO_GPU_REASON = "needs CuPy and a CUDA device (none here); run ci/gpu.sh on a GPU machine"
+HAS_CUPY_GPU, CUPY_PROBLEM, CUPY_IMPORT_WARNINGS = _probe_cupy()
+NO_GPU_REASON = f"needs CuPy and a CUDA device ({CUPY_PROBLEM}); run ci/gpu.sh on a GPU machine"
+REQUIRE_GPU = os.environ.get("NNARRAY_REQUIRE_GPU", "") not in ("", "0")
 NO_TORCH_REASON = "torch is not installed (bash ci/test.sh installs the CPU build when a local wheel exists)"
 
 BACKENDS = [
@@ -44,8 +74,17 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "torch: needs PyTorch (skipped elsewhere, with the reason)")
 
 
+def pytest_report_header(config):
+    lines = [f"cupy: {'a CUDA device answers' if HAS_CUPY_GPU else CUPY_PROBLEM}"
+             + ("; NNARRAY_REQUIRE_GPU: gpu tests fail without one" if REQUIRE_GPU else "")]
+    lines += [f"cupy import warned: {w.category.__name__}: {w.message}" for w in CUPY_IMPORT_WARNINGS]
+    return lines
+
+
 def pytest_runtest_setup(item):
     if item.get_closest_marker("gpu") is not None and not HAS_CUPY_GPU:
+        if REQUIRE_GPU:
+            pytest.fail(f"NNARRAY_REQUIRE_GPU is set, but this gpu test cannot run: {CUPY_PROBLEM}", pytrace=False)
         pytest.skip(NO_GPU_REASON)
     if item.get_closest_marker("torch") is not None and not HAS_TORCH:
         pytest.skip(NO_TORCH_REASON)
@@ -83,7 +122,15 @@ def torch_available():
     return HAS_TORCH
 
 
-SCRIPTS_DIR = Path(__file__).resolve().parents[1] / "scripts"
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS_DIR = ROOT / "scripts"
+
+
+def child_env(**extra):
+    """The environment of a child Python that imports this checkout's nnarray: ``PYTHONPATH`` starts with
+    the checkout and keeps the parent's entries (where ci/gpu.sh puts the carried wheels)."""
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONPATH": path, **extra}
 
 
 @pytest.fixture(scope="session")

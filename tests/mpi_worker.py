@@ -72,6 +72,14 @@ def bcast(comm, outdir):
     got = comm.bcast_object(obj, root=0)
     assert got["seed"] == 7 and got["w"].tolist() == [0.0, 1.0, 2.0]
     assert got["rng"] == np.random.default_rng(5).bit_generator.state
+    # A second communicator, closed twice (idempotent): its host communicator is freed before MPI finalises.
+    from nnarray.distributed import MPIComm
+
+    assert comm._finalizer.alive and comm._finalizer.atexit, "the communicator is released at exit, before MPI_Finalize"
+    other = MPIComm(gpu=False)
+    other.close()
+    other.close()
+    assert other._held.node is None
     _out(outdir, "bcast", r, {"a": a.tolist(), "b": b.tolist(), "seed": got["seed"], "local_rank": comm.local_rank})
 
 
@@ -102,7 +110,7 @@ def abort_guarded(comm, outdir):
 
 
 def abort_uncaught(comm, outdir):
-    """The same failure, uncaught: MPIComm's excepthook must end the job."""
+    """The same failure, uncaught: the excepthook installed by ``main`` (install_excepthook) must end the job."""
     import numpy as np
 
     if comm.rank == 1:
@@ -111,11 +119,25 @@ def abort_uncaught(comm, outdir):
     _out(outdir, "abort_uncaught", comm.rank, {"survived": True})
 
 
+class _Packing:
+    """A one-rank communicator presented as a larger one, so that ``allreduce_gradients`` packs the
+    gradients and reduces them (it returns them untouched when ``size == 1``): the one-rank NCCL and
+    host-staged paths on a single GPU. The sums are still over the real ranks."""
+
+    def __init__(self, comm):
+        self.comm = comm
+        self.size = max(comm.size, 2)
+
+    def allreduce_sum(self, buf):
+        return self.comm.allreduce_sum(buf)
+
+
 def gpu_paths(comm, outdir):
     """CuPy arrays through NCCL and through host staging, checked against the same sums on the host.
 
     Run on a CUDA machine, as one process (NCCL with one rank, and staging) or under ``mpiexec -n 2``
-    on one GPU (two ranks cannot share a device in NCCL, so ``nccl=None`` stages through the host).
+    on one GPU (two ranks share its PCI bus id, and NCCL refuses two ranks on one device, so
+    ``nccl=None`` stages through the host).
     """
     import cupy
     import numpy as np
@@ -127,13 +149,12 @@ def gpu_paths(comm, outdir):
     choices = [True, False] if comm.size <= cupy.cuda.runtime.getDeviceCount() else [None]
     for nccl in choices:
         c = MPIComm(nccl=nccl)
-        c.force_reduce = True  # exercise the packing even with one rank
         rng = np.random.default_rng(100 + c.rank)
         host = {"W1": rng.normal(size=(7, 5)), "b1": rng.normal(size=5), "W2": rng.normal(size=(5, 3)), "b2": rng.normal(size=3)}
         every = [{k: np.random.default_rng(100 + r).normal(size=v.shape) for k, v in host.items()} for r in range(c.size)]
         for dtype in ("float64", "float32"):
             grads = {k: xp.asarray(v, dtype=getattr(xp, dtype)) for k, v in host.items()}
-            red = allreduce_gradients(grads, c, xp)
+            red = allreduce_gradients(grads, _Packing(c), xp)
             for k in host:
                 assert isinstance(red[k], cupy.ndarray)
                 want = sum(e[k] for e in every).astype(dtype)
@@ -143,6 +164,8 @@ def gpu_paths(comm, outdir):
             assert b.get().tolist() == [0.0] * 4
         cupy.cuda.get_current_stream().synchronize()
         paths[str(nccl)] = c.gpu_path
+        c.close()  # every rank: NCCL's destroy waits for the ranks of the host
+        c.close()  # idempotent
     _out(outdir, "gpu_paths", comm.rank, {"paths": paths, "device": comm.device_id})
 
 
@@ -158,7 +181,7 @@ def _fit_case(case, comm):
     t = rng.integers(0, C, size=n)
     X = (centres[t] + rng.normal(size=(n, n_in))).astype(case["dtype"])
     Xv, tv = X[: n // 3], t[: n // 3]
-    net = nn.MLP([n_in, *case["hidden"], C], backend="numpy", dtype=case["dtype"], seed=case.get("seed", 0))
+    net = nn.MLP([n_in, *case["hidden"], C], backend=case.get("backend", "numpy"), dtype=case["dtype"], seed=case.get("seed", 0))
     if case["opt"] == "adam":
         opt = nn.Adam(lr=0.01)
     else:
@@ -182,9 +205,10 @@ FIT_CASES = [
 ]
 
 
-def fit_exact(comm, outdir):
+def fit_exact(comm, outdir, backend="numpy", name="fit_exact"):
     """``mpiexec -n P`` training against the single-process run (rank 0 runs both), every case of
-    FIT_CASES in float64 and float32, fast paths on and off; N = 203 so that the last batch is partial."""
+    FIT_CASES in float64 and float32, fast paths on and off; N = 203 so that the last batch is partial.
+    On ``backend`` (``fit_exact_cupy``: CuPy, whose arrays go through NCCL or host staging)."""
     import numpy as np
 
     import nnarray as nn
@@ -195,7 +219,7 @@ def fit_exact(comm, outdir):
             continue
         for dtype in ("float64", "float32"):
             for fast in (None, False):
-                case = dict(base, dtype=dtype, fast=fast, n=203, epochs=3)
+                case = dict(base, dtype=dtype, fast=fast, n=203, epochs=3, backend=backend)
                 params, hist = _fit_case(case, comm)
                 # Every rank must hold the same parameters and History (bitwise: same updates).
                 others = comm.bcast_object((params, hist.to_dict()), root=comm.size - 1)
@@ -221,7 +245,7 @@ def fit_exact(comm, outdir):
                         ref_samples=ref_hist.samples,
                     )
                 )
-    _out(outdir, "fit_exact", comm.rank, results)
+    _out(outdir, name, comm.rank, results)
 
 
 def fit_sync(comm, outdir):
@@ -282,17 +306,24 @@ def fit_sync(comm, outdir):
     _out(outdir, "fit_sync", comm.rank, out)
 
 
+def fit_exact_cupy(comm, outdir):
+    fit_exact(comm, outdir, backend="cupy", name="fit_exact_cupy")
+
+
 SCENARIOS = {
     f.__name__: f
-    for f in (allreduce, bcast, barrier, abort_guarded, abort_uncaught, gpu_paths, fit_exact, fit_sync)
+    for f in (allreduce, bcast, barrier, abort_guarded, abort_uncaught, gpu_paths, fit_exact, fit_exact_cupy, fit_sync)
 }
 
 
 def main(argv):
     scenario, outdir = argv[1], argv[2]
-    from nnarray.distributed import MPIComm
+    from nnarray.distributed import MPIComm, install_excepthook
 
+    before = sys.excepthook
     comm = MPIComm()
+    assert sys.excepthook is before, "constructing an MPIComm must leave sys.excepthook alone"
+    install_excepthook(comm)  # as a launcher does: abort_uncaught relies on it
     SCENARIOS[scenario](comm, outdir)
     print(f"OK {scenario} rank {comm.rank}/{comm.size}", flush=True)
 

@@ -15,11 +15,13 @@ import sys
 import time
 from pathlib import Path
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
+import nnarray as nn
 import nnarray.distributed as dist
-from conftest import HAS_CUPY_GPU, NO_GPU_REASON
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER = ROOT / "tests" / "mpi_worker.py"
@@ -111,6 +113,118 @@ def test_get_comm_rejects_non_communicators():
         dist.get_comm(object())
 
 
+class _Duck:
+    """A communicator of its own (not derived from any of nnarray's): the protocol is all it needs."""
+
+    rank, size, local_rank = 0, 1, 0
+
+    def allreduce_sum(self, buf):
+        return buf
+
+    def bcast_array(self, buf, root=0):
+        return buf
+
+    def bcast_object(self, obj, root=0):
+        return obj
+
+    def barrier(self):
+        return None
+
+    def abort(self, code=1):
+        raise SystemExit(code)
+
+
+def test_get_comm_takes_any_implementation_of_the_protocol_and_names_what_is_missing():
+    duck = _Duck()
+    assert dist.get_comm(duck) is duck
+    lame = type("Lame", (), {k: v for k, v in vars(_Duck).items() if k != "barrier"})()
+    with pytest.raises(TypeError, match=r"Lame lacks barrier$"):
+        dist.get_comm(lame)
+
+
+def _fake_cupy_backend(device_id):
+    import array_api_compat.numpy as xp
+
+    from nnarray.backend import Backend
+
+    return Backend("cupy", xp, SimpleNamespace(id=device_id))
+
+
+def test_check_device_refuses_a_net_on_another_gpu_than_the_communicators():
+    comm = SimpleNamespace(rank=1, size=2, device_id=1)
+    dist.check_device(comm, _fake_cupy_backend(1))  # the same device
+    dist.check_device(comm, nn.get_backend("numpy"))  # host arrays: reduced through the host
+    dist.check_device(SimpleNamespace(rank=0, size=2), _fake_cupy_backend(0))  # a communicator without a device
+    with pytest.raises(ValueError, match=r"net: its arrays are on CUDA device 0, but the communicator of rank 1 runs on device 1"):
+        dist.check_device(comm, _fake_cupy_backend(0))
+
+
+def test_fit_checks_the_device_before_any_work(blobs):
+    X, t = blobs(n=40, n_in=4, n_classes=3)
+    net = nn.MLP([4, 5, 3], backend="numpy", seed=0)
+    before = {k: v.copy() for k, v in net.params.items()}
+    net.backend = _fake_cupy_backend(0)
+    comm = _DoublingComm()
+    comm.device_id = 1
+    with pytest.raises(ValueError, match="CUDA device 0.*device 1"):
+        nn.fit(net, nn.SGD(0.1), X, t, epochs=1, batch_size=10, options=nn.FitOptions(comm=comm))
+    assert comm.calls == 0
+    assert all(np.array_equal(net.params[k], v) for k, v in before.items())
+
+
+def test_release_destroys_nccl_then_the_host_communicator_and_abort_abandons_them():
+    events = []
+
+    class Nccl:
+        def destroy(self):
+            events.append("nccl destroy")
+
+        def abort(self):
+            events.append("nccl abort")
+
+    class Node:
+        def Free(self):
+            events.append("node free")
+
+    def held(finalized=False):
+        h = dist._Held(SimpleNamespace(Is_finalized=lambda: finalized), Node())
+        h.nccl = Nccl()
+        return h
+
+    h = held()
+    h.release()
+    h.release()  # idempotent
+    assert events == ["nccl destroy", "node free"]
+    events.clear()
+    held().release(abandon=True)  # MPIComm.abort: NCCL's abort, and MPI_Abort ends the rest
+    assert events == ["nccl abort"]
+    events.clear()
+    held(finalized=True).release()  # after MPI_Finalize, no MPI call
+    assert events == ["nccl destroy"]
+
+
+class _Node:
+    """A stand-in for the host's MPI communicator: ``allgather`` returns what the ranks of the host give."""
+
+    def __init__(self, others):
+        self.others, self.calls = others, 0
+
+    def allgather(self, value):
+        self.calls += 1
+        return [value, *self.others]
+
+
+def test_nccl_eligibility_comes_from_the_ranks_pci_bus_ids():
+    # A rank that cannot use NCCL still takes part in the host's gathering (or the others would hang).
+    node = _Node(["0000:3B:00.0"])
+    assert dist._gpu_sharing(node, "nccl=False") == "nccl=False" and node.calls == 1
+    # CUDA_VISIBLE_DEVICES shows each rank one GPU as device 0: distinct bus ids, NCCL is fine.
+    assert dist._shared_gpu_reason(["0000:3B:00.0", "0000:5E:00.0", None]) is None
+    assert "local ranks 1 and 2 share the GPU at PCI bus 0000:5E:00.0" in dist._shared_gpu_reason(
+        ["0000:3B:00.0", "0000:5E:00.0", "0000:5E:00.0"]
+    )
+
+
 def test_allreduce_gradients_single_process_is_identity():
     import array_api_compat.numpy as xp
 
@@ -189,8 +303,7 @@ def test_an_exception_on_one_rank_aborts_the_job(mpi, tmp_path, scenario):
 
 
 # ------------------------------------------------------------------ GPU (ci/gpu.sh)
-@pytest.mark.gpu
-@pytest.mark.skipif(not HAS_CUPY_GPU, reason=NO_GPU_REASON)
+@pytest.mark.gpu  # skipped without CuPy and CUDA (conftest), failed instead under NNARRAY_REQUIRE_GPU=1
 @pytest.mark.parametrize("n", [1, 2])
 def test_cupy_arrays_through_nccl_and_host_staging(mpi, tmp_path, n):
     """One rank: NCCL (a one-rank communicator) and host staging; two ranks on one GPU: host staging.
@@ -211,7 +324,16 @@ def test_two_processes_train_exactly_like_one(mpi, tmp_path):
     (when nn.Adam exists), a partial last batch (203 = 10·20 + 3 rows, split 1/2 over the ranks; and
     203 = 202 + 1, where rank 0's share of the last batch is empty), fast
     paths on and off. Every rank holds bitwise the same parameters and History (checked in the worker)."""
-    res = run_scenario(mpi, "fit_exact", tmp_path)[0]
+    _assert_exact(run_scenario(mpi, "fit_exact", tmp_path)[0])
+
+
+@pytest.mark.gpu
+def test_two_processes_train_exactly_like_one_on_cupy(mpi, tmp_path):
+    """The same on CuPy: two ranks on this host's GPU(s), gradients through NCCL (one GPU each) or host staging."""
+    _assert_exact(run_scenario(mpi, "fit_exact_cupy", tmp_path)[0])
+
+
+def _assert_exact(res):
     assert len(res) >= 24
     for r in res:
         c = r["case"]

@@ -239,12 +239,14 @@ class FakeCupy(types.ModuleType):
         self.on_capture = None
         self.fail_launch = None
         self.fail_end_capture = False
+        self.events_made = 0
         self._streams = []  # current-stream stack (``with stream:``)
         self._capturing = set()
         fake = self
 
         class Event:
-            pass
+            def __init__(self, block=False, disable_timing=False, interprocess=False):
+                fake.events_made += 1
 
         class Stream:
             def __init__(self, non_blocking=False):
@@ -260,8 +262,8 @@ class FakeCupy(types.ModuleType):
             def synchronize(self):
                 assert not fake._capturing, "synchronize during capture"
 
-            def record(self):
-                return Event()
+            def record(self, event=None):
+                return Event() if event is None else event
 
             def wait_event(self, event):
                 assert isinstance(event, Event)
@@ -290,7 +292,7 @@ class FakeCupy(types.ModuleType):
                     KERNELS[name](*args)
 
         self._null = Stream()
-        self.cuda = types.SimpleNamespace(Stream=Stream, get_current_stream=lambda: (fake._streams or [fake._null])[-1])
+        self.cuda = types.SimpleNamespace(Stream=Stream, Event=Event, get_current_stream=lambda: (fake._streams or [fake._null])[-1])
 
         class Kernel:
             def __init__(self, name):
@@ -424,6 +426,7 @@ def test_step_call_matches_the_generic_step(fake_cupy, blobs):
         nets.append(net)
     for k, v in nets[0].params.items():
         np.testing.assert_array_equal(np.asarray(nets[1].params[k]), v, err_msg=k)
+    assert fake_cupy.events_made == 2, "the two stream-ordering events are made once and reused by every call"
 
 
 # -------------------------------------------------------------------- mutations the comparison must catch

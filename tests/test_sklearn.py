@@ -21,6 +21,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 
 import nnarray as nn  # noqa: E402
 import nnarray.sklearn as nsk  # noqa: E402
+from conftest import child_env  # noqa: E402
 from nnarray.sklearn import MLPClassifier  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -92,8 +93,7 @@ def test_unfitted_raises_not_fitted(data):
 
 def test_missing_scikit_learn_names_the_extra():
     code = "import sys; sys.modules['sklearn'] = None\nimport nnarray.sklearn"
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
-                       env={**os.environ, "PYTHONPATH": REPO})
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=child_env())
     assert r.returncode != 0
     assert 'pip install "nnarray[sklearn]"' in r.stderr and "ImportError" in r.stderr
 
@@ -380,7 +380,7 @@ ARRAY_API_SCRIPT = textwrap.dedent(
 def test_array_api_dispatch_in_a_subprocess():
     """scikit-learn's array-API checks need SCIPY_ARRAY_API=1 before SciPy is imported: a fresh process."""
     pytest.importorskip("array_api_strict")
-    env = {**os.environ, "SCIPY_ARRAY_API": "1", "PYTHONPATH": REPO}
+    env = child_env(SCIPY_ARRAY_API="1")
     r = subprocess.run([sys.executable, "-c", ARRAY_API_SCRIPT], capture_output=True, text=True, env=env,
                        cwd=REPO, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr

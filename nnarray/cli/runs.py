@@ -146,6 +146,7 @@ def distributed_setup(args):
         comm = distributed.MPIComm()
     except distributed.MPIUnavailableError as exc:  # a missing extra: refused before anything is loaded
         raise UsageError(f"--distributed: {exc}") from None
+    distributed.install_excepthook(comm)  # an uncaught exception on one rank ends the job
     if comm.rank != 0:
         args.quiet = True
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 -- for the life of this process
