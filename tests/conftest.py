@@ -111,17 +111,6 @@ def blobs():
     return make_blobs
 
 
-@pytest.fixture
-def problem():
-    return make_blobs()
-
-
-@pytest.fixture
-def torch_available():
-    """Whether torch imports here (for tests that add a torch row when it does)."""
-    return HAS_TORCH
-
-
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS_DIR = ROOT / "scripts"
 

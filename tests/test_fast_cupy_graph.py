@@ -47,8 +47,15 @@ def test_kernels_compile(tmp_path, real):
         assert f".entry {name}" in ptx, name
 
 
-def test_not_chosen_automatically_until_validated():
-    assert cupy_graph.VALIDATED is False, "flip only with a passing GPU run of this file"
+def test_not_chosen_automatically_until_validated(fake_cupy, monkeypatch):
+    """Unvalidated, the graph runs only when asked for (fast=True); validated, the automatic choice takes it."""
+    net, Xd, Td = _stub_net(fake_cupy, [784, 100, 10])
+    ok = cupy_graph.CupyGraphStep.unsupported
+    monkeypatch.setattr(cupy_graph, "VALIDATED", False)
+    assert "experimental until validated" in ok(net, nn.SGD(0.1), Xd, Td, 100, explicit=False)
+    assert ok(net, nn.SGD(0.1), Xd, Td, 100, explicit=True) is None
+    monkeypatch.setattr(cupy_graph, "VALIDATED", True)
+    assert ok(net, nn.SGD(0.1), Xd, Td, 100, explicit=False) is None
 
 
 @pytest.fixture
