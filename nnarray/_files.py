@@ -11,34 +11,66 @@ __all__ = ["atomic_write", "read_npz", "NpzError"]
 
 
 class NpzError(ValueError):
-    """A file is not a readable ``.npz`` archive; the message says why (callers add the path)."""
+    """A file is not a readable ``.npz`` archive; the message says why (callers add the path).
+
+    ``reason`` says it for code: ``"missing"``, ``"npy"`` (a single ``.npy`` array), ``"objects"`` (an array
+    of Python objects, never unpickled), ``"not-npz"`` or ``"corrupt"``.
+    """
+
+    def __init__(self, message, reason):
+        super().__init__(message)
+        self.reason = reason
+
+
+_ZIP_MAGIC = b"PK"
+_NPY_MAGIC = b"\x93NUMPY"
 
 
 def read_npz(path) -> dict:
     """Every array of the ``.npz`` archive at ``path``, as host NumPy arrays; never unpickles.
 
-    Raises :class:`NpzError` for a missing, truncated, corrupt or non-archive file.
+    Raises :class:`NpzError` for a missing, truncated, corrupt or non-archive file, and for an archive holding
+    an array of Python objects (dtype object), which only unpickling could read.
     """
     import numpy as np  # noqa: PLC0415 -- host file I/O
 
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise NpzError("no such file")
+        raise NpzError("no such file", "missing")
     try:
         # Our own file handle: np.load(path) leaks its handle when the zip directory is corrupt.
         with open(path, "rb") as fh:
-            z = np.load(fh, allow_pickle=False)
-            if not hasattr(z, "files"):
-                raise NpzError("a single .npy array, not an .npz archive")
-            with z:
-                return {k: z[k] for k in z.files}
+            magic = fh.read(len(_NPY_MAGIC))
+            fh.seek(0)
+            if magic == _NPY_MAGIC:
+                raise NpzError("a single .npy array, not an .npz archive", "npy")
+            if not magic.startswith(_ZIP_MAGIC):  # NumPy would try to unpickle it (and advise allow_pickle=True)
+                raise NpzError("no zip signature", "not-npz")
+            with np.load(fh, allow_pickle=False) as z:
+                return {k: _member(z, k) for k in z.files}
     except NpzError:
         raise
     except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as exc:
-        # NumPy's own text for a non-archive advises allow_pickle=True, which would run code from the file.
-        if "pickle" in str(exc):
-            raise NpzError("not an .npz archive") from None
-        raise NpzError(f"truncated or corrupt: {type(exc).__name__}: {exc}") from exc
+        raise NpzError(f"truncated or corrupt: {type(exc).__name__}: {exc}", "corrupt") from exc
+
+
+def _member(z, key):
+    """Array ``key`` of the open archive ``z``, after reading its header: an object array is refused by name."""
+    import numpy as np  # noqa: PLC0415 -- host file I/O
+
+    names = z.zip.namelist()
+    member = key if key in names else key + ".npy"
+    with z.zip.open(member) as f:
+        version = np.lib.format.read_magic(f)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        _shape, _order, dtype = read_header(f)
+    if dtype.hasobject:
+        raise NpzError(
+            f"array {key!r} holds Python objects (dtype {dtype}), which nnarray never unpickles; "
+            "expected numeric arrays (e.g. X.astype(numpy.float32), t.astype(numpy.int64))",
+            "objects",
+        )
+    return z[key]
 
 
 def atomic_write(path, write):

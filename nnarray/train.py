@@ -16,7 +16,7 @@ from . import functions as F
 from .distributed import abort_on_error, allreduce_gradients, get_comm
 from .history import History
 from .step import make_step
-from .checks import check_positive_int, check_reduction, check_Xt
+from .checks import check_optimizer, check_positive_int, check_reduction, check_Xt, warn_absent_classes
 
 __all__ = ["fit", "evaluate", "TrainingDivergedError", "StopTraining"]
 
@@ -94,6 +94,7 @@ def fit(
     opt : Optimizer (see :mod:`nnarray.optim`)
     X : (N, n_in) float array, host NumPy or the backend's. Moved to the device once.
     t : (N,) integer labels in 0..C−1.
+        Classes of 0..C−1 without a label in ``t`` get a :class:`~nnarray.checks.LabelWarning` naming them.
     epochs, batch_size : int
         Each epoch visits every sample once; the last batch may be smaller than ``batch_size``.
     reduction : {"mean", "sum"}
@@ -138,11 +139,15 @@ def fit(
 
     Raises
     ------
+    ValueError, TypeError
+        Before any work, for arguments that cannot work: ``X``, ``t`` (labels outside 0..C−1), ``opt`` (its state
+        belongs to a network of another shape), ``epochs``, ...; the message names the argument.
     TrainingDivergedError
         When the epoch's loss is NaN or inf; ``net.params`` and the optimizer's state then hold the values
         of the last finished epoch.
     """
     X, t = check_Xt(X, t, net.n_in, net.n_classes)
+    check_optimizer(opt, net.params)
     check_positive_int(epochs, "epochs")
     check_positive_int(batch_size, "batch_size")
     check_positive_int(log_every, "log_every")
@@ -162,6 +167,7 @@ def fit(
                 raise TypeError(f"callbacks: expected callables, got {type(cb).__name__}")
     if schedule is not None and not callable(schedule):
         raise TypeError(f"schedule: expected a schedule (callable epoch -> lr), got {type(schedule).__name__}")
+    warn_absent_classes(t, net.n_classes)
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     history = History() if history is None else history
     comm = get_comm(comm)

@@ -19,14 +19,16 @@ import os
 
 from .digits import load_digits
 from .errors import DatasetError, DatasetNotFoundError
-from .files import load_csv, load_file, load_npz
+from .files import check_file_record, file_record, load_csv, load_file, load_npz
 from .idx import read_idx, write_idx
 from .loaders import find_dataset_dir, load_fashion_mnist, load_mnist
 
 __all__ = [
+    "check_file_record",
     "choose",
     "DatasetError",
     "DatasetNotFoundError",
+    "file_record",
     "find_dataset_dir",
     "load",
     "load_csv",
