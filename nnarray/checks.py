@@ -264,16 +264,17 @@ def check_optimizer(opt, params, name="opt"):
     if not isinstance(state, dict):
         return
     for state_name, arrays in state.items():
-        for k, v in (arrays or {}).items() if isinstance(arrays, dict) else ():
-            if v is None:
-                continue
-            if k not in params:
-                raise ValueError(
-                    f"{name}: its state {state_name!r} holds key {k!r}, but the network has no parameter {k!r} "
-                    f"(it has {', '.join(params)}); an optimizer keeps the state of the network it trained: "
-                    "make a new optimizer for this network"
-                )
-            if tuple(v.shape) != tuple(params[k].shape):
+        arrays = arrays if isinstance(arrays, dict) else {}
+        stray = [k for k, v in arrays.items() if v is not None and k not in params]
+        if stray:
+            raise ValueError(
+                f"{name}: its state {state_name!r} holds key {stray[0]!r}, but the network has no parameter {stray[0]!r} "
+                f"(it has {', '.join(params)}); an optimizer keeps the state of the network it trained: "
+                "make a new optimizer for this network"
+            )
+        for k in params:  # in the network's order, so the first misfit named is the first layer's
+            v = arrays.get(k)
+            if v is not None and tuple(v.shape) != tuple(params[k].shape):
                 raise ValueError(
                     f"{name}: its state {state_name!r}[{k!r}] has shape {tuple(v.shape)}, but the network's parameter "
                     f"{k!r} has shape {tuple(params[k].shape)}; an optimizer keeps the state of the network it "

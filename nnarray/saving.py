@@ -14,6 +14,7 @@ import os
 import numpy as np
 
 from ._files import NpzError, atomic_write, read_npz
+from .backend import get_backend
 
 __all__ = [
     "save",
@@ -44,12 +45,13 @@ def _write_npz(path, header, arrays):
     atomic_write(path, lambda f: np.savez(f, **payload))
 
 
-def _read_npz(path, expected_format):
+def _read_npz(path, expected_formats):
+    """The header and arrays of an nnarray file whose format is one of ``expected_formats``."""
     path = os.fspath(path)
     try:
         files = read_npz(path)
     except NpzError as exc:
-        if str(exc) == "no such file":
+        if exc.reason == "missing":
             raise CheckpointError(f"{path}: no such file") from None
         raise CheckpointError(f"{path}: not a readable nnarray file ({exc})") from exc
     if "__header__" not in files:
@@ -58,10 +60,12 @@ def _read_npz(path, expected_format):
         header = json.loads(str(files.pop("__header__")))
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{path}: corrupt header ({exc})") from exc
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: corrupt header (expected a JSON object, got {type(header).__name__})")
     fmt = header.get("format")
-    if fmt != expected_format:
+    if fmt not in expected_formats:
         hint = " (use load_checkpoint for training checkpoints)" if fmt == CHECKPOINT_FORMAT else ""
-        raise CheckpointError(f"{path}: expected a {expected_format!r} file, got format {fmt!r}{hint}")
+        raise CheckpointError(f"{path}: expected a {' or '.join(map(repr, expected_formats))} file, got format {fmt!r}{hint}")
     if header.get("version", 0) > FORMAT_VERSION:
         raise CheckpointError(f"{path}: written by a newer nnarray (format version {header['version']})")
     return header, files
@@ -102,17 +106,17 @@ def save(net, path):
 
 
 def load(path, backend=None):
-    """Read a model written by :func:`save` (or the model inside a checkpoint) onto ``backend``."""
+    """Read a model written by :func:`save` (or the model inside a checkpoint) onto ``backend``.
+
+    ``backend`` is checked first (a name of :func:`~nnarray.backend.get_backend`, a Backend or None), so a wrong
+    one is blamed as the argument it is, never as the file.
+    """
+    backend = get_backend(backend)
     path = os.fspath(path)
-    try:
-        header, arrays = _read_npz(path, MODEL_FORMAT)
-        prefix = ""
-    except CheckpointError as exc:
-        if "got format 'nnarray-checkpoint'" not in str(exc):
-            raise
-        header, arrays = _read_npz(path, CHECKPOINT_FORMAT)
-        header, prefix = header["model"], "param/"
-    return _net_from(header, arrays, path, backend, prefix)
+    header, arrays = _read_npz(path, (MODEL_FORMAT, CHECKPOINT_FORMAT))
+    if header["format"] == CHECKPOINT_FORMAT:
+        return _net_from(header.get("model", {}), arrays, path, backend, "param/")
+    return _net_from(header, arrays, path, backend)
 
 
 def save_checkpoint(path, net, opt, rng, history, config=None):
@@ -139,12 +143,16 @@ def save_checkpoint(path, net, opt, rng, history, config=None):
 
 
 def load_checkpoint(path, backend=None):
-    """Read a checkpoint. Returns a dict: ``net``, ``opt``, ``rng``, ``history``, ``epoch``, ``config``."""
+    """Read a checkpoint. Returns a dict: ``net``, ``opt``, ``rng``, ``history``, ``epoch``, ``config``.
+
+    ``backend`` is checked before the file is read, as in :func:`load`.
+    """
     from .history import History  # noqa: PLC0415
     from .optim import from_state_dict  # noqa: PLC0415
 
+    backend = get_backend(backend)  # a wrong backend is the argument's fault, not the file's
     path = os.fspath(path)
-    header, arrays = _read_npz(path, CHECKPOINT_FORMAT)
+    header, arrays = _read_npz(path, (CHECKPOINT_FORMAT,))
     net = _net_from(header.get("model", {}), arrays, path, backend, prefix="param/")
     opt_header = dict(header.get("optimizer", {}))
     if header.get("version", 1) < 2:  # version 1: SGD only, hyperparameters flat, "velocity/<key>" arrays

@@ -49,6 +49,7 @@ from . import optim as _optim
 from .backend import Backend, BackendUnavailableError, get_backend, to_numpy
 from .history import History
 from .model import MLP
+from .checks import LabelWarning
 from .train import StopTraining, fit as _nn_fit
 
 __all__ = ["MLPClassifier"]
@@ -393,6 +394,8 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         if first:
             self._rng = _generator(self.random_state)
             labels = np.unique(to_numpy(classes)) if (incremental and classes is not None) else np.unique(y)
+            if labels.shape[0] < 2:  # nnarray refuses a single class (a one-output softmax learns nothing)
+                raise ValueError(f"y: expected at least two classes, got one class ({labels[0]!r}): nothing to learn")
             self.classes_ = labels
             if dispatch and _is_foreign_array(X):
                 be = _backend_of(X)
@@ -498,20 +501,12 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
                     stopped.append(True)
                     raise StopTraining
 
-        _nn_fit(
-            net,
-            opt,
-            X,
-            t,
-            epochs=1 if incremental else int(self.max_iter),
-            batch_size=batch_size,
-            reduction="mean",
-            seed=self._rng,
-            validation=val,
-            shuffle=bool(self.shuffle),
-            history=self._history,
-            callbacks=[sklearn_rules],
-        )
+        with warnings.catch_warnings():
+            # classes_ come from y or from partial_fit's classes=: a batch may lack some of them by design
+            warnings.simplefilter("ignore", LabelWarning)
+            _nn_fit(net, opt, X, t, epochs=1 if incremental else int(self.max_iter), batch_size=batch_size,
+                    reduction="mean", seed=self._rng, validation=val, shuffle=bool(self.shuffle),
+                    history=self._history, callbacks=[sklearn_rules])
         if self.early_stopping and self._best_params is not None:
             net.params = self._best_params  # the best epoch's weights, as scikit-learn
         self._best_params = None
