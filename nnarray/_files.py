@@ -13,13 +13,13 @@ __all__ = ["atomic_write", "read_npz", "NpzError"]
 class NpzError(ValueError):
     """A file is not a readable ``.npz`` archive; the message says why (callers add the path).
 
-    ``reason`` says it for code: ``"missing"``, ``"npy"`` (a single ``.npy`` array), ``"objects"`` (an array
+    ``kind`` says it for code: ``"missing"``, ``"npy"`` (a single ``.npy`` array), ``"objects"`` (an array
     of Python objects, never unpickled), ``"not-npz"`` or ``"corrupt"``.
     """
 
-    def __init__(self, message, reason):
+    def __init__(self, message, kind="corrupt"):
         super().__init__(message)
-        self.reason = reason
+        self.kind = kind
 
 
 _ZIP_MAGIC = b"PK"

@@ -51,7 +51,7 @@ def _read_npz(path, expected_formats):
     try:
         files = read_npz(path)
     except NpzError as exc:
-        if exc.reason == "missing":
+        if exc.kind == "missing":
             raise CheckpointError(f"{path}: no such file") from None
         raise CheckpointError(f"{path}: not a readable nnarray file ({exc})") from exc
     if "__header__" not in files:

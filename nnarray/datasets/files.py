@@ -97,11 +97,11 @@ def _npz(path):
     try:
         arrays = read_npz(path)
     except NpzError as exc:
-        if exc.reason == "missing":
+        if exc.kind == "missing":
             raise DatasetError(f"{path}: no such file") from None
-        if exc.reason == "npy":
+        if exc.kind == "npy":
             raise DatasetError(f"{path}: a single .npy array, expected an .npz archive with X_train and t_train") from None
-        raise DatasetError(f"{path}: {exc}" if exc.reason == "objects" else f"{path}: not a readable .npz archive ({exc})") from None
+        raise DatasetError(f"{path}: {exc}" if exc.kind == "objects" else f"{path}: not a readable .npz archive ({exc})") from None
     missing = [k for k in ("X_train", "t_train") if k not in arrays]
     if missing:
         raise DatasetError(
