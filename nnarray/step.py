@@ -44,6 +44,7 @@ import numpy as np  # host side only: dropout masks are drawn from a numpy.rando
 
 from . import functions as F
 from .optim import Optimizer
+from .words import arg
 
 __all__ = ["TrainStep", "make_step", "register_fast_path", "fast_path_for", "fast_enabled_by_env"]
 
@@ -179,6 +180,7 @@ def make_step(net, opt, Xd, Td, reduction, fast=None, batch_size=None, grad_hook
         cls, reason = None, f"the {cls.name} step fuses the update into its kernels and takes no gradient hook"
     if cls is None:
         if fast is True:
-            raise ValueError(f"fast: no fast path available here ({reason}); use fast=None or False")
+            raise ValueError(f"{arg('fast', 'True')}: no fast path available here ({reason}); "
+                             f"use {arg('fast', 'None')} or {arg('fast', 'False')}")
         return TrainStep(net, opt, Xd, Td, reduction, grad_hook)
     return cls(net, opt, Xd, Td, reduction, grad_hook)
