@@ -10,6 +10,8 @@ wording changes, never what is checked or decided.
 >>> with speaking({"data_dir": lambda v: f"--data-dir {v}"}):
 ...     arg("data_dir", "DIR")
 '--data-dir DIR'
+
+:func:`number` and :func:`plural` keep figures and counts readable in reprs and messages.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 
-__all__ = ["arg", "speaking"]
+__all__ = ["arg", "speaking", "number", "plural"]
 
 _VOCABULARY: contextvars.ContextVar = contextvars.ContextVar("nnarray_vocabulary", default=None)
 
@@ -45,3 +47,21 @@ def speaking(table):
         yield
     finally:
         _VOCABULARY.reset(token)
+
+
+def number(x):
+    """A float as a person would write it, still valid Python: 12 significant digits drop the binary noise.
+
+    >>> number(0.05 * 0.9), number(1e-3), number(2.0), number(float("inf"))
+    ('0.045', '0.001', '2.0', 'inf')
+    """
+    return repr(float(f"{float(x):.12g}"))
+
+
+def plural(n, noun, nouns=None):
+    """``"1 epoch"``, ``"2 epochs"``.
+
+    >>> plural(1, "epoch"), plural(3, "epoch"), plural(2, "entry", "entries")
+    ('1 epoch', '3 epochs', '2 entries')
+    """
+    return f"{n} {noun if n == 1 else (nouns or noun + 's')}"
