@@ -6,14 +6,14 @@ Python Array API standard, so the same code runs on NumPy (CPU) and CuPy (NVIDIA
 >>> net = nn.MLP([784, 100, 10], backend=be, seed=0)
 """
 
-from . import datasets, distributed, functions, optim, schedules, step
+from . import callbacks, datasets, distributed, functions, optim, schedules, step
 from . import fast  # noqa: F401 -- registers the backend-specific fast paths with nnarray.step
 from .backend import Backend, BackendUnavailableError, cupy_available, get_backend, to_numpy
 from .history import History
 from .saving import CheckpointError, load, load_checkpoint, load_history, save, save_checkpoint, save_history
 from .model import MLP
 from .optim import SGD, AdaGrad, Adam, AdamW, Optimizer, RMSprop
-from .train import StopTraining, TrainingDivergedError, evaluate, fit
+from .train import FitOptions, StopTraining, TrainingDivergedError, evaluate, fit
 
 __version__ = "0.1.0"
 
@@ -24,6 +24,7 @@ __all__ = [
     "Adam",
     "AdamW",
     "CheckpointError",
+    "FitOptions",
     "History",
     "MLP",
     "Optimizer",
@@ -32,6 +33,7 @@ __all__ = [
     "StopTraining",
     "TrainingDivergedError",
     "cupy_available",
+    "callbacks",
     "datasets",
     "distributed",
     "evaluate",

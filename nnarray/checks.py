@@ -1,31 +1,36 @@
-"""Checks on user input, run once before any work starts.
+"""Checks on user input, run once before any work starts: the one place where a setting's rule is written.
 
-Every error names the argument, what was expected and what was given. The checks accept host NumPy
+Every error names the argument, what was expected and what was given. The checks on data accept host NumPy
 arrays and arrays of any backend (their own namespace is used, so a CuPy array is checked on the GPU
 with one synchronisation, once per call, never inside a training loop).
+
+Settings are declared, as scikit-learn declares ``_parameter_constraints``: a constraint object such as
+:data:`FRACTION` (a number in [0, 1)) checks a Python value (``FRACTION(0.9, "momentum")``) and parses a
+command-line flag (``FRACTION.parse("0.9")``, an ``argparse`` type), so the library, the command and the
+scikit-learn estimator refuse the same values with the same words. :data:`PARAMETERS` is the table per class.
+
+>>> FRACTION(0.9, "momentum")
+0.9
+>>> FRACTION(1.0, "momentum")
+Traceback (most recent call last):
+...
+ValueError: momentum: expected a value in [0, 1), got 1.0
+>>> validate({"momentum": 0.5, "nesterov": True}, PARAMETERS["SGD"])
+{'momentum': 0.5, 'nesterov': True}
 """
 
 from __future__ import annotations
 
+import math
 import numbers
 import warnings
 
 import array_api_compat
 
-__all__ = [
-    "check_X",
-    "check_t",
-    "check_Xt",
-    "check_reduction",
-    "check_positive_int",
-    "check_lr",
-    "check_seed",
-    "as_array",
-    "class_count",
-    "warn_absent_classes",
-    "check_optimizer",
-    "LabelWarning",
-]
+__all__ = ["check_X", "check_t", "check_Xt", "check_reduction", "check_positive_int", "check_lr", "check_seed", "as_array",
+           "check_option", "check_bool", "check_dropout", "Interval", "Options", "validate", "PARAMETERS",
+           "POSITIVE", "NONNEGATIVE", "FRACTION", "FACTOR", "PROBABILITY", "LEARNING_RATE", "POSITIVE_INT",
+           "NONNEGATIVE_INT", "class_count", "warn_absent_classes", "check_optimizer", "LabelWarning"]
 
 REDUCTIONS = ("mean", "sum")
 
@@ -113,19 +118,12 @@ def check_reduction(reduction):
 
 
 def check_positive_int(value, name):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name}: expected a positive integer, got {value!r}")
-    return int(value)
+    return POSITIVE_INT(value, name)
 
 
 def check_lr(lr, name="lr"):
-    # A real number only: float("0.1") would accept the string "0.1" (and True would be 1.0).
-    if isinstance(lr, bool) or not isinstance(lr, numbers.Real):
-        raise TypeError(f"{name}: expected a number, got {lr!r}")
-    lr = float(lr)
-    if not (lr > 0 and lr < float("inf")):
-        raise ValueError(f"{name}: expected a positive finite learning rate, got {lr!r}")
-    return lr
+    """A positive finite η; a real number only (float("0.1") would accept the text "0.1", True would be 1.0)."""
+    return LEARNING_RATE(lr, name)
 
 
 def check_seed(seed, name="seed"):
@@ -280,3 +278,142 @@ def check_optimizer(opt, params, name="opt"):
                     f"{k!r} has shape {tuple(params[k].shape)}; an optimizer keeps the state of the network it "
                     "trained: make a new optimizer for this network"
                 )
+
+
+# ============================================================================================ settings
+class Interval:
+    """A number in an interval, as scikit-learn's ``Interval(Real, 0, 1, closed="left")``.
+
+    ``kind`` is :class:`numbers.Integral` or :class:`numbers.Real`; ``closed`` is "both", "left", "right" or
+    "neither" (which ends belong to it; an infinite end never does); ``text`` is the expectation as the
+    messages say it (default: made from the bounds). Calling it checks a value and returns it as ``int`` or
+    ``float``; :meth:`parse` reads a command-line value (an ``argparse`` type).
+    """
+
+    def __init__(self, kind, low=None, high=None, closed="both", text=None):
+        self.kind, self.low, self.high, self.closed = kind, low, high, closed
+        self.text = text or self._describe()
+
+    def _describe(self):
+        integer = self.kind is numbers.Integral
+        left, right = self.closed in ("both", "left"), self.closed in ("both", "right")
+        if self.high is None and self.low is not None:
+            if integer:
+                return "a positive integer" if (self.low, left) in ((1, True), (0, False)) else f"an integer ≥ {self.low}"
+            return f"a number {'≥' if left else '>'} {self.low}"
+        lo = "(-inf" if self.low is None else ("[" if left else "(") + f"{self.low}"
+        hi = "inf)" if self.high is None else f"{self.high}" + ("]" if right else ")")
+        return f"{'an integer' if integer else 'a value'} in {lo}, {hi}"
+
+    def contains(self, value):
+        left, right = self.closed in ("both", "left"), self.closed in ("both", "right")
+        above = self.low is None or (value >= self.low if left else value > self.low)
+        below = self.high is None or (value <= self.high if right else value < self.high)
+        return above and below and (self.kind is numbers.Integral or not math.isnan(value))
+
+    def __call__(self, value, name):
+        if self.kind is numbers.Integral:  # an integer setting: one ValueError for any wrong value
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not self.contains(value):
+                raise ValueError(f"{name}: expected {self.text}, got {value!r}")
+            return int(value)
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):  # "0.1" or True hide a mistake
+            raise TypeError(f"{name}: expected a number, got {value!r}")
+        value = float(value)
+        if not self.contains(value):
+            raise ValueError(f"{name}: expected {self.text}, got {value!r}")
+        return value
+
+    def parse(self, text):
+        """The value of a command-line flag; argparse adds the flag's name to the error."""
+        import argparse  # noqa: PLC0415 -- the command line only
+
+        try:
+            value = int(text) if self.kind is numbers.Integral else float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {self.text}, got {text!r}") from None
+        if not self.contains(value):
+            raise argparse.ArgumentTypeError(f"expected {self.text}, got {text}")
+        return value
+
+    def __repr__(self):
+        return f"Interval({self.kind.__name__}, {self.low}, {self.high}, closed={self.closed!r})"
+
+
+class Options:
+    """One of a fixed set of values (``Options(("mean", "sum"))``)."""
+
+    def __init__(self, values):
+        self.values = tuple(values)
+
+    def __call__(self, value, name):
+        return check_option(value, self.values, name)
+
+
+class _Bool:
+    def __call__(self, value, name):
+        return check_bool(value, name)
+
+
+POSITIVE = Interval(numbers.Real, 0, math.inf, closed="neither", text="a positive number")
+NONNEGATIVE = Interval(numbers.Real, 0, math.inf, closed="left", text="a finite value ≥ 0")
+FRACTION = Interval(numbers.Real, 0, 1, closed="left", text="a value in [0, 1)")
+PROBABILITY = Interval(numbers.Real, 0, 1, closed="left", text="a probability in [0, 1)")
+FACTOR = Interval(numbers.Real, 0, 1, closed="right", text="a factor in (0, 1]")
+LEARNING_RATE = Interval(numbers.Real, 0, math.inf, closed="neither", text="a positive finite learning rate")
+POSITIVE_INT = Interval(numbers.Integral, 1, None, text="a positive integer")
+NONNEGATIVE_INT = Interval(numbers.Integral, 0, None, text="an integer ≥ 0")
+BOOL = _Bool()
+
+#: The settings of each class that takes settings, by argument name (the optimizers besides ``lr``, which
+#: :func:`check_lr` checks; the schedules; the scikit-learn estimator). Its classes check with
+#: :func:`validate`; the command's flags parse with the same constraints.
+PARAMETERS = {
+    "SGD": {"momentum": FRACTION, "nesterov": BOOL, "weight_decay": NONNEGATIVE},
+    "Adam": {"eps": NONNEGATIVE, "weight_decay": NONNEGATIVE},
+    "RMSprop": {"alpha": FRACTION, "eps": NONNEGATIVE, "momentum": FRACTION, "weight_decay": NONNEGATIVE},
+    "AdaGrad": {"eps": NONNEGATIVE, "weight_decay": NONNEGATIVE, "lr_decay": NONNEGATIVE,
+                "initial_accumulator_value": NONNEGATIVE},
+    "Exponential": {"gamma": FACTOR},
+    "Step": {"step_size": POSITIVE_INT, "gamma": FACTOR},
+    "Cosine": {"epochs": POSITIVE_INT},
+    "Warmup": {"epochs": POSITIVE_INT},
+    "MLPClassifier": {
+        "alpha": NONNEGATIVE, "learning_rate_init": POSITIVE, "power_t": Interval(numbers.Real, 0, math.inf, "left"),
+        "tol": Interval(numbers.Real, 0, math.inf, "left"), "momentum": Interval(numbers.Real, 0, 1),
+        "validation_fraction": FRACTION, "beta_1": FRACTION, "beta_2": FRACTION, "epsilon": POSITIVE,
+        "max_iter": POSITIVE_INT, "learning_rate": Options(("constant", "invscaling", "adaptive")),
+        "shuffle": BOOL, "verbose": BOOL, "warm_start": BOOL, "nesterovs_momentum": BOOL, "early_stopping": BOOL,
+    },
+}
+
+
+def validate(values, constraints):
+    """``{name: value}`` checked against ``{name: constraint}`` (names without a constraint pass as they are)."""
+    return {k: constraints[k](v, k) if k in constraints else v for k, v in values.items()}
+
+
+def check_option(value, options, name):
+    """``value`` must be one of ``options`` (compared with ==, so text values stay text)."""
+    if not any(value == o and type(value) is type(o) for o in options):
+        raise ValueError(f"{name}: expected one of {', '.join(map(repr, options))}, got {value!r}")
+    return value
+
+
+def check_bool(value, name):
+    if not isinstance(value, bool):
+        raise TypeError(f"{name}: expected True or False, got {value!r}")
+    return value
+
+
+def check_dropout(dropout, n_hidden):
+    """Dropout rates per hidden layer as a list of floats in [0, 1), with errors naming ``dropout``."""
+    if isinstance(dropout, (list, tuple)):
+        if len(dropout) != n_hidden:
+            raise ValueError(
+                f"dropout: expected one rate per hidden layer ({n_hidden}), got {len(dropout)}: {list(dropout)!r}"
+            )
+        return [PROBABILITY(p, f"dropout[{i}]") for i, p in enumerate(dropout)]
+    p = PROBABILITY(dropout, "dropout")
+    if p > 0.0 and n_hidden == 0:
+        raise ValueError(f"dropout: the network has no hidden layer to drop units of, got dropout={p!r}")
+    return [p] * n_hidden

@@ -45,8 +45,8 @@ def _write_npz(path, header, arrays):
     atomic_write(path, lambda f: np.savez(f, **payload))
 
 
-def _read_npz(path, expected_formats):
-    """The header and arrays of an nnarray file whose format is one of ``expected_formats``."""
+def _read_npz(path, *formats):
+    """The header and arrays of an nnarray file of one of ``formats`` (a :class:`CheckpointError` otherwise)."""
     path = os.fspath(path)
     try:
         files = read_npz(path)
@@ -60,12 +60,10 @@ def _read_npz(path, expected_formats):
         header = json.loads(str(files.pop("__header__")))
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{path}: corrupt header ({exc})") from exc
-    if not isinstance(header, dict):
-        raise CheckpointError(f"{path}: corrupt header (expected a JSON object, got {type(header).__name__})")
-    fmt = header.get("format")
-    if fmt not in expected_formats:
+    fmt = header.get("format") if isinstance(header, dict) else None
+    if fmt not in formats:
         hint = " (use load_checkpoint for training checkpoints)" if fmt == CHECKPOINT_FORMAT else ""
-        raise CheckpointError(f"{path}: expected a {' or '.join(map(repr, expected_formats))} file, got format {fmt!r}{hint}")
+        raise CheckpointError(f"{path}: expected a {' or '.join(map(repr, formats))} file, got format {fmt!r}{hint}")
     if header.get("version", 0) > FORMAT_VERSION:
         raise CheckpointError(f"{path}: written by a newer nnarray (format version {header['version']})")
     return header, files
@@ -113,10 +111,11 @@ def load(path, backend=None):
     """
     backend = get_backend(backend)
     path = os.fspath(path)
-    header, arrays = _read_npz(path, (MODEL_FORMAT, CHECKPOINT_FORMAT))
-    if header["format"] == CHECKPOINT_FORMAT:
-        return _net_from(header.get("model", {}), arrays, path, backend, "param/")
-    return _net_from(header, arrays, path, backend)
+    header, arrays = _read_npz(path, MODEL_FORMAT, CHECKPOINT_FORMAT)
+    prefix = ""
+    if header["format"] == CHECKPOINT_FORMAT:  # the model inside a training checkpoint
+        header, prefix = header.get("model", {}), "param/"
+    return _net_from(header, arrays, path, backend, prefix)
 
 
 def save_checkpoint(path, net, opt, rng, history, config=None):
@@ -152,7 +151,7 @@ def load_checkpoint(path, backend=None):
 
     backend = get_backend(backend)  # a wrong backend is the argument's fault, not the file's
     path = os.fspath(path)
-    header, arrays = _read_npz(path, (CHECKPOINT_FORMAT,))
+    header, arrays = _read_npz(path, CHECKPOINT_FORMAT)
     net = _net_from(header.get("model", {}), arrays, path, backend, prefix="param/")
     opt_header = dict(header.get("optimizer", {}))
     if header.get("version", 1) < 2:  # version 1: SGD only, hyperparameters flat, "velocity/<key>" arrays

@@ -19,12 +19,14 @@ warm-up and the inner schedule). tests/test_schedules.py compares them.
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 
-from .checks import check_lr, check_positive_int
+from .checks import PARAMETERS, check_lr, check_positive_int, check_option, validate
 
-__all__ = ["Schedule", "Constant", "Exponential", "Step", "Cosine", "Warmup", "SCHEDULES", "from_config"]
+__all__ = ["Schedule", "Constant", "Exponential", "Step", "Cosine", "Warmup", "SCHEDULES", "from_config", "make",
+           "parameters"]
 
 #: Schedule classes by name (for configs and checkpoints).
 SCHEDULES: dict = {}
@@ -52,6 +54,11 @@ class Schedule:
     def at(self, epoch: int) -> float:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    @property
+    def last_epoch(self):
+        """The last epoch this schedule gives an η for (None: every epoch); :func:`nnarray.fit` refuses longer runs."""
+        return None
+
     def config(self) -> dict:
         """``{"name": ..., constructor arguments...}`` (JSON-ready); :func:`from_config` inverts it."""
         return {"name": self.name, **{k: v for k, v in vars(self).items() if not k.startswith("_")}}
@@ -77,19 +84,10 @@ class Exponential(Schedule):
 
     def __init__(self, lr, gamma=0.9):
         super().__init__(lr)
-        self.gamma = _check_gamma(gamma)
+        self.gamma = validate({"gamma": gamma}, PARAMETERS["Exponential"])["gamma"]
 
     def at(self, epoch):
         return self.lr * self.gamma ** (epoch - 1)
-
-
-def _check_gamma(gamma):
-    if isinstance(gamma, bool) or not isinstance(gamma, numbers.Real):
-        raise TypeError(f"gamma: expected a number, got {gamma!r}")
-    gamma = float(gamma)
-    if not 0.0 < gamma <= 1.0:
-        raise ValueError(f"gamma: expected a factor in (0, 1], got {gamma!r}")
-    return gamma
 
 
 class Step(Schedule):
@@ -103,8 +101,8 @@ class Step(Schedule):
 
     def __init__(self, lr, step_size, gamma=0.1):
         super().__init__(lr)
-        self.step_size = check_positive_int(step_size, "step_size")
-        self.gamma = _check_gamma(gamma)
+        checked = validate({"step_size": step_size, "gamma": gamma}, PARAMETERS["Step"])
+        self.step_size, self.gamma = checked["step_size"], checked["gamma"]
 
     def at(self, epoch):
         return self.lr * self.gamma ** ((epoch - 1) // self.step_size)
@@ -139,6 +137,10 @@ class Cosine(Schedule):
         if not 0.0 <= eta_min < self.lr:
             raise ValueError(f"eta_min: expected a value in [0, lr) = [0, {self.lr}), got {eta_min!r}")
         self.eta_min = eta_min
+
+    @property
+    def last_epoch(self):
+        return self.epochs
 
     def at(self, epoch):
         if epoch > self.epochs:
@@ -176,6 +178,11 @@ class Warmup(Schedule):
         self.epochs = check_positive_int(epochs, "epochs")
         self.lr = schedule(1)
 
+    @property
+    def last_epoch(self):
+        inner = self.schedule.last_epoch
+        return None if inner is None else self.epochs + inner
+
     def at(self, epoch):
         if epoch <= self.epochs:
             return self.lr * epoch / self.epochs
@@ -192,3 +199,32 @@ def from_config(config: dict) -> Schedule:
     if name not in SCHEDULES:
         raise ValueError(f"schedule: unknown schedule {name!r}; expected one of {', '.join(SCHEDULES)}")
     return SCHEDULES[name](**config)
+
+
+def parameters(name) -> tuple:
+    """The names of the settings of schedule ``name`` besides ``lr`` (its constructor's arguments)."""
+    check_option(name, tuple(SCHEDULES), "schedule")
+    return tuple(p for p in inspect.signature(SCHEDULES[name]).parameters if p not in ("self", "lr", "schedule"))
+
+
+def make(name, lr, epochs, warmup=0, **settings) -> Schedule:
+    """The schedule ``name`` (a key of :data:`SCHEDULES`) for a run of ``epochs`` epochs, with an optional linear
+    warm-up over its first ``warmup`` epochs (:class:`Warmup`). ``settings`` holds any of the schedule's own
+    arguments (``gamma``, ``step_size``, ...); None values and those it does not take are left out; a schedule
+    with an ``epochs`` argument (:class:`Cosine`) spans the epochs after the warm-up.
+
+    >>> make("cosine", 0.1, epochs=10, warmup=2)
+    Warmup(schedule={'name': 'cosine', 'lr': 0.1, 'epochs': 8, 'eta_min': 0.0}, epochs=2)
+    >>> make("step", 0.1, epochs=10, gamma=0.5, step_size=3)(4)
+    0.05
+    """
+    epochs = check_positive_int(epochs, "epochs")
+    if isinstance(warmup, bool) or not isinstance(warmup, numbers.Integral) or not 0 <= warmup < epochs:
+        raise ValueError(f"warmup: expected a number of epochs in 0..{epochs - 1} (fewer than epochs={epochs}), "
+                         f"got {warmup!r}")
+    names = parameters(name)
+    kw = {k: v for k, v in settings.items() if k in names and v is not None}
+    if "epochs" in names:
+        kw["epochs"] = epochs - warmup
+    s = SCHEDULES[name](lr, **kw)
+    return Warmup(s, epochs=warmup) if warmup else s

@@ -49,8 +49,9 @@ from . import optim as _optim
 from .backend import Backend, BackendUnavailableError, get_backend, to_numpy
 from .history import History
 from .model import MLP
+from .callbacks import DivergenceGuard
 from .checks import LabelWarning
-from .train import StopTraining, fit as _nn_fit
+from .train import FitOptions, StopTraining, fit as _nn_fit
 
 __all__ = ["MLPClassifier"]
 
@@ -505,8 +506,9 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
             # classes_ come from y or from partial_fit's classes=: a batch may lack some of them by design
             warnings.simplefilter("ignore", LabelWarning)
             _nn_fit(net, opt, X, t, epochs=1 if incremental else int(self.max_iter), batch_size=batch_size,
-                    reduction="mean", seed=self._rng, validation=val, shuffle=bool(self.shuffle),
-                    history=self._history, callbacks=[sklearn_rules])
+                    reduction="mean", seed=self._rng, validation=val,
+                    callbacks=[sklearn_rules, DivergenceGuard(factor=None)],  # as scikit-learn: NaN and inf only
+                    options=FitOptions(shuffle=bool(self.shuffle), history=self._history))
         if self.early_stopping and self._best_params is not None:
             net.params = self._best_params  # the best epoch's weights, as scikit-learn
         self._best_params = None

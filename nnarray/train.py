@@ -1,28 +1,32 @@
 """Mini-batch training: :func:`fit` and :func:`evaluate`.
 
-``fit`` prepares the data on the device, makes the training step (:mod:`nnarray.step`) and runs the epochs:
-the schedule's η, the step's epoch driver, one read of the epoch's metrics, validation, the
-:class:`~nnarray.history.History` record and the callbacks.
+``fit`` checks everything it can (the data, the settings, the schedule over the epochs, each callback's
+preflight), prepares the data on the device, makes the training step (:mod:`nnarray.step`) and runs the
+epochs: the schedule's η, the step's epoch driver, one read of the epoch's metrics, the divergence guard,
+validation, the :class:`~nnarray.history.History` record and the callbacks (:mod:`nnarray.callbacks`).
 """
 
 from __future__ import annotations
 
-import math
 import time
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np  # host side only: the epoch permutations come from numpy.random.default_rng
 
 from . import functions as F
+from .callbacks import DivergenceGuard, FitRun, as_callbacks
+from .checks import check_optimizer, check_positive_int, check_reduction, check_Xt, warn_absent_classes
 from .distributed import abort_on_error, allreduce_gradients, get_comm
 from .history import History
 from .step import make_step
-from .checks import check_optimizer, check_positive_int, check_reduction, check_Xt, warn_absent_classes
 
-__all__ = ["fit", "evaluate", "TrainingDivergedError", "StopTraining"]
+__all__ = ["fit", "evaluate", "FitOptions", "TrainingDivergedError", "StopTraining"]
 
 
 class TrainingDivergedError(FloatingPointError):
-    """The training loss became NaN or inf; the network keeps the parameters of the last finished epoch."""
+    """The training loss became NaN or inf or grew far beyond its start (:class:`~nnarray.callbacks.DivergenceGuard`);
+    the network and the optimizer keep the values of the last finished epoch."""
 
 
 class StopTraining(Exception):
@@ -30,6 +34,30 @@ class StopTraining(Exception):
 
     The epoch is complete and recorded; ``fit`` returns the history normally.
     """
+
+
+@dataclass
+class FitOptions:
+    """The less common settings of :func:`fit`'s loop, grouped so ``fit`` keeps a short signature.
+
+    shuffle : bool
+        False visits the samples in their given order every epoch.
+    history : History or None
+        An earlier run's history to continue (epochs are numbered on from it; pass the same Generator as
+        ``seed`` to continue the permutations too).
+    fast : bool or None
+        Use a backend-specific fast path of :mod:`nnarray.fast` (same results as the generic Array API
+        step, tested against it): ``None`` picks one when available unless ``$NNARRAY_FAST=0``;
+        ``False`` always runs the generic step; ``True`` requires a fast path.
+    comm : communicator or None
+        Data-parallel training (:mod:`nnarray.distributed`), e.g. ``MPIComm()`` under ``mpiexec -n P``;
+        default: one process (see :func:`fit`).
+    """
+
+    shuffle: bool = True
+    history: History | None = None
+    fast: bool | None = None
+    comm: Any = None
 
 
 def evaluate(net, X, t, batch_size=10000):
@@ -63,30 +91,14 @@ def _evaluate_sums(net, Xd, td, batch_size, lo, hi):
     return float(loss_sum), int(correct)
 
 
-def fit(
-    net,
-    opt,
-    X,
-    t,
-    epochs=5,
-    batch_size=100,
-    reduction="mean",
-    seed=0,
-    validation=None,
-    shuffle=True,
-    history=None,
-    callbacks=None,
-    on_batches=None,
-    log_every=50,
-    fast=None,
-    schedule=None,
-    comm=None,
-):
+def fit(net, opt, X, t, epochs=5, batch_size=100, reduction="mean", seed=0, validation=None, schedule=None,
+        callbacks=None, options=None):
     """Train ``net`` with ``opt`` on (X, t) by mini-batch back-propagation; return a :class:`History`.
 
     Per mini-batch of B images (:class:`nnarray.step.TrainStep`): forward, a = Y − T, back-propagation of
     ΔW, ΔB summed over the batch (``reduction="sum"``, the seed) or averaged (``"mean"``, the book), then
-    ``opt.update``.
+    ``opt.update``. Everything is checked before the first update: the data, the settings, the schedule over
+    every epoch and each callback's ``preflight`` (e.g. that a checkpoint's folder can be written).
 
     Parameters
     ----------
@@ -107,27 +119,17 @@ def fit(
         uninterrupted one.
     validation : (X_val, t_val) or None
         Evaluated after every epoch (``val_loss``, ``val_accuracy`` in the history).
-    shuffle : bool
-        False visits the samples in their given order every epoch.
-    history : History or None
-        An earlier run's history to continue (epochs are numbered on from it).
-    callbacks : callable or list of callables ``cb(record: dict)``, optional
-        Called after every epoch with that epoch's record (e.g. to write a checkpoint). A callback may raise
-        :class:`StopTraining` to end training after this epoch (early stopping); ``fit`` then returns normally.
-    on_batches : callable(batches_done, n_batches, read_loss) -> None, optional
-        Called every ``log_every`` batches for progress display. ``read_loss()`` returns the running mean
-        loss of the epoch; calling it synchronises with the device, so nothing is read unless asked.
-    log_every : int
-        Batches between calls of ``on_batches``.
-    fast : bool or None
-        Use a backend-specific fast path of :mod:`nnarray.fast` (same results as the generic Array API
-        step, tested against it): ``None`` picks one when available unless ``$NNARRAY_FAST=0``;
-        ``False`` always runs the generic step; ``True`` requires a fast path.
     schedule : Schedule or callable(epoch) -> lr, optional
         Sets ``opt.lr`` before every epoch (:mod:`nnarray.schedules`); without one ``opt.lr`` is left alone.
-    comm : communicator, optional
-        Data-parallel training (:mod:`nnarray.distributed`), e.g. ``MPIComm()`` under ``mpiexec -n P``;
-        default: one process. ``batch_size`` is then the *global* batch: every rank draws the same
+        Evaluated for every epoch before training, so a schedule that does not cover them is refused first.
+    callbacks : Callback, callable or list of them, optional
+        :mod:`nnarray.callbacks` (``EarlyStopping``, ``ModelCheckpoint``, ``ProgressBar``, ``HistoryLogger``,
+        ``DivergenceGuard``) or plain functions ``cb(record: dict)`` called after every epoch with its record.
+        A callback may raise :class:`StopTraining` (or set ``run.stop_training``) to end training after this
+        epoch; ``fit`` then returns normally. Every callback sees the epoch before training stops.
+    options : FitOptions, optional
+        ``shuffle``, ``history`` (continue a run), ``fast`` (backend fast paths), ``comm`` (data-parallel).
+        With a communicator of P processes ``batch_size`` is the *global* batch: every rank draws the same
         permutation (rank 0's seed and RNG state are broadcast), takes its contiguous share of each
         global batch, and one all-reduce of the packed gradients per step gives every rank the
         single-process gradient (``"mean"`` divides by the global batch size). Parameters and optimizer
@@ -143,44 +145,74 @@ def fit(
         Before any work, for arguments that cannot work: ``X``, ``t`` (labels outside 0..C−1), ``opt`` (its state
         belongs to a network of another shape), ``epochs``, ...; the message names the argument.
     TrainingDivergedError
-        When the epoch's loss is NaN or inf; ``net.params`` and the optimizer's state then hold the values
-        of the last finished epoch.
+        When the epoch's loss is NaN, inf or far beyond its start (:class:`~nnarray.callbacks.DivergenceGuard`,
+        always on); ``net.params`` and the optimizer's state then hold the values of the last finished epoch.
     """
     X, t = check_Xt(X, t, net.n_in, net.n_classes)
     check_optimizer(opt, net.params)
-    check_positive_int(epochs, "epochs")
-    check_positive_int(batch_size, "batch_size")
-    check_positive_int(log_every, "log_every")
+    epochs, batch_size = check_positive_int(epochs, "epochs"), check_positive_int(batch_size, "batch_size")
     check_reduction(reduction)
-    if validation is not None:
-        if not (isinstance(validation, (tuple, list)) and len(validation) == 2):
-            raise TypeError("validation: expected a pair (X_val, t_val)")
-        validation = check_Xt(*validation, net.n_in, net.n_classes, names=("validation X", "validation t"))
-    if callbacks is None:
-        callbacks = []
-    elif callable(callbacks):
-        callbacks = [callbacks]
-    else:
-        callbacks = list(callbacks)
-        for cb in callbacks:
-            if not callable(cb):
-                raise TypeError(f"callbacks: expected callables, got {type(cb).__name__}")
+    validation = _check_validation(validation, net)
+    options = _check_options(options)
     if schedule is not None and not callable(schedule):
         raise TypeError(f"schedule: expected a schedule (callable epoch -> lr), got {type(schedule).__name__}")
-    warn_absent_classes(t, net.n_classes)
+    cbs = as_callbacks(callbacks)
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-    history = History() if history is None else history
-    comm = get_comm(comm)
+    history = History() if options.history is None else options.history
+    comm = get_comm(options.comm)
+    run = FitRun(net, opt, history, rng, schedule, epochs, X.shape[0], batch_size, validation is not None, comm)
+    lrs = _preflight(run, cbs)
+    warn_absent_classes(t, net.n_classes)  # after every refusal: a warning only for a run that starts
     if comm.size == 1:
-        return _fit(net, opt, X, t, epochs, batch_size, reduction, rng, validation, shuffle, history,
-                    callbacks, on_batches, log_every, fast, schedule, comm)  # fmt: skip
+        return _fit(run, cbs, X, t, validation, reduction, lrs, options)
     # A failure on one rank (a bug, a full disk in a rank-0 callback) would leave the others blocked in
     # their next collective: end the job instead. Divergence is decided from all-reduced metrics, so
     # every rank raises it at the same point and it propagates normally.
     with abort_on_error(comm, collective=(TrainingDivergedError,)):
         _sync_start(net, opt, rng, history, comm, X.shape[0])
-        return _fit(net, opt, X, t, epochs, batch_size, reduction, rng, validation, shuffle, history,
-                    callbacks, on_batches, log_every, fast, schedule, comm)  # fmt: skip
+        run.plan(epochs)  # numbered on from rank 0's history
+        return _fit(run, cbs, X, t, validation, reduction, _learning_rates(run), options)
+
+
+def _check_validation(validation, net):
+    if validation is None:
+        return None
+    if not (isinstance(validation, (tuple, list)) and len(validation) == 2):
+        raise TypeError(f"validation: expected a pair (X_val, t_val), got {type(validation).__name__}")
+    return check_Xt(*validation, net.n_in, net.n_classes, names=("validation X", "validation t"))
+
+
+def _check_options(options):
+    if options is None:
+        return FitOptions()
+    if not isinstance(options, FitOptions):
+        raise TypeError(f"options: expected nnarray.FitOptions(shuffle=..., history=..., fast=..., comm=...), "
+                        f"got {type(options).__name__}")
+    if options.history is not None and not isinstance(options.history, History):
+        raise TypeError(f"options.history: expected a History, got {type(options.history).__name__}")
+    return options
+
+
+def _preflight(run, cbs):
+    """Before any work: η of every epoch (a schedule that cannot give one is refused now), then each
+    callback's preflight. Returns the epochs' η (None without a schedule)."""
+    lrs = _learning_rates(run)
+    for cb in cbs:
+        cb.preflight(run)
+    return lrs
+
+
+def _learning_rates(run):
+    """``{epoch: η}`` of the schedule for the epochs planned (None without a schedule)."""
+    if run.schedule is None:
+        return None
+    last = getattr(run.schedule, "last_epoch", None)
+    if last is not None and run.last_epoch > last:
+        span = f"epoch {run.last_epoch}" if run.first_epoch == run.last_epoch else \
+            f"epochs {run.first_epoch}..{run.last_epoch}"
+        raise ValueError(f"schedule: {run.schedule!r} covers epochs 1..{last}, but this fit would train {span}; "
+                         f"make the schedule for the run's {run.last_epoch} epochs")
+    return {e: run.schedule(e) for e in range(run.first_epoch, run.last_epoch + 1)}
 
 
 def _sync_start(net, opt, rng, history, comm, N):
@@ -201,75 +233,126 @@ def _sync_start(net, opt, rng, history, comm, N):
             setattr(history, k, v)
 
 
-def _fit(net, opt, X, t, epochs, batch_size, reduction, rng, validation, shuffle, history, callbacks,
-         on_batches, log_every, fast, schedule, comm):  # fmt: skip
-    """The epochs of :func:`fit` (arguments checked there; ``comm`` already synchronised)."""
+def _fit(run, cbs, X, t, validation, reduction, lrs, options):
+    """The epochs of :func:`fit` (everything checked there; ``comm`` already synchronised)."""
+    net, opt, comm = run.net, run.opt, run.comm
     be, xp = net.backend, net.xp
     # The data go to the device once; per batch only rows are gathered there.
     Xd = be.asarray(X, dtype=net.dtype)
-    Td = F.one_hot(xp, be.asarray(t, dtype=xp.int64), net.n_classes, net.dtype)  # teacher T, built once
+    td = be.asarray(t, dtype=xp.int64)
+    Td = F.one_hot(xp, td, net.n_classes, net.dtype)  # teacher T, built once
+    Xv = tv = None
     if validation is not None:
         Xv, tv = be.asarray(validation[0], dtype=net.dtype), be.asarray(validation[1], dtype=xp.int64)
-    N = Xd.shape[0]
     # Data-parallel training sums every rank's gradients before the update (one all-reduce per step).
     grad_hook = (lambda grads: allreduce_gradients(grads, comm, xp)) if comm.size > 1 else None
-    step = make_step(net, opt, Xd, Td, reduction, fast=fast, batch_size=batch_size, grad_hook=grad_hook)
-    first_epoch = (history.epoch[-1] + 1) if len(history) else 1
+    step = make_step(net, opt, Xd, Td, reduction, fast=options.fast, batch_size=run.batch_size, grad_hook=grad_hook)
+    guard = next((cb for cb in cbs if isinstance(cb, DivergenceGuard)), None) or DivergenceGuard()
+    hooks = _Hooks(run, cbs if comm.rank == 0 else [])  # rank 0 alone writes checkpoints and outputs
+    run.start_loss = _start_loss(net, Xd, td, comm)
+    try:
+        hooks.call("on_train_begin")
+        for epoch in range(run.first_epoch, run.last_epoch + 1):
+            record = _epoch(run, step, hooks, guard, epoch, lrs, options.shuffle, reduction, (Xv, tv))
+            hooks.epoch_end(record)
+            # The other ranks wait for rank 0's callbacks (a barrier) and learn whether to stop.
+            if comm.bcast_object(run.stop_training, root=0):
+                run.outcome = "stopped"
+                break
+        run.outcome = run.outcome or "done"
+    except TrainingDivergedError:
+        run.outcome = "diverged"
+        raise
+    except KeyboardInterrupt:
+        run.outcome = "interrupted"
+        raise
+    except BaseException:
+        run.outcome = "error"
+        raise
+    finally:
+        hooks.call("on_train_end")
+    return run.history
 
-    for epoch in range(first_epoch, first_epoch + epochs):
-        start = time.perf_counter()
-        if schedule is not None:
-            opt.lr = schedule(epoch)
-        # Updates happen in place: keep what is needed to fall back to if this epoch diverges.
-        params_before = {k: xp.asarray(v, copy=True) for k, v in net.params.items()}
-        opt_before = opt.state_dict() if hasattr(opt, "state_dict") else None
-        order = rng.permutation(N) if shuffle else np.arange(N)
-        if getattr(net, "uses_dropout", False):
-            # The epoch's dropout masks come from a child of the permutation generator: drawn from its
-            # stream (so a checkpoint's saved state resumes them exactly) and only when dropout is on (so
-            # runs without dropout see the permutations they always did).
-            step.mask_rng = np.random.default_rng(rng.integers(0, 2**32, size=4))
-        step.reset()
-        # NumPy warns on inf − inf etc. once a run diverges; divergence is detected (and reported with
-        # advice) after the epoch instead, so the warnings are only noise here.
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            step.epoch(be.asarray(order, dtype=xp.int64), batch_size, comm, on_batches, log_every)
-        # The epoch's only synchronisation: read the accumulated metrics (sums over this rank's rows,
-        # summed over the ranks by one tiny all-reduce, so every rank decides alike).
-        loss_sum, correct = comm.allreduce_sum(np.asarray([float(step.loss_sum), float(int(step.correct))]))
-        train_loss, train_acc = float(loss_sum) / N, int(correct) / N
-        if not math.isfinite(train_loss):
-            net.params = params_before
-            if opt_before is not None:
-                opt.load_state_dict(opt_before, backend=be, dtype=net.dtype)
-            raise TrainingDivergedError(_divergence_message(epoch, train_loss, opt, reduction))
-        val_loss = val_acc = None
-        if validation is not None:
-            val_loss, val_acc = _validate(net, Xv, tv, comm)
-        # Every rank records the same epoch time: the mean over the ranks.
-        seconds = float(comm.allreduce_sum(np.asarray([time.perf_counter() - start]))[0]) / comm.size
-        record = dict(
-            epoch=epoch,
-            train_loss=train_loss,
-            train_accuracy=train_acc,
-            val_loss=val_loss,
-            val_accuracy=val_acc,
-            lr=getattr(opt, "lr", None),
-            seconds=seconds,
-            samples=N,
-        )
-        history.append(**record)
-        stop = False
-        if comm.rank == 0:  # rank 0 alone writes checkpoints and outputs
-            for cb in callbacks:  # every callback sees the epoch (a checkpoint writer too), then training stops
-                try:
-                    cb(record)
-                except StopTraining:
-                    stop = True
-        # The other ranks wait for rank 0's callbacks (a barrier) and learn whether to stop.
-        if comm.bcast_object(stop, root=0):
-            break
-    return history
+
+def _epoch(run, step, hooks, guard, epoch, lrs, shuffle, reduction, val):
+    """One epoch: η, the batches, the epoch's metrics (one read), the guard, validation; returns its record."""
+    net, opt, comm, rng = run.net, run.opt, run.comm, run.rng
+    xp, N = net.xp, run.n_samples
+    start = time.perf_counter()
+    run.epoch = epoch
+    if lrs is not None:
+        opt.lr = lrs[epoch]
+    hooks.call("on_epoch_begin", epoch)
+    # Updates happen in place: keep what is needed to fall back to if this epoch diverges.
+    params_before = {k: xp.asarray(v, copy=True) for k, v in net.params.items()}
+    opt_before = opt.state_dict() if hasattr(opt, "state_dict") else None
+    order = rng.permutation(N) if shuffle else np.arange(N)
+    if getattr(net, "uses_dropout", False):
+        # The epoch's dropout masks come from a child of the permutation generator: drawn from its
+        # stream (so a checkpoint's saved state resumes them exactly) and only when dropout is on (so
+        # runs without dropout see the permutations they always did).
+        step.mask_rng = np.random.default_rng(rng.integers(0, 2**32, size=4))
+    step.reset()
+    # NumPy warns on inf − inf etc. once a run diverges; divergence is detected (and reported with
+    # advice) after the epoch instead, so the warnings are only noise here.
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        step.epoch(net.backend.asarray(order, dtype=xp.int64), run.batch_size, comm, hooks.on_batches, hooks.log_every)
+    # The epoch's only synchronisation: read the accumulated metrics (sums over this rank's rows,
+    # summed over the ranks by one tiny all-reduce, so every rank decides alike).
+    loss_sum, correct = comm.allreduce_sum(np.asarray([float(step.loss_sum), float(int(step.correct))]))
+    train_loss, train_acc = float(loss_sum) / N, int(correct) / N
+    reason = guard.check(run, epoch, train_loss)
+    if reason is not None:
+        net.params = params_before
+        if opt_before is not None:
+            opt.load_state_dict(opt_before, backend=net.backend, dtype=net.dtype)
+        raise TrainingDivergedError(_divergence_message(epoch, reason, opt, reduction))
+    val_loss = val_acc = None
+    if val[0] is not None:
+        val_loss, val_acc = _validate(net, val[0], val[1], comm)
+    # Every rank records the same epoch time: the mean over the ranks.
+    seconds = float(comm.allreduce_sum(np.asarray([time.perf_counter() - start]))[0]) / comm.size
+    record = dict(epoch=epoch, train_loss=train_loss, train_accuracy=train_acc, val_loss=val_loss,
+                  val_accuracy=val_acc, lr=getattr(opt, "lr", None), seconds=seconds, samples=N)
+    run.history.append(**record)
+    return record
+
+
+class _Hooks:
+    """Calls the callbacks' hooks in order (on rank 0; the others get an empty list)."""
+
+    def __init__(self, run, cbs):
+        self.run, self.cbs = run, cbs
+        self.batch_cbs = [cb for cb in cbs if cb.log_every]
+        self.log_every = min((cb.log_every for cb in self.batch_cbs), default=1)
+        self.on_batches = self._on_batches if self.batch_cbs else None
+
+    def call(self, hook, *args):
+        for cb in self.cbs:
+            getattr(cb, hook)(self.run, *args)
+
+    def _on_batches(self, done, n_batches, read_loss):
+        for cb in self.batch_cbs:
+            if done % cb.log_every == 0 or done == n_batches:
+                cb.on_batches(self.run, done, n_batches, read_loss)
+
+    def epoch_end(self, record):
+        """Every callback sees the epoch (a checkpoint writer too); a StopTraining anywhere stops after it."""
+        for cb in self.cbs:
+            try:
+                cb.on_epoch_end(self.run, record)
+            except StopTraining:
+                self.run.stop_training = True
+
+
+def _start_loss(net, Xd, td, comm, rows=10000):
+    """The mean training loss before the first update, on the first ``rows`` samples (one synchronisation):
+    the divergence guard's reference. All-reduced over the ranks' shares, so every rank has the same."""
+    n = min(rows, Xd.shape[0])
+    lo, hi = n * comm.rank // comm.size, n * (comm.rank + 1) // comm.size
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        loss_sum, _ = _evaluate_sums(net, Xd, td, 10000, lo, hi)
+    return float(comm.allreduce_sum(np.asarray([loss_sum], dtype=float))[0]) / n
 
 
 def _validate(net, Xv, tv, comm):
@@ -281,12 +364,12 @@ def _validate(net, Xv, tv, comm):
     return float(loss_sum) / Nv, int(correct) / Nv
 
 
-def _divergence_message(epoch, train_loss, opt, reduction):
+def _divergence_message(epoch, reason, opt, reduction):
     lr = getattr(opt, "lr", None)
     advice = "Try a smaller learning rate" + (f" than lr={lr}" if lr is not None else "")
     if reduction == "sum":
         advice += " (with reduction='sum' the step grows with the batch size; try lr/batch_size)"
     return (
-        f"training diverged in epoch {epoch}: the training loss became {train_loss}. "
+        f"training diverged in epoch {epoch}: {reason}. "
         f"The parameters keep their values from the end of epoch {epoch - 1}. {advice}."
     )

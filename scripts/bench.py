@@ -84,7 +84,7 @@ def nnarray_row(spec, sizes, B, X, t, dtype):
 
     def epoch(n):
         Xn, tn = (Xd, td) if n == X.shape[0] else (Xd[:n, ...], td[:n])
-        hist = nn.fit(net, opt, Xn, tn, epochs=1, batch_size=B, reduction="mean", seed=rng, fast=fast)
+        hist = nn.fit(net, opt, Xn, tn, epochs=1, batch_size=B, reduction="mean", seed=rng, options=nn.FitOptions(fast=fast))
         return hist.seconds[-1], hist.train_loss[-1]
 
     return epoch

@@ -54,7 +54,7 @@ def worker(args):
         X = X.astype(np.float64)
     net = nn.MLP([784, args.hidden, 10], backend="numpy", dtype=args.dtype, seed=0)
     opt = nn.SGD(lr=0.1)
-    hist = nn.fit(net, opt, X, t, epochs=args.epochs + 1, batch_size=args.batch, seed=0, comm=comm)
+    hist = nn.fit(net, opt, X, t, epochs=args.epochs + 1, batch_size=args.batch, seed=0, options=nn.FitOptions(comm=comm))
     secs = hist.seconds[1:]
     if comm is None or comm.rank == 0:
         n_params = sum(int(np.prod(p.shape)) for p in net.params.values())

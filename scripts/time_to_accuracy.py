@@ -76,7 +76,7 @@ def run(name, X, t, Xt, tt, s):
                 raise nn.StopTraining
 
         nn.fit(net, opt, X, t, epochs=s["max_epochs"], batch_size=s["batch_size"], seed=s["seed"],
-               validation=(Xt, tt), callbacks=callback, schedule=schedule, fast=fast)
+               validation=(Xt, tt), callbacks=callback, schedule=schedule, options=nn.FitOptions(fast=fast))
         device = f"cuda:{getattr(be.device, 'id', 0)}" if be.name == "cupy" else str(be.device) if be.name == "torch" else "cpu"
         return records, {"backend": be.name, "device": device}
 

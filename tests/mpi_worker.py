@@ -165,8 +165,7 @@ def _fit_case(case, comm):
         opt = nn.SGD(lr=case["lr"], momentum=case.get("momentum", 0.0))
     hist = nn.fit(
         net, opt, X, t, epochs=case["epochs"], batch_size=case["batch"], reduction=case["reduction"], seed=5,
-        validation=(Xv, tv), fast=case["fast"], comm=comm,
-    )  # fmt: skip
+        validation=(Xv, tv), options=nn.FitOptions(fast=case["fast"], comm=comm))  # fmt: skip
     return {k: nn.to_numpy(v).copy() for k, v in net.params.items()}, hist
 
 
@@ -253,7 +252,7 @@ def fit_sync(comm, outdir):
         if rec["epoch"] == stop_at:
             raise nn.StopTraining
 
-    hist = nn.fit(net, opt, X, t, epochs=5, batch_size=32, seed=g, history=hist, callbacks=cb, comm=comm)
+    hist = nn.fit(net, opt, X, t, epochs=5, batch_size=32, seed=g, callbacks=cb, options=nn.FitOptions(history=hist, comm=comm))
     params = {k: v.copy() for k, v in net.params.items()}
     out = {"calls": calls, "epochs": hist.epoch, "train_loss": hist.train_loss}
     if comm.rank == 0:
@@ -265,14 +264,14 @@ def fit_sync(comm, outdir):
             if rec["epoch"] == stop_at:
                 raise nn.StopTraining
 
-        rhist = nn.fit(rnet, ropt, X, t, epochs=5, batch_size=32, seed=rg, history=rhist, callbacks=cb0)
+        rhist = nn.fit(rnet, ropt, X, t, epochs=5, batch_size=32, seed=rg, callbacks=cb0, options=nn.FitOptions(history=rhist))
         out["ref_epochs"] = rhist.epoch
         out["param_rel"] = max(float(np.max(np.abs(params[k] - rnet.params[k])) / np.max(np.abs(rnet.params[k]))) for k in params)
         out["loss_rel"] = max(abs(a - b) / abs(b) for a, b in zip(hist.train_loss, rhist.train_loss))
     # Divergence: every rank must raise at the same epoch (decided from all-reduced metrics).
     net2 = nn.MLP([6, 16, 3], backend="numpy", dtype="float32", seed=0)
     try:
-        nn.fit(net2, nn.SGD(lr=1e3), X * 50, t, epochs=3, batch_size=20, comm=comm)
+        nn.fit(net2, nn.SGD(lr=1e3), X * 50, t, epochs=3, batch_size=20, options=nn.FitOptions(comm=comm))
         out["diverged"] = False
     except nn.TrainingDivergedError as exc:
         out["diverged"] = str(exc).split(":")[0]

@@ -304,7 +304,7 @@ def test_a_crash_while_checkpointing_keeps_the_last_good_checkpoint(tmp_path, mo
 
 # ------------------------------------------------------------------------------------------- validation
 def test_validation_split_is_held_out_of_the_training_images():
-    cfg = cli._resolve({**cli.DEFAULTS, "dataset": "digits"})
+    cfg = cli.settings.resolve({**cli.DEFAULTS, "dataset": "digits"})
     _, _, (X, t), (Xv, tv), (Xt, tt) = cli.load_data(cfg)
     (X0, _), (Xt0, _) = nn.datasets.load("digits")
     assert X.shape[0] + Xv.shape[0] == X0.shape[0] == 1438 and Xv.shape[0] == 1438 // 12
@@ -526,8 +526,11 @@ def test_fast_on_without_a_fast_path_is_a_clear_error(tmp_path, capsys):
 
 def test_help_of_fit_lists_its_parameters():
     text = pydoc.render_doc(nn.fit, renderer=pydoc.plaintext)
-    for name in ("reduction", "shuffle", "log_every", "validation", "callbacks", "schedule"):
+    for name in ("reduction", "validation", "callbacks", "schedule", "options"):
         assert f"{name} :" in text or f"{name}," in text, name
+    text = pydoc.render_doc(nn.FitOptions, renderer=pydoc.plaintext)
+    for name in ("shuffle", "history", "fast", "comm"):
+        assert f"{name} :" in text, name
 
 
 # ------------------------------------------------------------------------------------------- optimizers, schedules

@@ -39,7 +39,8 @@ def test_fit_drops_at_the_rate_in_training_only(blobs):
     _recording_forward(net, calls)
     nn.fit(net, nn.SGD(0.1), X, t, epochs=2, batch_size=100, validation=(X, t))
     training = [m for m in calls if m is not None]
-    assert len(training) == 2 * 6 and len(calls) == 2 * 6 + 2  # + one validation pass per epoch, unmasked
+    # + one validation pass per epoch and the divergence guard's start loss, unmasked
+    assert len(training) == 2 * 6 and len(calls) == 2 * 6 + 2 + 1
     dropped = np.mean(np.concatenate([nn.to_numpy(m[0]) for m in training]) == 0.0)
     assert abs(dropped - 0.4) < 0.01  # 240 000 draws
     assert all(tuple(m[0].shape) == (100, 200) for m in training)
@@ -115,7 +116,7 @@ def test_resume_from_a_checkpoint_draws_the_masks_of_an_uninterrupted_run(tmp_pa
     nn.save_checkpoint(tmp_path / "ck.npz", net, opt, rng, hist)
     ck = nn.load_checkpoint(tmp_path / "ck.npz", backend="numpy")
     assert ck["net"].dropout == [0.5, 0.2]
-    h = nn.fit(ck["net"], ck["opt"], X, t, epochs=2, batch_size=25, seed=ck["rng"], history=ck["history"], validation=(X, t))
+    h = nn.fit(ck["net"], ck["opt"], X, t, epochs=2, batch_size=25, seed=ck["rng"], validation=(X, t), options=nn.FitOptions(history=ck["history"]))
     assert h.train_loss == h_straight.train_loss
     for k, v in straight.params.items():
         np.testing.assert_array_equal(ck["net"].params[k], v)

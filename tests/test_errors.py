@@ -141,7 +141,7 @@ def test_divergence_stops_with_advice_and_keeps_last_good_epoch(data):
     hist = nn.History()
     hist.append(epoch=1)
     with pytest.raises(nn.TrainingDivergedError, match=r"diverged in epoch 2: the training loss became (nan|inf).*end of epoch 1.*smaller learning rate than lr=1000"):
-        nn.fit(net, opt, X, t, epochs=3, batch_size=20, history=hist)
+        nn.fit(net, opt, X, t, epochs=3, batch_size=20, options=nn.FitOptions(history=hist))
     assert _untouched(net, good)
     assert all(np.all(np.isfinite(v)) for v in good.values())
 

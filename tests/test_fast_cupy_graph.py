@@ -59,7 +59,7 @@ def _run(blobs, fast, sizes, dtype, momentum, reduction, lr, epochs, n=1000, bat
     X, t = blobs(n=n, n_in=sizes[0], n_classes=sizes[-1], seed=4)
     net = nn.MLP(sizes, backend="cupy", dtype=dtype, seed=1)
     hist = nn.fit(net, nn.SGD(lr, momentum=momentum), X, t, epochs=epochs, batch_size=batch_size, seed=2,
-                  reduction=reduction, fast=fast)
+                  reduction=reduction, options=nn.FitOptions(fast=fast))
     return net, hist
 
 
@@ -89,10 +89,17 @@ def test_graph_step_on_fashion_mnist_shapes_and_progress_reads():
     t = rng.integers(0, 10, size=1050)
     reads = []
     nets = {}
+
+    class Reads(nn.callbacks.Callback):
+        log_every = 5
+
+        def on_batches(self, run, done, n_batches, read_loss):
+            reads.append(read_loss())
+
     for fast in (False, True):
         net = nn.MLP([784, 100, 10], backend="cupy", seed=0)
-        nn.fit(net, nn.SGD(0.1), X, t, epochs=2, batch_size=100, seed=0, fast=fast,
-               on_batches=lambda b, n, read: reads.append(read()), log_every=5)
+        nn.fit(net, nn.SGD(0.1), X, t, epochs=2, batch_size=100, seed=0, callbacks=[Reads()],
+               options=nn.FitOptions(fast=fast))
         nets[fast] = net
     assert all(np.isfinite(reads))
     for k in nets[False].params:
@@ -111,7 +118,7 @@ def test_graph_step_on_fashion_mnist_shapes_and_progress_reads():
 # replay time). What it does not check: the kernels' arithmetic. Each transliteration computes its result
 # with the same NumPy operations, in the same order, as the generic step (e.g. the GEMM as op(A) @ op(B) then
 # the epilogue; ΔB as xp.sum(a, axis=0) where the CUDA kernel sums sequentially), so the parameters must come
-# out bit-identical to nn.fit(fast=False) — any difference is an orchestration error (a wrong buffer, order,
+# out bit-identical to nn.fit(options=nn.FitOptions(fast=False)) — any difference is an orchestration error (a wrong buffer, order,
 # offset, mode or η), not rounding. The CUDA arithmetic itself is compared with the generic step on a GPU
 # (the `gpu` tests above).
 # ------------------------------------------------------------------------------------------------------
@@ -356,8 +363,7 @@ def _fit_pair(monkeypatch, blobs, sizes, dtype, momentum, reduction, n, batch_si
         if fast:
             net.params = {k: v.view(FakeDeviceArray) for k, v in net.params.items()}
             monkeypatch.setitem(nn_step._FAST_PATHS, "numpy", lambda: _HostGraphStep)
-        hist = nn.fit(net, opt, X, t, epochs=epochs, batch_size=batch_size, seed=2, reduction=reduction,
-                      fast=fast, schedule=sched)
+        hist = nn.fit(net, opt, X, t, epochs=epochs, batch_size=batch_size, seed=2, reduction=reduction, schedule=sched, options=nn.FitOptions(fast=fast))
         out.append((net, opt, hist))
     return out
 
@@ -585,8 +591,8 @@ def test_graph_step_follows_an_lr_that_changes_every_epoch(blobs, sizes, momentu
     runs = {}
     for fast in (False, True):
         net = nn.MLP(sizes, backend="cupy", dtype=dtype, seed=1)
-        hist = nn.fit(net, nn.SGD(0.05, momentum=momentum), X, t, epochs=10, batch_size=32, seed=2, fast=fast,
-                      schedule=nn.schedules.Exponential(0.05, 0.7))
+        hist = nn.fit(net, nn.SGD(0.05, momentum=momentum), X, t, epochs=10, batch_size=32, seed=2,
+                      schedule=nn.schedules.Exponential(0.05, 0.7), options=nn.FitOptions(fast=fast))
         runs[fast] = (net, hist)
     assert runs[True][1].lr == pytest.approx([0.05 * 0.7**k for k in range(10)])
     _assert_gpu_runs_agree(dtype, runs[False], runs[True], len(t))
@@ -614,10 +620,10 @@ def test_graph_step_captures_again_when_parameters_or_state_are_replaced(blobs, 
     for fast in (False, True):
         net = nn.MLP(sizes, backend="cupy", dtype=dtype, seed=1)
         opt = nn.SGD(0.05, momentum=0.9)
-        hist = nn.fit(net, opt, X, t, epochs=4, batch_size=32, seed=2, fast=fast, callbacks=replacer(net, opt))
+        hist = nn.fit(net, opt, X, t, epochs=4, batch_size=32, seed=2, callbacks=replacer(net, opt), options=nn.FitOptions(fast=fast))
         net.params = {k: v * 0.5 for k, v in net.params.items()}
-        hist = nn.fit(net, opt, X, t, epochs=4, batch_size=32, seed=3, fast=fast, history=hist,
-                      callbacks=replacer(net, opt))
+        hist = nn.fit(net, opt, X, t, epochs=4, batch_size=32, seed=3,
+                      callbacks=replacer(net, opt), options=nn.FitOptions(fast=fast, history=hist))
         runs[fast], opts[fast] = (net, hist), opt
     _assert_gpu_runs_agree(dtype, runs[False], runs[True], len(t))
     if dtype == "float64":
@@ -707,5 +713,5 @@ def test_graph_step_with_fewer_samples_than_a_batch(blobs):
     runs = {}
     for fast in (False, True):
         net = nn.MLP(sizes, backend="cupy", dtype="float64", seed=1)
-        runs[fast] = (net, nn.fit(net, nn.SGD(0.05, momentum=0.9), X, t, epochs=5, batch_size=32, seed=2, fast=fast))
+        runs[fast] = (net, nn.fit(net, nn.SGD(0.05, momentum=0.9), X, t, epochs=5, batch_size=32, seed=2, options=nn.FitOptions(fast=fast)))
     _assert_gpu_runs_agree("float64", runs[False], runs[True], len(t))

@@ -59,7 +59,7 @@ def test_resume_equals_uninterrupted(tmp_path, blobs):
     nn.save_checkpoint(tmp_path / "ck.npz", net, opt, rng, hist)
     del net, opt, rng
     ck = nn.load_checkpoint(tmp_path / "ck.npz", backend="numpy")
-    nn.fit(ck["net"], ck["opt"], X, t, epochs=2, batch_size=32, seed=ck["rng"], history=ck["history"])
+    nn.fit(ck["net"], ck["opt"], X, t, epochs=2, batch_size=32, seed=ck["rng"], options=nn.FitOptions(history=ck["history"]))
     for k, v in straight.params.items():
         np.testing.assert_allclose(nn.to_numpy(ck["net"].params[k]), nn.to_numpy(v), rtol=1e-12, atol=1e-12)
 

@@ -308,7 +308,7 @@ def test_resume_from_a_checkpoint_equals_an_uninterrupted_run(tmp_path, blobs, m
     del net, opt, rng
     ck = nn.load_checkpoint(tmp_path / "ck.npz", backend="numpy")
     assert type(ck["opt"]) is type(make_opt()) and ck["opt"].t == 2 * 10
-    h = nn.fit(ck["net"], ck["opt"], X, t, epochs=2, batch_size=32, seed=ck["rng"], history=ck["history"], schedule=schedule)
+    h = nn.fit(ck["net"], ck["opt"], X, t, epochs=2, batch_size=32, seed=ck["rng"], schedule=schedule, options=nn.FitOptions(history=ck["history"]))
     assert h.train_loss == h_straight.train_loss and h.lr == h_straight.lr
     for k, v in straight.params.items():
         np.testing.assert_array_equal(nn.to_numpy(ck["net"].params[k]), nn.to_numpy(v))

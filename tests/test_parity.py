@@ -67,8 +67,8 @@ def test_schedule_and_replaced_parameters_match_numpy(backend, blobs):
         opt = nn.SGD(0.05, momentum=0.9)
         hist = nn.fit(net, opt, X, t, epochs=3, batch_size=20, seed=11, schedule=nn.schedules.Exponential(0.05, 0.7))
         net.params = {k: v * 0.5 for k, v in net.params.items()}
-        hist = nn.fit(net, opt, X, t, epochs=3, batch_size=20, seed=12, history=hist,
-                      schedule=nn.schedules.Exponential(0.05, 0.7))
+        hist = nn.fit(net, opt, X, t, epochs=3, batch_size=20, seed=12,
+                      schedule=nn.schedules.Exponential(0.05, 0.7), options=nn.FitOptions(history=hist))
         runs[b] = (net, hist)
     (ref_net, ref_hist), (net, hist) = runs["numpy"], runs[backend]
     assert hist.lr == pytest.approx([0.05 * 0.7 ** (e - 1) for e in range(1, 7)])

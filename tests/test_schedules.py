@@ -115,5 +115,23 @@ def test_fit_trains_each_epoch_at_the_schedules_rate(blobs):
     net = nn.MLP([12, 8, 3], backend="numpy", dtype="float64", seed=0)
     hist = nn.fit(net, nn.SGD(0.1, momentum=0.9), X, t, epochs=6, batch_size=50, schedule=schedule)
     assert hist.lr == [schedule(e) for e in range(1, 7)]
-    with pytest.raises(ValueError, match="cosine schedule was made for epochs 1..4"):
-        nn.fit(net, nn.SGD(0.1), X, t, epochs=1, batch_size=50, schedule=S.Cosine(0.1, epochs=4), history=hist)
+    before = {k: v.copy() for k, v in net.params.items()}
+    with pytest.raises(ValueError, match=r"schedule: Cosine\(lr=0.1, epochs=4, eta_min=0.0\) covers epochs 1..4, "
+                                         r"but this fit would train epoch 7"):
+        nn.fit(net, nn.SGD(0.1), X, t, epochs=1, batch_size=50, schedule=S.Cosine(0.1, epochs=4),
+               options=nn.FitOptions(history=hist))
+    assert all(np.array_equal(net.params[k], before[k]) for k in before) and len(hist) == 6
+
+
+def test_a_schedule_shorter_than_the_run_is_refused_before_any_update(blobs):
+    """The issue's case: fit(..., epochs=4, schedule=Cosine(0.1, epochs=2)) must not touch the parameters."""
+    X, t = blobs(n=100, seed=2)
+    net = nn.MLP([12, 8, 3], backend="numpy", dtype="float64", seed=0)
+    before = {k: v.copy() for k, v in net.params.items()}
+    seen = []
+    with pytest.raises(ValueError, match=r"schedule: .* covers epochs 1..2, but this fit would train epochs 1..4"):
+        nn.fit(net, nn.SGD(0.1), X, t, epochs=4, batch_size=50, schedule=S.Cosine(0.1, epochs=2), callbacks=seen.append)
+    assert all(np.array_equal(net.params[k], before[k]) for k in before) and seen == []
+    with pytest.raises(ValueError, match=r"schedule: .* covers epochs 1..3, but this fit would train epochs 1..4"):
+        nn.fit(net, nn.SGD(0.1), X, t, epochs=4, batch_size=50, schedule=S.Warmup(S.Cosine(0.1, epochs=2), epochs=1))
+    assert all(np.array_equal(net.params[k], before[k]) for k in before)

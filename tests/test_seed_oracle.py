@@ -142,7 +142,7 @@ def test_fit_one_batch_is_the_seeds_minibatch_step():
     net, X, t = _case([3, 4, 3], 6, 2)
     eta = 0.01
     ref = seed_minibatch(*_seed_view(net), X.tolist(), t.tolist(), eta=eta)
-    hist = nn.fit(net, nn.SGD(eta), X, t, epochs=1, batch_size=6, reduction="sum", shuffle=False)
+    hist = nn.fit(net, nn.SGD(eta), X, t, epochs=1, batch_size=6, reduction="sum", options=nn.FitOptions(shuffle=False))
     assert abs(hist.train_loss[0] - ref["E"] / 6) <= TOL  # reported as the mean per image
     w1, b1, w2, b2 = ref["new"]
     np.testing.assert_allclose(nn.to_numpy(net.params["W1"]).T, w1, rtol=0, atol=TOL)

@@ -46,7 +46,7 @@ def test_the_gradient_hook_sees_every_batch_before_the_update(blobs):
     assert len(seen) == 3 and seen[-1]["W1"].shape == (6, 5)  # 32 + 32 + 6 rows
 
     ref = nn.MLP([6, 5, 3], backend="numpy", dtype="float64", seed=0)
-    nn.fit(ref, nn.SGD(0.1), X, t, epochs=1, batch_size=32, reduction="sum", shuffle=False)
+    nn.fit(ref, nn.SGD(0.1), X, t, epochs=1, batch_size=32, reduction="sum", options=nn.FitOptions(shuffle=False))
     for k in ref.params:
         np.testing.assert_allclose(net.params[k], ref.params[k], rtol=1e-13)
 
@@ -106,7 +106,7 @@ def test_a_registered_fast_path_is_chosen_and_can_be_switched_off(monkeypatch, b
     assert type(make_step(net, nn.SGD(0.1), Xd, Td, "mean", fast=False)) is TrainStep
     Buffered.refuse = "optimizer Adam (only SGD)"
     assert type(make_step(net, nn.SGD(0.1), Xd, Td, "mean")) is TrainStep
-    with pytest.raises(ValueError, match=r"fast: no fast path available here \(optimizer Adam \(only SGD\)\)"):
+    with pytest.raises(ValueError, match=r"fast=True: no fast path available here \(optimizer Adam \(only SGD\)\)"):
         make_step(net, nn.SGD(0.1), Xd, Td, "mean", fast=True)
     Buffered.refuse = None
     monkeypatch.setenv("NNARRAY_FAST", "0")
@@ -128,5 +128,5 @@ def test_generic_step_where_no_fast_path_applies(blobs):
     X, t = blobs(n=50)
     strict = nn.MLP([12, 8, 3], backend="array_api_strict", seed=0)
     assert type(make_step(strict, nn.SGD(0.1), *_device_data(strict, X, t), "mean")) is TrainStep
-    with pytest.raises(ValueError, match=r"fast: no fast path available here \(no fast path for backend 'array_api_strict'\)"):
-        nn.fit(strict, nn.SGD(0.1), X, t, epochs=1, fast=True)
+    with pytest.raises(ValueError, match=r"fast=True: no fast path available here \(no fast path for backend 'array_api_strict'\)"):
+        nn.fit(strict, nn.SGD(0.1), X, t, epochs=1, options=nn.FitOptions(fast=True))

@@ -75,7 +75,7 @@ def test_two_runs_of_two_epochs_with_a_carried_generator_equal_four_epochs(blobs
     net_b = nn.MLP([12, 8, 3], backend="numpy", dtype="float64", seed=0)
     opt, rng = nn.SGD(0.1, momentum=0.5), np.random.default_rng(3)
     hb = nn.fit(net_b, opt, X, t, epochs=2, batch_size=32, seed=rng)
-    hb = nn.fit(net_b, opt, X, t, epochs=2, batch_size=32, seed=rng, history=hb)
+    hb = nn.fit(net_b, opt, X, t, epochs=2, batch_size=32, seed=rng, options=nn.FitOptions(history=hb))
     assert hb.epoch == [1, 2, 3, 4]
     assert hb.train_loss == ha.train_loss
     for k in net_a.params:
@@ -93,10 +93,15 @@ def test_fit_does_not_modify_the_callers_data(blobs):
 def test_callback_and_progress_hooks(blobs):
     X, t = blobs(n=400, seed=3)
     seen, progress = [], []
-    nn.fit(
-        nn.MLP([12, 8, 3], backend="numpy", seed=0), nn.SGD(0.1), X, t, epochs=2, batch_size=20,
-        callbacks=seen.append, on_batches=lambda b, n, read: progress.append((b, n, read())), log_every=5,
-    )
+
+    class Progress(nn.callbacks.Callback):
+        log_every = 5
+
+        def on_batches(self, run, done, n_batches, read_loss):
+            progress.append((done, n_batches, read_loss()))
+
+    nn.fit(nn.MLP([12, 8, 3], backend="numpy", seed=0), nn.SGD(0.1), X, t, epochs=2, batch_size=20,
+           callbacks=[seen.append, Progress()])
     assert [r["epoch"] for r in seen] == [1, 2]
     assert [p[0] for p in progress] == [5, 10, 15, 20] * 2 and all(p[1] == 20 for p in progress)
     assert all(np.isfinite(p[2]) and p[2] > 0 for p in progress)
@@ -143,7 +148,7 @@ def test_divergence_restores_the_optimizers_state_too(blobs):
 def test_bad_callbacks_and_schedules_are_refused_before_training(blobs):
     X, t = blobs(n=50, seed=3)
     net = nn.MLP([12, 8, 3], backend="numpy", seed=0)
-    with pytest.raises(TypeError, match="callbacks: expected callables, got int"):
+    with pytest.raises(TypeError, match="callbacks: expected callables or Callback objects, got int"):
         nn.fit(net, nn.SGD(0.1), X, t, callbacks=[print, 3])
     with pytest.raises(TypeError, match="schedule: expected a schedule"):
         nn.fit(net, nn.SGD(0.1), X, t, schedule=0.1)

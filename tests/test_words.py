@@ -44,6 +44,6 @@ def test_fast_path_refusal_in_both_vocabularies(blobs):
     X, t = blobs(n=40, seed=0)
     net = nn.MLP([X.shape[1], 4, 3], backend="numpy", seed=0)
     with pytest.raises(ValueError, match=r"^fast=True: no fast path available here \(.*\); use fast=None or fast=False$"):
-        nn.fit(net, nn.SGD(0.1), X, t, epochs=1, fast=True)
+        nn.fit(net, nn.SGD(0.1), X, t, epochs=1, options=nn.FitOptions(fast=True))
     with speaking(FLAGS), pytest.raises(ValueError, match=r"^--fast on: no fast path available here \(.*\); use --fast auto or --fast off$"):
-        nn.fit(net, nn.SGD(0.1), X, t, epochs=1, fast=True)
+        nn.fit(net, nn.SGD(0.1), X, t, epochs=1, options=nn.FitOptions(fast=True))

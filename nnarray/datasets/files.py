@@ -101,7 +101,12 @@ def _npz(path):
             raise DatasetError(f"{path}: no such file") from None
         if exc.kind == "npy":
             raise DatasetError(f"{path}: a single .npy array, expected an .npz archive with X_train and t_train") from None
-        raise DatasetError(f"{path}: {exc}" if exc.kind == "objects" else f"{path}: not a readable .npz archive ({exc})") from None
+        if exc.kind == "objects":
+            raise DatasetError(f"{path}: {exc}") from None
+        if exc.kind == "not-npz":
+            raise DatasetError(f"{path}: not a readable .npz archive (not a zip file; expected arrays X_train, t_train "
+                               "saved with numpy.savez)") from None
+        raise DatasetError(f"{path}: not a readable .npz archive ({exc})") from None
     missing = [k for k in ("X_train", "t_train") if k not in arrays]
     if missing:
         raise DatasetError(
