@@ -142,8 +142,12 @@ class LabelWarning(UserWarning):
     """Some classes 0..C−1 have no sample among the training labels; the message names them.
 
     The network still gets an output for each of them (their logits are only ever pushed down), so such a
-    class is never predicted unless the data change.
+    class is never predicted unless the data change. ``absent`` holds those classes (a tuple of ints).
     """
+
+    def __init__(self, message, absent=()):
+        super().__init__(message)
+        self.absent = tuple(int(c) for c in absent)
 
 
 def _listed(values, most=8):
@@ -222,7 +226,7 @@ def class_count(t, name="t", others=(), where=None):
         )
     absent = np.setdiff1d(np.arange(C), sets[0][0])
     if absent.size:
-        warnings.warn(_absent_message(name, absent, C), LabelWarning, stacklevel=2)
+        warnings.warn(LabelWarning(_absent_message(name, absent, C), absent), stacklevel=2)
     return C
 
 
@@ -248,7 +252,7 @@ def warn_absent_classes(t, n_classes, name="t", stacklevel=3):
         return
     have = {int(v) for v in to_numpy(seen).tolist()}
     absent = [c for c in range(n_classes) if c not in have]
-    warnings.warn(_absent_message(name, absent, n_classes), LabelWarning, stacklevel=stacklevel)
+    warnings.warn(LabelWarning(_absent_message(name, absent, n_classes), absent), stacklevel=stacklevel)
 
 
 def check_optimizer(opt, params, name="opt"):

@@ -19,7 +19,7 @@ import os
 import sys
 import time
 
-__all__ = ["usable_cores", "idle_cores", "choose_threads", "limit_threads"]
+__all__ = ["usable_cores", "idle_cores", "choose_threads", "limit_threads", "torch_threads"]
 
 
 def usable_cores() -> int:
@@ -82,24 +82,26 @@ def idle_cores(interval: float = 0.25) -> float:
     return max(0.0, usable_cores() - load)
 
 
-def choose_threads(idle=None) -> dict:
+def choose_threads(idle=None, share=1) -> dict:
     """The default thread count: the idle cores at start, rounded, at least 1, at most the usable cores.
 
     Returns ``{"threads": n, "cores": usable cores, "idle": idle cores (one decimal), "why": words}``; ``idle``
-    may be given (measured elsewhere, or for a test) instead of measured.
+    may be given (measured elsewhere, or for a test) instead of measured. ``share``: processes that start
+    together on this host and split the idle cores (the ranks of a data-parallel run).
 
     >>> choose_threads(idle=0.3)["threads"]
     1
     """
     cores = usable_cores()
     idle = idle_cores() if idle is None else float(idle)
-    n = max(1, min(cores, int(idle + 0.5)))
-    why = f"{idle:.1f} of {cores} cores idle at start"
+    n = max(1, min(cores, int(idle / share + 0.5)))
+    why = f"{idle:.1f} of {cores} cores idle at start" + (f", shared by {share} processes" if share > 1 else "")
     return {"threads": n, "cores": cores, "idle": round(idle, 1), "why": why}
 
 
 @contextlib.contextmanager
-def _torch_threads(n):
+def torch_threads(n):
+    """PyTorch's intra-op threads set to ``n`` for the block, when PyTorch is loaded (else nothing)."""
     torch = sys.modules.get("torch")  # only when PyTorch is in use: never imported for this
     if torch is None:
         yield
@@ -129,6 +131,6 @@ def limit_threads(n):
         stack.enter_context(threadpool_limits(limits=n))
         method = "threadpoolctl"
     if "torch" in sys.modules:
-        stack.enter_context(_torch_threads(n))
+        stack.enter_context(torch_threads(n))
         method = method or "torch"
     return stack, method

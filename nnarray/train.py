@@ -20,6 +20,7 @@ from .checks import check_optimizer, check_positive_int, check_reduction, check_
 from .distributed import abort_on_error, allreduce_gradients, get_comm
 from .history import History
 from .step import make_step
+from .words import arg, number
 
 __all__ = ["fit", "evaluate", "FitOptions", "TrainingDivergedError", "StopTraining"]
 
@@ -366,9 +367,10 @@ def _validate(net, Xv, tv, comm):
 
 def _divergence_message(epoch, reason, opt, reduction):
     lr = getattr(opt, "lr", None)
-    advice = "Try a smaller learning rate" + (f" than lr={lr}" if lr is not None else "")
+    advice = "Try a smaller learning rate" + (f" than {arg('lr', number(lr))}" if lr is not None else "")
     if reduction == "sum":
-        advice += " (with reduction='sum' the step grows with the batch size; try lr/batch_size)"
+        advice += (f" (with {arg('reduction', repr('sum'))} the step grows with the batch size; try the learning rate "
+                   "divided by the batch size)")
     return (
         f"training diverged in epoch {epoch}: {reason}. "
         f"The parameters keep their values from the end of epoch {epoch - 1}. {advice}."
