@@ -47,3 +47,10 @@ def test_fast_path_refusal_in_both_vocabularies(blobs):
         nn.fit(net, nn.SGD(0.1), X, t, epochs=1, options=nn.FitOptions(fast=True))
     with speaking(FLAGS), pytest.raises(ValueError, match=r"^--fast on: no fast path available here \(.*\); use --fast auto or --fast off$"):
         nn.fit(net, nn.SGD(0.1), X, t, epochs=1, options=nn.FitOptions(fast=True))
+
+
+def test_optimizer_repr_writes_floats_as_a_person_would():
+    opt = nn.SGD(0.05, momentum=0.9)
+    opt.lr = 0.05 * 0.9  # what an exponential schedule gives at epoch 2
+    assert repr(opt) == "SGD(lr=0.045, momentum=0.9, nesterov=False, weight_decay=0.0)"
+    assert repr(nn.Adam(1e-3)).startswith("Adam(lr=0.001, betas=(0.9, 0.999), eps=1e-08")
