@@ -191,10 +191,10 @@ def class_count(t, name="t", others=(), where=None):
     >>> import numpy as np
     >>> class_count(np.array([0, 2, 1, 2]))
     3
-    >>> class_count(np.array([0, 1, 2, 1000000]))
+    >>> class_count(np.array([0, 1, 2, 1000000]))  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    ValueError: t: label 1000000 at index 3 of t would make 1000001 classes (0..1000000), but only 4 distinct labels occur (0, 1, 2, 1000000); expected class indices 0..C−1 of which at most half have no sample. Fix that label, or number the classes 0..C−1 (e.g. with numpy.unique(t, return_inverse=True)).
+    ValueError: t: label 1000000 at index 3 of t would make 1000001 classes (0..1000000), but only 4 distinct ...
     """
     import numpy as np  # noqa: PLC0415 -- host-side check of the labels, once per call
 
