@@ -71,7 +71,6 @@ class FitRun:
         self.stop_training = False
         self.outcome = None
 
-
     def plan(self, epochs):
         """Number this call's ``epochs`` on from the history (again after a data-parallel start took rank 0's)."""
         self.first_epoch = (self.history.epoch[-1] + 1) if len(self.history) else 1
@@ -181,19 +180,24 @@ class EarlyStopping(Callback):
     in which ``wait`` (epochs since the last improvement) reaches ``patience``. That is Keras' and Lightning's
     rule; ``rule="sklearn"`` is scikit-learn's ``tol``/``n_iter_no_change``: an epoch improves when it beats
     the best by at least ``min_delta``, the best follows every better value, and ``patience`` is
-    ``n_iter_no_change + 1``. A resumed run (``fit(history=...)``) replays the history first, so it stops
-    where an uninterrupted one would.
+    ``n_iter_no_change + 1`` (``math.inf``: never stop, only keep the count). ``restore_best_weights``: at the
+    end, the network gets the parameters of the best epoch back (a device copy is kept when the best changes;
+    hooks run on rank 0 only, so not for data-parallel training).
+    A resumed run (``FitOptions(history=...)``) replays the history first, so it stops where an uninterrupted
+    one would.
 
     Attributes: ``best``, ``best_epoch``, ``wait``, ``stopped_epoch`` (None unless it stopped the run).
     """
 
-    def __init__(self, monitor="val_loss", patience=5, min_delta=0.0, mode="auto", rule="keras"):
+    def __init__(self, monitor="val_loss", patience=5, min_delta=0.0, mode="auto", rule="keras",
+                 restore_best_weights=False):
         self.monitor = checks.check_option(monitor, _history_keys(), "monitor")
-        self.patience = checks.check_positive_int(patience, "patience")
+        self.patience = patience if patience == math.inf else checks.check_positive_int(patience, "patience")
         self.min_delta = checks.NONNEGATIVE(min_delta, "min_delta")
         self.mode = _monitor_mode(monitor, mode)
         self.rule = checks.check_option(rule, ("keras", "sklearn"), "rule")
-        self.best = self.best_epoch = self.stopped_epoch = None
+        self.restore_best_weights = checks.check_bool(restore_best_weights, "restore_best_weights")
+        self.best = self.best_epoch = self.stopped_epoch = self.best_weights = None
         self.wait = 0
 
     def __repr__(self):
@@ -204,10 +208,14 @@ class EarlyStopping(Callback):
         _check_monitor(self.monitor, run, "EarlyStopping")
 
     def on_train_begin(self, run):
-        self.best = self.best_epoch = self.stopped_epoch = None
+        self.best = self.best_epoch = self.stopped_epoch = self.best_weights = None
         self.wait = 0
         for record in run.history.records():
             self.update(record[self.monitor], record["epoch"])
+
+    def current(self, run, record):
+        """The monitored value of this epoch (a subclass may compute its own, e.g. with a penalty term)."""
+        return record[self.monitor]
 
     def update(self, value, epoch):
         """Count ``value`` of ``epoch``; True when the patience is exhausted."""
@@ -217,23 +225,32 @@ class EarlyStopping(Callback):
         gain = math.inf if self.best is None else s * (value - self.best)
         if self.rule == "keras":
             improved = gain > self.min_delta
-            if improved:
-                self.best, self.best_epoch = value, epoch
+            new_best = improved
         else:  # scikit-learn: count unless better by tol; the best follows every better value
-            improved = gain >= self.min_delta
-            if gain > 0:
-                self.best, self.best_epoch = value, epoch
+            improved, new_best = gain >= self.min_delta, gain > 0
+        if new_best:
+            self.best, self.best_epoch = value, epoch
         self.wait = 0 if improved else self.wait + 1
         return self.wait >= self.patience
 
     def on_epoch_end(self, run, record):
-        if self.update(record[self.monitor], record["epoch"]):
+        before = self.best_epoch
+        exhausted = self.update(self.current(run, record), record["epoch"])
+        if self.restore_best_weights and self.best_epoch != before:
+            xp = run.net.xp
+            self.best_weights = {k: xp.asarray(v, copy=True) for k, v in run.net.params.items()}
+        if exhausted:
             self.on_patience_exhausted(run, record)
 
     def on_patience_exhausted(self, run, record):
         """Stop after this epoch (a subclass may do something else, e.g. lower η and go on)."""
         self.stopped_epoch = record["epoch"]
         run.stop_training = True
+
+    def on_train_end(self, run):
+        if self.restore_best_weights and self.best_weights is not None and run.outcome in ("done", "stopped"):
+            run.net.params = self.best_weights
+        self.best_weights = None
 
 
 def _history_keys():

@@ -34,7 +34,7 @@ import numpy as np  # host-side only: He initialisation is drawn from numpy.rand
 
 from . import functions as F
 from .backend import get_backend, to_numpy
-from .checks import check_X, check_Xt, check_reduction, check_seed
+from .checks import check_dropout, check_X, check_Xt, check_reduction, check_seed
 
 __all__ = ["MLP"]
 
@@ -96,7 +96,7 @@ class MLP:
         if str(getattr(dtype, "name", getattr(dtype, "__name__", dtype))) not in _FLOAT_DTYPES:
             raise TypeError(f"dtype: expected 'float32' or 'float64', got {dtype!r}")
         self.layer_sizes = [int(n) for n in sizes]
-        self.dropout = _check_dropout(dropout, len(self.layer_sizes) - 2)
+        self.dropout = check_dropout(dropout, len(self.layer_sizes) - 2)
         self.backend = get_backend(backend)
         self.dtype_name = str(getattr(dtype, "name", getattr(dtype, "__name__", dtype)))
         self.dtype = self.backend.dtype(self.dtype_name)
@@ -277,27 +277,3 @@ class MLP:
             raise ValueError(f"state: parameter shapes {got} do not match this network's {expected}")
         # Copies: SGD updates parameters in place, which must never reach the caller's arrays.
         self.params = {k: self.backend.asarray(to_numpy(state[k]), dtype=self.dtype, copy=True) for k in expected}
-
-
-def _check_dropout(dropout, n_hidden):
-    """Dropout rates per hidden layer as a list of floats in [0, 1), with errors naming ``dropout``."""
-    import numbers  # noqa: PLC0415
-
-    def rate(p, name):
-        if isinstance(p, bool) or not isinstance(p, numbers.Real):
-            raise TypeError(f"{name}: expected a probability in [0, 1), got {p!r}")
-        p = float(p)
-        if not 0.0 <= p < 1.0:
-            raise ValueError(f"{name}: expected a probability in [0, 1), got {p!r}")
-        return p
-
-    if isinstance(dropout, (list, tuple)):
-        if len(dropout) != n_hidden:
-            raise ValueError(
-                f"dropout: expected one rate per hidden layer ({n_hidden}), got {len(dropout)}: {list(dropout)!r}"
-            )
-        return [rate(p, f"dropout[{i}]") for i, p in enumerate(dropout)]
-    p = rate(dropout, "dropout")
-    if p > 0.0 and n_hidden == 0:
-        raise ValueError(f"dropout: the network has no hidden layer to drop units of, got dropout={p!r}")
-    return [p] * n_hidden

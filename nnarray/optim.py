@@ -549,3 +549,9 @@ class AdaGrad(Optimizer):
 
 #: PyTorch's spelling of :class:`AdaGrad`.
 Adagrad = AdaGrad
+
+
+def by_name() -> dict:
+    """:data:`OPTIMIZERS` by lower-case name (``"sgd"``, ``"adamw"``): the command's ``--optimizer`` choices and
+    the scikit-learn estimator's ``solver`` values."""
+    return {name.lower(): cls for name, cls in OPTIMIZERS.items()}

@@ -23,7 +23,7 @@ import inspect
 import math
 import numbers
 
-from .checks import PARAMETERS, check_lr, check_positive_int, check_option, validate
+from .checks import PARAMETERS, check_lr, check_option, check_positive_int, validate
 
 __all__ = ["Schedule", "Constant", "Exponential", "Step", "Cosine", "Warmup", "SCHEDULES", "from_config", "make",
            "parameters"]
@@ -130,7 +130,7 @@ class Cosine(Schedule):
 
     def __init__(self, lr, epochs, eta_min=0.0):
         super().__init__(lr)
-        self.epochs = check_positive_int(epochs, "epochs")
+        self.epochs = validate({"epochs": epochs}, PARAMETERS["Cosine"])["epochs"]
         if isinstance(eta_min, bool) or not isinstance(eta_min, numbers.Real):
             raise TypeError(f"eta_min: expected a number, got {eta_min!r}")
         eta_min = float(eta_min)
@@ -175,7 +175,7 @@ class Warmup(Schedule):
         if not isinstance(schedule, Schedule):
             raise TypeError(f"schedule: expected a Schedule (e.g. Cosine(0.1, epochs=40)), got {type(schedule).__name__}")
         self.schedule = schedule
-        self.epochs = check_positive_int(epochs, "epochs")
+        self.epochs = validate({"epochs": epochs}, PARAMETERS["Warmup"])["epochs"]
         self.lr = schedule(1)
 
     @property

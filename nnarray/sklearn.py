@@ -44,24 +44,20 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
 
 import array_api_compat
 
+from . import checks
 from . import functions as F
 from . import optim as _optim
+from .callbacks import Callback, DivergenceGuard, EarlyStopping
+from .checks import LabelWarning
 from .backend import Backend, BackendUnavailableError, get_backend, to_numpy
 from .history import History
 from .model import MLP
-from .callbacks import DivergenceGuard
-from .checks import LabelWarning
-from .train import FitOptions, StopTraining, fit as _nn_fit
+from .train import FitOptions, fit as _nn_fit
 
 __all__ = ["MLPClassifier"]
 
 
 
-def _solvers() -> dict:
-    """Solver name -> nnarray optimizer class: "sgd", "adam" and nnarray's others ("adamw", "rmsprop", ...)."""
-    return {name.lower(): cls for name, cls in _optim.OPTIMIZERS.items()}
-
-_SCHEDULES = ("constant", "invscaling", "adaptive")
 
 
 def _array_api_dispatch() -> bool:
@@ -248,8 +244,9 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
     * Inputs: without ``array_api_dispatch``, non-NumPy arrays (torch, CuPy) are copied to host NumPy
       (scikit-learn's validation needs them there) and outputs are NumPy; the model still trains on
       ``backend``. With dispatch, outputs are arrays of the input's namespace and device.
-    * A diverging run raises :class:`nnarray.TrainingDivergedError` (the weights of the last good epoch are
-      kept) instead of sklearn's ``ValueError`` about non-finite weights.
+    * A run whose loss becomes NaN or inf raises :class:`nnarray.TrainingDivergedError` (the weights of the
+      last good epoch are kept) instead of sklearn's ``ValueError`` about non-finite weights; as in
+      scikit-learn, a large finite loss does not stop it (``DivergenceGuard(factor=None)``).
     """
 
     def __init__(
@@ -318,7 +315,9 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ parameter checks
     def _check_params(self):
-        """Errors naming the parameter, raised by fit (never by __init__/set_params, as sklearn requires)."""
+        """Errors naming the parameter, raised by fit (never by __init__/set_params, as sklearn requires).
+
+        The numeric settings are declared in :data:`nnarray.checks.PARAMETERS` ``["MLPClassifier"]``."""
         if self.activation != "relu":
             raise ValueError(
                 f"activation: nnarray's MLP has ReLU hidden layers only; got {self.activation!r} "
@@ -326,28 +325,17 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
             )
         if self.solver == "lbfgs":
             raise ValueError("solver: 'lbfgs' is not supported by nnarray (mini-batch solvers only); use 'adam' or 'sgd'")
-        if self.solver not in _solvers():
-            raise ValueError(f"solver: expected one of {', '.join(map(repr, _solvers()))}, got {self.solver!r}")
+        checks.check_option(self.solver, tuple(_optim.by_name()), "solver")
         sizes = self.hidden_layer_sizes
         sizes = [sizes] if isinstance(sizes, numbers.Integral) else list(sizes)
         if not all(isinstance(n, numbers.Integral) and not isinstance(n, bool) and n >= 1 for n in sizes):
             raise ValueError(f"hidden_layer_sizes: expected positive integers, got {self.hidden_layer_sizes!r}")
-        if self.learning_rate not in _SCHEDULES:
-            raise ValueError(f"learning_rate: expected one of {', '.join(map(repr, _SCHEDULES))}, got {self.learning_rate!r}")
-        _real(self.alpha, "alpha", low=0.0)
-        _real(self.learning_rate_init, "learning_rate_init", low=0.0, low_open=True)
-        _real(self.power_t, "power_t", low=0.0)
-        _real(self.tol, "tol", low=0.0)
-        _real(self.momentum, "momentum", low=0.0, high=1.0)
-        _real(self.validation_fraction, "validation_fraction", low=0.0, high=1.0, high_open=True)
-        _real(self.beta_1, "beta_1", low=0.0, high=1.0, high_open=True)
-        _real(self.beta_2, "beta_2", low=0.0, high=1.0, high_open=True)
-        _real(self.epsilon, "epsilon", low=0.0, low_open=True)
-        _posint(self.max_iter, "max_iter")
+        constraints = checks.PARAMETERS["MLPClassifier"]
+        checks.validate({k: getattr(self, k) for k in constraints}, constraints)
         if not (self.n_iter_no_change == np.inf):
-            _posint(self.n_iter_no_change, "n_iter_no_change")
+            checks.POSITIVE_INT(self.n_iter_no_change, "n_iter_no_change")
         if self.batch_size != "auto":
-            _posint(self.batch_size, "batch_size")
+            checks.POSITIVE_INT(self.batch_size, "batch_size")
         if self.dtype not in (None, "float32", "float64", np.float32, np.float64):
             raise ValueError(f"dtype: expected None, 'float32' or 'float64', got {self.dtype!r}")
         return [int(n) for n in sizes]
@@ -379,9 +367,44 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         return self._fit(X, y, incremental=True, classes=classes)
 
     def _fit(self, X, y, incremental, classes=None):
+        """fit and partial_fit: check, (re)initialise, then :func:`nnarray.fit` with scikit-learn's rules as
+        callbacks — the bookkeeping of :class:`_Record` and the ``tol``/``n_iter_no_change`` rule, an
+        :class:`~nnarray.callbacks.EarlyStopping` configuration (:class:`_Stopping`)."""
         hidden = self._check_params()
-        dispatch = _array_api_dispatch()
-        if not dispatch:
+        X, y, first = self._validated(X, y, incremental)
+        if first:
+            self._initialize(X, y, hidden, incremental, classes)
+        else:
+            self._check_classes(y, incremental)
+        if not incremental or self._optimizer is None:
+            self._optimizer = self._make_optimizer()
+        t = np.searchsorted(self.classes_, y).astype(np.int64)  # labels -> 0..C-1 on the host
+        X, t, val = self._split(X, t)
+        n = X.shape[0]
+        batch_size = self._batch_size(n)
+        opt = self._optimizer if float(self.alpha) == 0.0 else _L2Hook(self._optimizer, self.alpha, n, batch_size)
+        record, stopping = _Record(self, opt, n), _Stopping(self)
+        with warnings.catch_warnings():
+            # classes_ come from y or from partial_fit's classes=: a batch may lack some of them by design
+            warnings.simplefilter("ignore", LabelWarning)
+            _nn_fit(self._net, opt, X, t, epochs=1 if incremental else int(self.max_iter), batch_size=batch_size,
+                    reduction="mean", seed=self._rng, validation=val,
+                    callbacks=[record, stopping, DivergenceGuard(factor=None)],  # as scikit-learn: NaN and inf only
+                    options=FitOptions(shuffle=bool(self.shuffle), history=self._history))
+        stopping.keep(self)
+        if not incremental and stopping.stopped_epoch is None and self.n_iter_ >= self.max_iter:
+            warnings.warn(
+                f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached and the optimization "
+                "hasn't converged yet.",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+        self._sync_attributes()
+        return self
+
+    def _validated(self, X, y, incremental):
+        """X, y through scikit-learn's validation; ``first``: whether this call starts a new model."""
+        if not _array_api_dispatch():
             # scikit-learn validates NumPy; torch/CuPy arrays are brought to the host (documented)
             X = to_numpy(X) if _is_foreign_array(X) else X
             y = to_numpy(y) if _is_foreign_array(y) else y
@@ -391,136 +414,63 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         check_classification_targets(y)
         if y.ndim != 1:
             raise ValueError(f"y: multi-output / multi-label targets are not supported, got shape {y.shape}")
+        return X, y, first
 
-        if first:
-            self._rng = _generator(self.random_state)
-            labels = np.unique(to_numpy(classes)) if (incremental and classes is not None) else np.unique(y)
-            if labels.shape[0] < 2:  # nnarray refuses a single class (a one-output softmax learns nothing)
-                raise ValueError(f"y: expected at least two classes, got one class ({labels[0]!r}): nothing to learn")
-            self.classes_ = labels
-            if dispatch and _is_foreign_array(X):
-                be = _backend_of(X)
-            else:
-                be = get_backend(self.backend)
-            dtype = self._dtype_name(X)
-            self._fit_namespace = _namespace_key(X) if dispatch else None
-            self._net = MLP([X.shape[1], *hidden, len(labels)], backend=be, dtype=dtype, seed=self._rng)
-            self._optimizer = None
-            self._history = History()
-            self.n_iter_ = 0
-            self.t_ = 0
-            self.loss_curve_ = []
-            self._no_improvement_count = 0
-            if self.early_stopping:
-                self.validation_scores_, self.best_validation_score_, self.best_loss_ = [], -np.inf, None
-            else:
-                self.validation_scores_, self.best_validation_score_, self.best_loss_ = None, None, np.inf
-        else:
-            unknown = np.setdiff1d(np.unique(y), self.classes_)
-            if unknown.size:
-                what = "as in the previous call to fit" if self.warm_start and not incremental else "in self.classes_"
-                raise ValueError(f"`y` has classes not {what}: {unknown!r}; `self.classes_` has {self.classes_!r}.")
-            if not incremental:  # warm start: sklearn restarts the count and keeps the curve
-                self._no_improvement_count = 0
-        net = self._net
-        if not incremental or self._optimizer is None:
-            self._optimizer = self._make_optimizer()
-        t = np.searchsorted(self.classes_, y).astype(np.int64)  # labels -> 0..C-1 on the host
-
-        # early stopping: a stratified hold-out, drawn from the estimator's generator
-        val = None
+    def _initialize(self, X, y, hidden, incremental, classes):
+        """A new model: classes, the generator, the network on its backend and the fitted attributes' start."""
+        dispatch = _array_api_dispatch()
+        self._rng = _generator(self.random_state)
+        labels = np.unique(to_numpy(classes)) if (incremental and classes is not None) else np.unique(y)
+        if labels.shape[0] < 2:  # nnarray refuses a single class (a one-output softmax learns nothing)
+            raise ValueError(f"y: expected at least two classes, got one class ({labels[0]!r}): nothing to learn")
+        self.classes_ = labels
+        be = _backend_of(X) if dispatch and _is_foreign_array(X) else get_backend(self.backend)
+        self._fit_namespace = _namespace_key(X) if dispatch else None
+        self._net = MLP([X.shape[1], *hidden, len(labels)], backend=be, dtype=self._dtype_name(X), seed=self._rng)
+        self._optimizer = None
+        self._history = History()
+        self.n_iter_ = 0
+        self.t_ = 0
+        self.loss_curve_ = []
+        self._no_improvement_count = 0
         if self.early_stopping:
-            idx_tr, idx_val = train_test_split(
-                np.arange(X.shape[0]),
-                test_size=self.validation_fraction,
-                random_state=int(self._rng.integers(2**31 - 1)),
-                stratify=t,
-            )
-            if idx_val.shape[0] < 2:
-                raise ValueError(
-                    "The validation set is too small. Increase 'validation_fraction' or the size of your dataset."
-                )
-            X, val = _rows(X, idx_tr), (_rows(X, idx_val), t[idx_val])
-            t = t[idx_tr]
-        n = X.shape[0]
-        if self.batch_size == "auto":
-            batch_size = min(200, n)
+            self.validation_scores_, self.best_validation_score_, self.best_loss_ = [], -np.inf, None
         else:
-            if self.batch_size > n:
-                warnings.warn(
-                    "Got `batch_size` less than 1 or larger than sample size. It is going to be clipped",
-                    stacklevel=3,
-                )
-            batch_size = min(int(self.batch_size), n)
+            self.validation_scores_, self.best_validation_score_, self.best_loss_ = None, None, np.inf
 
-        opt = self._optimizer if float(self.alpha) == 0.0 else _L2Hook(self._optimizer, self.alpha, n, batch_size)
-        self._best_params = None
-        stopped = []
+    def _check_classes(self, y, incremental):
+        unknown = np.setdiff1d(np.unique(y), self.classes_)
+        if unknown.size:
+            what = "as in the previous call to fit" if self.warm_start and not incremental else "in self.classes_"
+            raise ValueError(f"`y` has classes not {what}: {unknown!r}; `self.classes_` has {self.classes_!r}.")
+        if not incremental:  # warm start: sklearn restarts the count and keeps the curve
+            self._no_improvement_count = 0
 
-        def sklearn_rules(record):
-            """After every epoch: loss_curve_, the tol / n_iter_no_change rule, early stopping, the lr schedule."""
-            loss = record["train_loss"]
-            if opt is not self._optimizer:
-                loss += 0.5 * self.alpha * opt.take_penalty() / n
-            self.n_iter_ += 1
-            self.t_ += n
-            self.loss_ = loss
-            self.loss_curve_.append(loss)
-            if self.verbose:
-                print(f"Iteration {self.n_iter_}, loss = {loss:.8f}")
-            if self.early_stopping:
-                score = record["val_accuracy"]
-                self.validation_scores_.append(score)
-                if self.verbose:
-                    print(f"Validation score: {score:f}")
-                self._no_improvement_count = (
-                    self._no_improvement_count + 1 if score < self.best_validation_score_ + self.tol else 0
-                )
-                if score > self.best_validation_score_:
-                    self.best_validation_score_ = score
-                    xp = net.xp
-                    self._best_params = {k: xp.asarray(v, copy=True) for k, v in net.params.items()}
-            else:
-                self._no_improvement_count = (
-                    self._no_improvement_count + 1 if loss > self.best_loss_ - self.tol else 0
-                )
-                if loss < self.best_loss_:
-                    self.best_loss_ = loss
-            if self.solver == "sgd" and self.learning_rate == "invscaling":
-                self._optimizer.lr = float(self.learning_rate_init) / (self.t_ + 1) ** float(self.power_t)
-            if self._no_improvement_count > self.n_iter_no_change:
-                what = "Validation score" if self.early_stopping else "Training loss"
-                msg = f"{what} did not improve more than tol={self.tol:f} for {self.n_iter_no_change} consecutive epochs."
-                if self.solver == "sgd" and self.learning_rate == "adaptive" and self._optimizer.lr > 1e-6:
-                    self._optimizer.lr = self._optimizer.lr / 5.0
-                    self._no_improvement_count = 0
-                    if self.verbose:
-                        print(f"{msg} Setting learning rate to {self._optimizer.lr:f}")
-                else:
-                    if self.verbose:
-                        print(f"{msg} Stopping.")
-                    stopped.append(True)
-                    raise StopTraining
-
-        with warnings.catch_warnings():
-            # classes_ come from y or from partial_fit's classes=: a batch may lack some of them by design
-            warnings.simplefilter("ignore", LabelWarning)
-            _nn_fit(net, opt, X, t, epochs=1 if incremental else int(self.max_iter), batch_size=batch_size,
-                    reduction="mean", seed=self._rng, validation=val,
-                    callbacks=[sklearn_rules, DivergenceGuard(factor=None)],  # as scikit-learn: NaN and inf only
-                    options=FitOptions(shuffle=bool(self.shuffle), history=self._history))
-        if self.early_stopping and self._best_params is not None:
-            net.params = self._best_params  # the best epoch's weights, as scikit-learn
-        self._best_params = None
-        if not incremental and not stopped and self.n_iter_ >= self.max_iter:
-            warnings.warn(
-                f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached and the optimization "
-                "hasn't converged yet.",
-                ConvergenceWarning,
-                stacklevel=3,
+    def _split(self, X, t):
+        """With ``early_stopping``: a stratified hold-out drawn from the estimator's generator."""
+        if not self.early_stopping:
+            return X, t, None
+        idx_tr, idx_val = train_test_split(
+            np.arange(X.shape[0]),
+            test_size=self.validation_fraction,
+            random_state=int(self._rng.integers(2**31 - 1)),
+            stratify=t,
+        )
+        if idx_val.shape[0] < 2:
+            raise ValueError(
+                "The validation set is too small. Increase 'validation_fraction' or the size of your dataset."
             )
-        self._sync_attributes()
-        return self
+        return _rows(X, idx_tr), t[idx_tr], (_rows(X, idx_val), t[idx_val])
+
+    def _batch_size(self, n):
+        if self.batch_size == "auto":
+            return min(200, n)
+        if self.batch_size > n:
+            warnings.warn(
+                "Got `batch_size` less than 1 or larger than sample size. It is going to be clipped",
+                stacklevel=4,
+            )
+        return min(int(self.batch_size), n)
 
     def _dtype_name(self, X):
         if self.dtype is not None:
@@ -531,17 +481,10 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
     def _make_optimizer(self):
         """The nnarray optimizer for ``solver`` (kept on the estimator, so partial_fit continues its state)."""
         lr = float(self.learning_rate_init)
+        cls = _optim.by_name()[self.solver]
         if self.solver == "sgd":
-            if self.nesterovs_momentum and self.momentum > 0:
-                if "nesterov" not in _optim.SGD().hyperparameters():  # pragma: no cover - older nnarray
-                    raise ValueError(
-                        "nesterovs_momentum: this nnarray's SGD has no Nesterov momentum; pass nesterovs_momentum=False"
-                    )
-                return _optim.SGD(lr=lr, momentum=float(self.momentum), nesterov=True)
-            return _optim.SGD(lr=lr, momentum=float(self.momentum))
-        cls = _solvers().get(self.solver)
-        if cls is None:  # pragma: no cover - checked in _check_params
-            raise ValueError(f"solver: unknown solver {self.solver!r}")
+            nesterov = bool(self.nesterovs_momentum) and self.momentum > 0
+            return cls(lr=lr, momentum=float(self.momentum), nesterov=nesterov)
         if self.solver == "adam":
             return cls(lr=lr, betas=(float(self.beta_1), float(self.beta_2)), eps=float(self.epsilon))
         return cls(lr=lr)  # nnarray's other optimizers with their own defaults besides lr
@@ -648,6 +591,78 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         self._sync_attributes()
 
 
+# ---------------------------------------------------------------------------------------------- callbacks
+class _Record(Callback):
+    """scikit-learn's bookkeeping after every epoch: ``loss_`` and ``loss_curve_`` (with the L2 term),
+    ``n_iter_``, ``t_``, ``validation_scores_``, the verbose lines and the ``"invscaling"`` learning rate."""
+
+    def __init__(self, est, opt, n):
+        self.est, self.opt, self.n = est, opt, n
+
+    def on_epoch_end(self, run, record):
+        est = self.est
+        loss = record["train_loss"]
+        if self.opt is not est._optimizer:
+            loss += 0.5 * est.alpha * self.opt.take_penalty() / self.n
+        est.n_iter_ += 1
+        est.t_ += self.n
+        est.loss_ = loss
+        est.loss_curve_.append(loss)
+        if est.verbose:
+            print(f"Iteration {est.n_iter_}, loss = {loss:.8f}")
+        if est.early_stopping:
+            est.validation_scores_.append(record["val_accuracy"])
+            if est.verbose:
+                print(f"Validation score: {record['val_accuracy']:f}")
+        if est.solver == "sgd" and est.learning_rate == "invscaling":
+            est._optimizer.lr = float(est.learning_rate_init) / (est.t_ + 1) ** float(est.power_t)
+
+
+class _Stopping(EarlyStopping):
+    """scikit-learn's ``tol``/``n_iter_no_change`` as an :class:`~nnarray.callbacks.EarlyStopping`:
+    ``rule="sklearn"``, ``patience = n_iter_no_change + 1``, ``min_delta = tol``, on the validation accuracy
+    with ``early_stopping`` (keeping the best epoch's weights) else on the training loss with the L2 term
+    (``loss_``). The count and the best carry over between calls (``warm_start``, ``partial_fit``); with
+    ``learning_rate="adaptive"`` (sgd) an exhausted patience divides η by 5 instead, until η < 1e-6."""
+
+    def __init__(self, est):
+        monitor = "val_accuracy" if est.early_stopping else "train_loss"
+        super().__init__(monitor, patience=est.n_iter_no_change + 1, min_delta=float(est.tol), rule="sklearn",
+                         restore_best_weights=bool(est.early_stopping))
+        self.est = est
+
+    def on_train_begin(self, run):
+        est = self.est
+        best = est.best_validation_score_ if est.early_stopping else est.best_loss_
+        self.best = None if best is None or not np.isfinite(best) else best
+        self.wait, self.best_weights, self.stopped_epoch = est._no_improvement_count, None, None
+
+    def current(self, run, record):
+        return record["val_accuracy"] if self.est.early_stopping else self.est.loss_
+
+    def on_patience_exhausted(self, run, record):
+        est, opt = self.est, self.est._optimizer
+        what = "Validation score" if est.early_stopping else "Training loss"
+        msg = f"{what} did not improve more than tol={est.tol:f} for {est.n_iter_no_change} consecutive epochs."
+        if est.solver == "sgd" and est.learning_rate == "adaptive" and opt.lr > 1e-6:
+            opt.lr = opt.lr / 5.0
+            self.wait = 0
+            if est.verbose:
+                print(f"{msg} Setting learning rate to {opt.lr:f}")
+            return
+        if est.verbose:
+            print(f"{msg} Stopping.")
+        super().on_patience_exhausted(run, record)
+
+    def keep(self, est):
+        """The count and the best, kept on the estimator for the next call."""
+        est._no_improvement_count = self.wait
+        if est.early_stopping:
+            est.best_validation_score_ = -np.inf if self.best is None else self.best
+        else:
+            est.best_loss_ = np.inf if self.best is None else self.best
+
+
 # ---------------------------------------------------------------------------------------------- helpers
 def _restore_backend(name, device):
     """The backend a model was fitted on, or ``"auto"``'s choice (with a warning) when it is missing here."""
@@ -688,20 +703,3 @@ def _rows(X, idx):
         return X[idx]
     be = _backend_of(X)
     return be.xp.take(X, be.asarray(idx, dtype=be.xp.int64), axis=0)
-
-
-def _real(value, name, low=None, high=None, low_open=False, high_open=False):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name}: expected a number, got {value!r}")
-    ok = (low is None or (value > low if low_open else value >= low)) and (
-        high is None or (value < high if high_open else value <= high)
-    )
-    if not ok:
-        lo = "" if low is None else ("(" if low_open else "[") + str(low)
-        hi = "" if high is None else str(high) + (")" if high_open else "]")
-        raise ValueError(f"{name}: expected a value in {lo or '(-inf'}, {hi or 'inf)'}, got {value!r}")
-
-
-def _posint(value, name):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name}: expected a positive integer, got {value!r}")

@@ -16,7 +16,16 @@ import numpy as np  # host side only: the epoch permutations come from numpy.ran
 
 from . import functions as F
 from .callbacks import DivergenceGuard, FitRun, as_callbacks
-from .checks import check_optimizer, check_positive_int, check_reduction, check_Xt, warn_absent_classes
+from .checks import (
+    check_bool,
+    check_optimizer,
+    check_option,
+    check_positive_int,
+    check_reduction,
+    check_seed,
+    check_Xt,
+    warn_absent_classes,
+)
 from .distributed import abort_on_error, allreduce_gradients, get_comm
 from .history import History
 from .step import make_step
@@ -126,7 +135,8 @@ def fit(net, opt, X, t, epochs=5, batch_size=100, reduction="mean", seed=0, vali
     callbacks : Callback, callable or list of them, optional
         :mod:`nnarray.callbacks` (``EarlyStopping``, ``ModelCheckpoint``, ``ProgressBar``, ``HistoryLogger``,
         ``DivergenceGuard``) or plain functions ``cb(record: dict)`` called after every epoch with its record.
-        A callback may raise :class:`StopTraining` (or set ``run.stop_training``) to end training after this
+        A callback may raise :class:`StopTraining` (or set its :class:`~nnarray.callbacks.FitRun`'s
+        ``stop_training``) to end training after this
         epoch; ``fit`` then returns normally. Every callback sees the epoch before training stops.
     options : FitOptions, optional
         ``shuffle``, ``history`` (continue a run), ``fast`` (backend fast paths), ``comm`` (data-parallel).
@@ -158,7 +168,7 @@ def fit(net, opt, X, t, epochs=5, batch_size=100, reduction="mean", seed=0, vali
     if schedule is not None and not callable(schedule):
         raise TypeError(f"schedule: expected a schedule (callable epoch -> lr), got {type(schedule).__name__}")
     cbs = as_callbacks(callbacks)
-    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(check_seed(seed))
     history = History() if options.history is None else options.history
     comm = get_comm(options.comm)
     run = FitRun(net, opt, history, rng, schedule, epochs, X.shape[0], batch_size, validation is not None, comm)
@@ -191,6 +201,8 @@ def _check_options(options):
                         f"got {type(options).__name__}")
     if options.history is not None and not isinstance(options.history, History):
         raise TypeError(f"options.history: expected a History, got {type(options.history).__name__}")
+    check_bool(options.shuffle, "options.shuffle")
+    check_option(options.fast, (None, True, False), "options.fast")
     return options
 
 

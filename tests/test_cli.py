@@ -202,7 +202,7 @@ def test_each_run_gets_its_own_folder_and_latest_points_at_the_newest(tmp_path, 
     monkeypatch.chdir(tmp_path)
     stamps = iter(["20250101-120000", "20250101-120000", "20250101-130000"])
     real_strftime = time.strftime
-    monkeypatch.setattr(cli.time, "strftime", lambda fmt, *a: next(stamps) if fmt == "%Y%m%d-%H%M%S" else real_strftime(fmt, *a))
+    monkeypatch.setattr(time, "strftime", lambda fmt, *a: next(stamps) if fmt == "%Y%m%d-%H%M%S" else real_strftime(fmt, *a))
     for _ in range(3):
         assert cli.main(["train", *QUICK, "--epochs", "1"]) == 0
     runs = sorted(p for p in os.listdir("runs") if p != "latest")
@@ -281,6 +281,27 @@ def test_sigint_to_the_command(tmp_path):
     assert proc.returncode == 130, err
     k = nn.load_checkpoint(out / "checkpoint.npz")["epoch"]
     assert k >= 2 and f"interrupted during epoch {k + 1}; the checkpoint holds epoch {k}; continue with: nnarray train --resume" in err
+
+
+@pytest.mark.parametrize("stop, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_sigterm_ends_the_command_as_ctrl_c_does(tmp_path, stop, status):
+    """timeout, Slurm and docker stop send SIGTERM: the last finished epoch is kept, the way on is printed."""
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-u", "-m", "nnarray", "train", "--dataset", "digits", "--hidden", "256",
+                             "--epochs", "10000", "--backend", "numpy", "--no-plots", "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    try:
+        for line in proc.stdout:
+            if line.startswith("epoch   1/"):
+                break
+        proc.send_signal(stop)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == status, err
+    k = nn.load_checkpoint(out / "checkpoint.npz")["epoch"]
+    assert k >= 1 and f"the checkpoint holds epoch {k}; continue with: nnarray train --resume {out / 'checkpoint.npz'}" in err
+    assert "Traceback" not in err
 
 
 def test_a_crash_while_checkpointing_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):
@@ -622,3 +643,116 @@ def test_without_a_validation_split_the_final_model_is_the_result(tmp_path, caps
     assert hist.val_accuracy == [None, None] and meta["validation_images"] == 0 and not (out / "best.npz").exists()
     assert meta["result"]["best_val_accuracy"] is None
     assert meta["result"]["best_test_accuracy"] == meta["result"]["final_test_accuracy"]
+
+
+# ------------------------------------------------------------------------------------------- preflight
+def _nothing_trained(tmp_path, capsys, argv, message):
+    """The command refuses with ``message`` before training: exit 2, no epoch line, no traceback, no run folder."""
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        assert cli.main(["train", *argv]) == 2
+    finally:
+        os.chdir(cwd)
+    captured = capsys.readouterr()
+    assert message in captured.err, captured.err
+    assert "epoch " not in captured.out and "Traceback" not in captured.err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_out_under_a_file_is_refused_before_training(tmp_path, capsys):
+    (tmp_path / "afile").write_text("keep me")
+    out = tmp_path / "afile" / "run"
+    _nothing_trained(tmp_path, capsys, [*QUICK, "--out", str(out)],
+                     f"error: --out: cannot write {out / 'checkpoint.npz'}: {tmp_path / 'afile'} is a file, not a folder")
+    assert (tmp_path / "afile").read_text() == "keep me"
+
+
+def test_out_where_nothing_can_be_written_is_refused_before_training(tmp_path, capsys):
+    _nothing_trained(tmp_path, capsys, [*QUICK, "--out", "/proc/nnarray-run"], "error: --out: cannot write into /proc (")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="the administrator writes into read-only folders")
+def test_out_in_a_read_only_folder_is_refused_before_training(tmp_path, capsys):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        _nothing_trained(tmp_path, capsys, [*QUICK, "--out", str(ro / "run")], f"error: --out: cannot write into {ro}")
+    finally:
+        ro.chmod(0o755)
+
+
+def test_the_default_run_folder_is_checked_too(tmp_path, capsys):
+    (tmp_path / "runs").write_text("not a folder")
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        assert cli.main(["train", *QUICK]) == 2
+    finally:
+        os.chdir(cwd)
+    err = capsys.readouterr().err
+    assert "error: the run folder (choose another with --out): cannot write" in err and "runs is a file, not a folder" in err
+
+
+def test_plots_without_matplotlib_are_refused_before_training_with_the_install_command(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now raises ImportError
+    argv = [a for a in QUICK if a != "--no-plots"]
+    _nothing_trained(tmp_path, capsys, [*argv, "--out", str(tmp_path / "r")],
+                     'error: the pictures (learning_curve.png, confusion_matrix.png) need matplotlib, which is not '
+                     'installed: pip install "nnarray[scripts]"')
+    assert not (tmp_path / "r").exists()
+    # --no-plots trains without them
+    assert cli.main(["train", *QUICK, "--epochs", "1", "--out", str(tmp_path / "r")]) == 0
+    assert not (tmp_path / "r" / "learning_curve.png").exists()
+
+
+def test_resume_into_another_folder_takes_the_best_model_along(tmp_path, capsys):
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert cli.main(["train", *QUICK, "--epochs", "2", "--out", str(first)]) == 0
+    before = {f: (first / f).read_bytes() for f in os.listdir(first)}
+    assert cli.main(["train", "--resume", str(first), "--epochs", "3", "--out", str(second), "--quiet", "--no-plots"]) == 0
+    assert {"best.npz", "checkpoint.npz", "model.npz", "history.json"} <= set(os.listdir(second))
+    assert nn.load_checkpoint(second / "checkpoint.npz")["epoch"] == 3
+    assert {f: (first / f).read_bytes() for f in os.listdir(first)} == before, "the first run is left as it was"
+    # without its best model the resumed run could not report: refused before training
+    os.unlink(first / "best.npz")
+    assert cli.main(["train", "--resume", str(first), "--epochs", "3", "--out", str(tmp_path / "third"), "--quiet"]) == 2
+    assert f"error: --resume: the run's best model {first / 'best.npz'} is missing" in capsys.readouterr().err
+    assert not (tmp_path / "third").exists()
+
+
+def test_a_diverging_run_stops_with_a_clear_message(tmp_path, capsys):
+    out = tmp_path / "r"
+    assert cli.main(["train", *QUICK, "--epochs", "3", "--lr", "1000", "--schedule", "constant", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: training diverged in epoch 1: the training loss became ") and "Traceback" not in err
+    assert "Try a smaller learning rate than --lr 1000" in err
+
+
+def test_distributed_without_mpi4py_is_refused_before_anything_is_loaded(tmp_path, capsys, monkeypatch):
+    def unavailable(*a, **kw):
+        raise nn.distributed.MPIUnavailableError("mpi4py is not installed; install it with: pip install \"nnarray[mpi]\"")
+
+    monkeypatch.setattr(nn.distributed, "MPIComm", unavailable)
+    _nothing_trained(tmp_path, capsys, [*QUICK, "--distributed", "--out", str(tmp_path / "r")],
+                     'error: --distributed: mpi4py is not installed; install it with: pip install "nnarray[mpi]"')
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("flag, value, make", [
+    ("--momentum", "1", lambda: nn.SGD(0.1, momentum=1.0)),
+    ("--weight-decay", "-1", lambda: nn.SGD(0.1, weight_decay=-1.0)),
+    ("--gamma", "0", lambda: nn.schedules.Exponential(0.1, gamma=0.0)),
+    ("--dropout", "1", lambda: nn.MLP([4, 8, 3], dropout=1.0)),
+    ("--lr", "0", lambda: nn.SGD(lr=0.0)),
+])
+def test_a_flag_and_its_argument_are_refused_in_the_same_words(flag, value, make, capsys):
+    """One rule per setting (nnarray.checks): the command parses the flag with the library's constraint."""
+    with pytest.raises(SystemExit):
+        cli.main(["train", flag, value])
+    err = capsys.readouterr().err
+    with pytest.raises(ValueError) as exc:
+        make()
+    expectation = str(exc.value).split(": expected ", 1)[1].split(", got")[0]
+    assert f"argument {flag}: expected {expectation}, got {value}" in err

@@ -188,7 +188,7 @@ def test_float_labels_get_a_hint(net, data):
                r"convert them with t.astype\(int\)\)", X, t.astype(np.float64))
 
 
-# ------------------------------------------------------------------------------------------- words (issue 16.7)
+# ------------------------------------------------------------------------------------------- words
 @pytest.mark.parametrize("make,name", [(lambda: nn.SGD(0.1, momentum=0.9), "velocity"), (lambda: nn.Adam(1e-3), "exp_avg")])
 def test_an_optimizer_with_another_networks_state_is_refused(data, make, name):
     """Reused on a network of another shape, an optimizer's state is named with the key, before any work."""
@@ -229,3 +229,37 @@ def test_load_reads_a_model_and_a_checkpoint_and_names_other_formats(tmp_path, n
     nn.save(net, tmp_path / "m.npz")
     with pytest.raises(nn.CheckpointError, match=r"m\.npz: expected a 'nnarray-checkpoint' file, got format 'nnarray-model'"):
         nn.load_checkpoint(tmp_path / "m.npz")
+
+
+def _violating(constraint):
+    """A value each constraint of nnarray.checks refuses (below its lower end, or above [0, 1))."""
+    from nnarray import checks
+
+    if constraint is checks.BOOL:
+        return 1
+    if isinstance(constraint, checks.Options):
+        return "none of them"
+    return constraint.low - 1 if constraint.low is not None and constraint.low > -1 else 2.0
+
+
+def _declared():
+    from nnarray import checks, schedules
+
+    for owner, table in checks.PARAMETERS.items():
+        cls = getattr(nn.optim, owner, None) or getattr(schedules, owner, None)
+        if cls is not None:
+            for name, constraint in table.items():
+                yield pytest.param(cls, name, constraint, id=f"{owner}.{name}")
+
+
+@pytest.mark.parametrize("cls, name, constraint", list(_declared()))
+def test_every_declared_setting_is_refused_in_the_declared_words(cls, name, constraint):
+    """checks.PARAMETERS is the rule: each class refuses what it declares, with its words and the value."""
+    bad = _violating(constraint)
+    with pytest.raises((ValueError, TypeError)) as declared:
+        constraint(bad, name)
+    required = {"Step": {"step_size": 2}, "Cosine": {"epochs": 2}}.get(cls.__name__, {})
+    args = ({"schedule": nn.schedules.Constant(0.1)} if cls.__name__ == "Warmup" else {"lr": 0.1})
+    with pytest.raises(type(declared.value)) as got:
+        cls(**{**args, **required, name: bad})
+    assert str(got.value) == str(declared.value)

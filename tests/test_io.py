@@ -143,3 +143,33 @@ def test_version_1_checkpoints_still_load(tmp_path, blobs):
     ck = nn.load_checkpoint(tmp_path / "v1.npz")
     assert ck["opt"].momentum == 0.9 and _same_params(ck["opt"].velocity, opt.velocity)
     assert ck["history"].lr == [None] and ck["epoch"] == 1
+
+
+def _npy_bytes(a):
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, a)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("write, kind, message", [
+    (lambda p: p.write_text("hello"), "not-npz", "not an .npz archive"),
+    (lambda p: p.write_bytes(_npy_bytes(np.zeros(3))), "npy", "a single .npy array, not an .npz archive"),
+    (lambda p: np.savez(p, X_train=np.array([{"a": 1}, None], dtype=object)), "objects",
+     "array 'X_train' has dtype object (Python objects, which are read only by unpickling)"),
+    (lambda p: p.write_bytes(b"PK\x03\x04" + b"\x00" * 40), "corrupt", "truncated or corrupt"),
+])
+def test_the_npz_reader_decides_by_the_files_bytes_not_by_messages(tmp_path, write, kind, message):
+    """What a file is comes from its first bytes and each member's header, read before NumPy loads data."""
+    from nnarray._files import NpzError, read_npz
+
+    path = tmp_path / "f.npz"
+    write(path)
+    with pytest.raises(NpzError) as exc:
+        read_npz(path)
+    assert exc.value.kind == kind and message in str(exc.value)
+    with pytest.raises(nn.datasets.DatasetError, match=str(path)):
+        nn.datasets.load_file(path)
+    with pytest.raises(nn.CheckpointError, match=str(path)):
+        nn.load(path)

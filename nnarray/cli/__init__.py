@@ -22,15 +22,14 @@ read once, at the end, for the report.
 from __future__ import annotations
 
 import sys
-import time  # noqa: F401 -- the run folder's time stamp (tests replace time.strftime)
 
 from .. import __version__
 from .common import UsageError
-from .settings import DEFAULTS, config, load_data, validation_size
 from .evaluate import evaluate_main
 from .parser import build_evaluate_parser, build_train_parser, parse
 from .results import report
 from .runs import ENV_THREADS
+from .settings import DEFAULTS, config, load_data, validation_size
 from .train import fit, train_main
 
 __all__ = ["main", "train_main", "evaluate_main", "parse", "config", "fit", "report", "UsageError", "DEFAULTS",

@@ -9,11 +9,15 @@ import warnings
 from ..checks import LabelWarning
 from ..words import speaking
 
-__all__ = ["UsageError", "say", "FLAG_WORDS", "speaking_flags", "WarningPrinter"]
+__all__ = ["UsageError", "Terminated", "say", "FLAG_WORDS", "speaking_flags", "WarningPrinter"]
 
 
 class UsageError(Exception):
     """A setting that cannot work; printed as ``error: ...`` with exit status 2 (no traceback)."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``timeout``, Slurm, ``docker stop``): ends the run as Ctrl-C does, with exit status 143."""
 
 
 def say(quiet, *args, **kw):

@@ -13,7 +13,7 @@ from ..callbacks import Callback
 from ..metrics import confusion_matrix
 from ..saving import load, save
 from ..words import plural
-from .common import say
+from .common import Terminated, say
 
 __all__ = ["report", "EpochLine", "class_names", "FASHION_CLASSES"]
 
@@ -74,8 +74,6 @@ def report(run, outcome):
 
 def _interrupted(run):
     """The message of an interrupted run (Ctrl-C or SIGTERM) and its exit status."""
-    from .train import Terminated  # noqa: PLC0415 -- train imports this module
-
     k = run.done + 1
     cont = f"nnarray train --resume {run.path('checkpoint.npz')} --epochs {run.args.epochs}"
     if run.done:

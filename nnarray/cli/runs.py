@@ -4,7 +4,7 @@ there before anything is trained, the BLAS threads and the processes of a data-p
 from __future__ import annotations
 
 import contextlib
-import importlib.util
+import importlib
 import os
 import shutil
 import sys
@@ -52,7 +52,7 @@ def preflight_outputs(args, out, history):
         check_writable(os.path.join(out, "checkpoint.npz"), flag)
     except OSError as exc:
         raise UsageError(str(exc)) from None
-    if not args.no_plots and importlib.util.find_spec("matplotlib") is None:
+    if not args.no_plots and not _importable("matplotlib"):
         raise UsageError(f"the pictures (learning_curve.png, confusion_matrix.png) need matplotlib, which is not "
                          f"installed: {PLOTS_INSTALL}; or pass --no-plots to train without them")
     if args.resume and _best_epoch(history):
@@ -60,6 +60,15 @@ def preflight_outputs(args, out, history):
         if not os.path.isfile(source):
             raise UsageError(f"--resume: the run's best model {source} is missing (its history has a best epoch); "
                              "restore it, or start a new run")
+
+
+def _importable(name):
+    """Whether ``import name`` works here (installed and importable, not merely present)."""
+    try:
+        importlib.import_module(name)
+    except ImportError:
+        return False
+    return True
 
 
 def _best_epoch(history):
@@ -134,7 +143,10 @@ def distributed_setup(args, options=None):
         return None
     from .. import distributed  # noqa: PLC0415 -- mpi4py only when asked for
 
-    comm = distributed.MPIComm()
+    try:
+        comm = distributed.MPIComm()
+    except distributed.MPIUnavailableError as exc:  # a missing extra: refused before anything is loaded
+        raise UsageError(f"--distributed: {exc}") from None
     if comm.size == 1:
         print(f"note: --distributed in a single process: this run trains in 1 process. Start P processes with: "
               f"{mpiexec_command(options)}", file=sys.stderr, flush=True)

@@ -70,7 +70,7 @@ SPLIT_SEED = 0
 
 def optimizer_classes() -> dict:
     """``--optimizer`` choices: the classes of :data:`nnarray.optim.OPTIMIZERS` by lower-case name."""
-    return {name.lower(): cls for name, cls in optim.OPTIMIZERS.items()}
+    return optim.by_name()
 
 
 def schedule_names() -> list:

@@ -21,22 +21,26 @@ from .. import __version__, datasets
 from ..callbacks import EarlyStopping, HistoryLogger, ModelCheckpoint, ProgressBar
 from ..checks import class_count
 from ..threads import torch_threads
-from ..words import plural
 from ..train import FitOptions, TrainingDivergedError
 from ..train import fit as _fit
-from .common import UsageError, say, speaking_flags
-from .settings import config, load_data, make_schedule, new_state
+from ..words import plural
+from .common import Terminated, UsageError, say, speaking_flags
 from .parser import parse
 from .results import EpochLine, report
-from .runs import default_threads, distributed_setup, limit_threads, on_rank0, output_dir, prepare_dir, preflight_outputs
+from .runs import (
+    default_threads,
+    distributed_setup,
+    limit_threads,
+    on_rank0,
+    output_dir,
+    preflight_outputs,
+    prepare_dir,
+)
+from .settings import config, load_data, make_schedule, new_state
 
 __all__ = ["train_main", "fit", "Run", "Terminated"]
 
 FAST = {"auto": None, "on": True, "off": False}
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (``timeout``, Slurm, ``docker stop``): ends the run as Ctrl-C does, with exit status 143."""
 
 
 class Run:
