@@ -14,13 +14,15 @@ def test_usable_and_idle_cores_are_within_the_machine():
     assert 0.0 <= threads.idle_cores(interval=0.05) <= cores
 
 
-@pytest.mark.parametrize("idle,expected", [(0.0, 1), (0.4, 1), (0.6, 1), (1.6, 2), (1000.0, None)])
-def test_choose_threads_rounds_the_idle_cores(idle, expected):
-    chosen = threads.choose_threads(idle=idle)
+@pytest.mark.parametrize("idle,share,expected", [(0.0, 1, 1), (0.4, 1, 1), (0.6, 1, 1), (1.6, 1, 2), (8.0, 4, 2),
+                                                 (1000.0, 1, "all")])
+def test_choose_threads_rounds_the_idle_cores(idle, share, expected):
     cores = threads.usable_cores()
-    assert chosen["threads"] == min(cores, max(1, round(idle + 1e-9))) if expected is None else min(cores, expected)
+    chosen = threads.choose_threads(idle=idle, share=share)
+    assert chosen["threads"] == (cores if expected == "all" else min(cores, expected))
     assert chosen["cores"] == cores and 1 <= chosen["threads"] <= cores
-    assert chosen["why"] == f"{idle:.1f} of {cores} cores idle at start"
+    assert chosen["why"].startswith(f"{idle:.1f} of {cores} cores idle at start")
+    assert ("shared by 4 processes" in chosen["why"]) == (share == 4)
 
 
 def test_limit_threads_limits_blas_and_restores_it():
