@@ -27,6 +27,8 @@ from typing import Any
 
 import array_api_compat
 
+from .words import arg
+
 __all__ = ["Backend", "BackendUnavailableError", "BACKEND_NAMES", "get_backend", "cupy_available", "to_numpy"]
 
 BACKEND_NAMES = ("numpy", "cupy", "array_api_strict", "torch", "auto")
@@ -209,10 +211,12 @@ def get_backend(name: str | Backend | None = None) -> Backend:
         except Exception as exc:
             raise BackendUnavailableError(
                 f"backend 'cupy': CuPy {cupy.__version__} is installed but no CUDA device answers ({exc}). "
-                "Check the NVIDIA driver (nvidia-smi), or use backend='numpy'."
+                f"Check the NVIDIA driver (nvidia-smi), or use {arg('backend', repr('numpy'))}."
             ) from exc
         if count == 0:
-            raise BackendUnavailableError("backend 'cupy': CuPy is installed but finds no CUDA device; use backend='numpy'.")
+            raise BackendUnavailableError(
+                f"backend 'cupy': CuPy is installed but finds no CUDA device; use {arg('backend', repr('numpy'))}."
+            )
         xp = importlib.import_module("array_api_compat.cupy")
         return Backend("cupy", xp, cupy.cuda.Device())
     if key == "array_api_strict":

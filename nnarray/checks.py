@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 
 import array_api_compat
 
 __all__ = ["check_X", "check_t", "check_Xt", "check_reduction", "check_positive_int", "check_lr", "check_seed", "as_array",
            "check_option", "check_bool", "check_dropout", "Interval", "Options", "validate", "PARAMETERS",
            "POSITIVE", "NONNEGATIVE", "FRACTION", "FACTOR", "PROBABILITY", "LEARNING_RATE", "POSITIVE_INT",
-           "NONNEGATIVE_INT"]
+           "NONNEGATIVE_INT", "class_count", "warn_absent_classes", "check_optimizer", "LabelWarning"]
 
 REDUCTIONS = ("mean", "sum")
 
@@ -134,6 +135,153 @@ def check_seed(seed, name="seed"):
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise ValueError(f"{name}: expected an integer ≥ 0, a numpy.random.Generator or None, got {seed!r}")
     return int(seed)
+
+
+# ------------------------------------------------------------------------------------------- classes
+class LabelWarning(UserWarning):
+    """Some classes 0..C−1 have no sample among the training labels; the message names them.
+
+    The network still gets an output for each of them (their logits are only ever pushed down), so such a
+    class is never predicted unless the data change. ``absent`` holds those classes (a tuple of ints).
+    """
+
+    def __init__(self, message, absent=()):
+        super().__init__(message)
+        self.absent = tuple(int(c) for c in absent)
+
+
+def _listed(values, most=8):
+    """``"3, 7"`` or ``"0, 1, 2, 3, 4, 5, 6, 7, … (12 in all)"``: a short list of whole numbers."""
+    values = [int(v) for v in values]
+    head = ", ".join(map(str, values[:most]))
+    return head if len(values) <= most else f"{head}, … ({len(values)} in all)"
+
+
+def _index(name, i):
+    return f"index {i} of {name}"
+
+
+def class_count(t, name="t", others=(), where=None):
+    """The number of classes C of labels that are class indices 0..C−1: the largest label + 1.
+
+    The rule (README, "Labels"): labels are whole numbers 0..C−1 with C = the largest label + 1. Refused,
+    before anything of size C is made, with a ``ValueError`` naming the value, where it is and the class
+    count it would imply:
+
+    * a negative label;
+    * a single class (nothing to learn: a one-output softmax is always right);
+    * a largest label far beyond the others: more than half of the classes 0..C−1 it implies would have no
+      sample at all (labels 0..9 with one stray 1000000 would make a network of 1000001 outputs).
+
+    Classes of 0..C−1 absent from ``t`` (the training labels) get a :class:`LabelWarning` naming them.
+
+    Parameters
+    ----------
+    t : (N,) integer array (host NumPy or any backend's): the training labels.
+    name : str
+        How errors and warnings call ``t``.
+    others : sequence of ``(labels, name)``
+        Further sets (validation, test): their labels count towards C and are checked alike.
+    where : callable ``(name, i) -> str``, optional
+        Describes position ``i`` of the set called ``name`` (a CSV file gives its line); default
+        ``"index i of name"``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> class_count(np.array([0, 2, 1, 2]))
+    3
+    >>> class_count(np.array([0, 1, 2, 1000000]))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: t: label 1000000 at index 3 of t would make 1000001 classes (0..1000000), but only 4 distinct ...
+    """
+    import numpy as np  # noqa: PLC0415 -- host-side check of the labels, once per call
+
+    from .backend import to_numpy  # noqa: PLC0415
+
+    where = where or _index
+    sets = [(np.asarray(to_numpy(check_t(v, None, nm))), nm) for v, nm in [(t, name), *others]]
+    for h, nm in sets:
+        if h.size and h.min() < 0:
+            i = int(np.argmin(h))
+            raise ValueError(f"{nm}: expected class indices 0..C−1 (whole numbers ≥ 0), got {int(h[i])} at {where(nm, i)}")
+    present = np.unique(np.concatenate([h.astype(np.int64) for h, _ in sets]))
+    if present.size == 0:
+        raise ValueError(f"{name}: expected at least one label, got none")
+    if present.size == 1:
+        raise ValueError(
+            f"{name}: expected labels of at least two classes, got only class {int(present[0])} in all "
+            f"{sum(h.size for h, _ in sets)} labels (is the label in the first column?)"
+        )
+    top = int(present[-1])
+    C = top + 1
+    if C > 2 * present.size:
+        h, nm = next((h, nm) for h, nm in sets if h.size and int(h.max()) == top)
+        i = int(np.flatnonzero(h == top)[0])
+        raise ValueError(
+            f"{nm}: label {top} at {where(nm, i)} would make {C} classes (0..{top}), but only {present.size} distinct "
+            f"labels occur ({_listed(present)}); expected class indices 0..C−1 of which at most half have no sample. "
+            f"Fix that label, or number the classes 0..C−1 (e.g. with numpy.unique(t, return_inverse=True))."
+        )
+    absent = np.setdiff1d(np.arange(C), sets[0][0])
+    if absent.size:
+        warnings.warn(LabelWarning(_absent_message(name, absent, C), absent), stacklevel=2)
+    return C
+
+
+def _absent_message(name, absent, C):
+    one = len(absent) == 1
+    return (
+        f"{name}: class{'' if one else 'es'} {_listed(absent)} of 0..{C - 1} ha{'s' if one else 've'} no training sample; "
+        f"the network has an output for {'it' if one else 'each'} that training never rewards "
+        "(are the labels numbered from 0?)"
+    )
+
+
+def warn_absent_classes(t, n_classes, name="t", stacklevel=3):
+    """Warn (:class:`LabelWarning`) naming the classes 0..n_classes−1 that have no label in ``t``.
+
+    ``t`` is already checked (:func:`check_t` with ``n_classes``); one small read of its distinct values.
+    """
+    from .backend import to_numpy  # noqa: PLC0415
+
+    xp = array_api_compat.array_namespace(t)
+    seen = xp.unique_values(t)
+    if seen.shape[0] >= n_classes:
+        return
+    have = {int(v) for v in to_numpy(seen).tolist()}
+    absent = [c for c in range(n_classes) if c not in have]
+    warnings.warn(LabelWarning(_absent_message(name, absent, n_classes), absent), stacklevel=stacklevel)
+
+
+def check_optimizer(opt, params, name="opt"):
+    """The optimizer's state must fit the network's parameters: same keys, same shapes.
+
+    An optimizer keeps per-parameter state (SGD's velocity, Adam's moments) for the network it was used on;
+    reused on a network of another shape it would fail deep inside an update. Refused here instead, naming
+    the state and the key. The remedy is a new optimizer for the new network.
+    """
+    state = getattr(opt, "state", None)
+    if not isinstance(state, dict):
+        return
+    for state_name, arrays in state.items():
+        arrays = arrays if isinstance(arrays, dict) else {}
+        stray = [k for k, v in arrays.items() if v is not None and k not in params]
+        if stray:
+            raise ValueError(
+                f"{name}: its state {state_name!r} holds key {stray[0]!r}, but the network has no parameter {stray[0]!r} "
+                f"(it has {', '.join(params)}); an optimizer keeps the state of the network it trained: "
+                "make a new optimizer for this network"
+            )
+        for k in params:  # in the network's order, so the first misfit named is the first layer's
+            v = arrays.get(k)
+            if v is not None and tuple(v.shape) != tuple(params[k].shape):
+                raise ValueError(
+                    f"{name}: its state {state_name!r}[{k!r}] has shape {tuple(v.shape)}, but the network's parameter "
+                    f"{k!r} has shape {tuple(params[k].shape)}; an optimizer keeps the state of the network it "
+                    "trained: make a new optimizer for this network"
+                )
 
 
 # ============================================================================================ settings

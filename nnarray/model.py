@@ -88,6 +88,11 @@ class MLP:
             raise ValueError(
                 f"layer_sizes: expected a list of at least two positive integers such as [784, 100, 10], got {layer_sizes!r}"
             )
+        if sizes[-1] < 2:
+            raise ValueError(
+                f"layer_sizes: expected at least 2 outputs (one per class; a single class leaves nothing to learn), "
+                f"got {layer_sizes!r}"
+            )
         if str(getattr(dtype, "name", getattr(dtype, "__name__", dtype))) not in _FLOAT_DTYPES:
             raise TypeError(f"dtype: expected 'float32' or 'float64', got {dtype!r}")
         self.layer_sizes = [int(n) for n in sizes]

@@ -167,7 +167,9 @@ class Optimizer:
         return {"lr": self.lr, **{k: getattr(self, k) for k in self._hyper}}
 
     def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self.hyperparameters().items())
+        from .words import number  # noqa: PLC0415 -- floats as written (0.045, not 0.045000000000000005)
+
+        args = ", ".join(f"{k}={number(v) if isinstance(v, float) else repr(v)}" for k, v in self.hyperparameters().items())
         return f"{type(self).__name__}({args})"
 
     # ---------------------------------------------------------------- the rule

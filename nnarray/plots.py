@@ -8,7 +8,7 @@ import numpy as np
 
 from ._files import atomic_write
 
-__all__ = ["plot_learning_curve", "plot_confusion_matrix"]
+__all__ = ["plot_learning_curve", "plot_confusion_matrix", "best_epoch", "LOG_LOSS_RATIO"]
 
 
 def _pyplot():
@@ -28,20 +28,42 @@ def _save(fig, path):
     atomic_write(path, lambda f: f.write(buf.getvalue()))
 
 
-def plot_learning_curve(history, path, title=None):
-    """Loss (left) and accuracy (right) per epoch, training and validation, to a PNG at ``path``."""
+#: The loss axis turns logarithmic when the largest loss shown is this many times the smallest (a diverging run
+#: or a long one from a high start): on a linear axis everything but the worst epochs would be a flat line.
+LOG_LOSS_RATIO = 30.0
+
+
+def best_epoch(history):
+    """The epoch of the best validation accuracy (the first of ties), or None without validation."""
+    h = history.to_dict() if hasattr(history, "to_dict") else history
+    scored = [(v, -e) for e, v in zip(h["epoch"], h["val_accuracy"]) if v is not None]
+    return -max(scored)[1] if scored else None
+
+
+def plot_learning_curve(history, path, title=None, best=None):
+    """Loss (left) and accuracy (right) per epoch, training and validation, to a PNG at ``path``.
+
+    The best epoch (``best``, default: :func:`best_epoch`, the one ``best.npz`` holds) is marked on both panels;
+    the loss axis is logarithmic when its range spans more than :data:`LOG_LOSS_RATIO`. Returns what was drawn:
+    ``{"best_epoch": epoch or None, "log_loss_axis": bool}``.
+    """
     plt = _pyplot()
     h = history.to_dict() if hasattr(history, "to_dict") else history
     ep = h["epoch"]
+    best = best_epoch(h) if best is None else best
     fig, (ax_l, ax_a) = plt.subplots(1, 2, figsize=(10, 3.8))
-    ax_l.plot(ep, h["train_loss"], "o-", label="train")
-    if any(v is not None for v in h["val_loss"]):
-        ax_l.plot(ep, h["val_loss"], "s-", label="validation")
-    ax_l.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
-    ax_a.plot(ep, h["train_accuracy"], "o-", label="train")
-    if any(v is not None for v in h["val_accuracy"]):
-        ax_a.plot(ep, h["val_accuracy"], "s-", label="validation")
-    ax_a.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
+    for ax, key, label in ((ax_l, "loss", "cross-entropy"), (ax_a, "accuracy", "accuracy")):
+        ax.plot(ep, h[f"train_{key}"], "o-", label="train")
+        if any(v is not None for v in h[f"val_{key}"]):
+            ax.plot(ep, h[f"val_{key}"], "s-", label="validation")
+        if best is not None:
+            ax.axvline(best, color="0.4", linestyle=":", label=f"best (epoch {best})")
+        ax.set(xlabel="epoch", ylabel=label, title=key)
+    losses = [v for k in ("train_loss", "val_loss") for v in h[k] if v is not None and v > 0]
+    log_axis = bool(losses) and max(losses) > LOG_LOSS_RATIO * min(losses)
+    if log_axis:
+        ax_l.set_yscale("log")
+        ax_l.set_title("loss (log scale)")
     for ax in (ax_l, ax_a):
         ax.grid(alpha=0.3)
         ax.legend()
@@ -50,6 +72,7 @@ def plot_learning_curve(history, path, title=None):
         fig.suptitle(title)
     _save(fig, path)
     plt.close(fig)
+    return {"best_epoch": best, "log_loss_axis": log_axis}
 
 
 def plot_confusion_matrix(cm, path, class_names=None, title=None):

@@ -14,6 +14,7 @@ import os
 import numpy as np
 
 from ._files import NpzError, atomic_write, read_npz
+from .backend import get_backend
 
 __all__ = [
     "save",
@@ -103,7 +104,12 @@ def save(net, path):
 
 
 def load(path, backend=None):
-    """Read a model written by :func:`save` (or the model inside a checkpoint) onto ``backend``."""
+    """Read a model written by :func:`save` (or the model inside a checkpoint) onto ``backend``.
+
+    ``backend`` is checked first (a name of :func:`~nnarray.backend.get_backend`, a Backend or None), so a wrong
+    one is blamed as the argument it is, never as the file.
+    """
+    backend = get_backend(backend)
     path = os.fspath(path)
     header, arrays = _read_npz(path, MODEL_FORMAT, CHECKPOINT_FORMAT)
     prefix = ""
@@ -136,10 +142,14 @@ def save_checkpoint(path, net, opt, rng, history, config=None):
 
 
 def load_checkpoint(path, backend=None):
-    """Read a checkpoint. Returns a dict: ``net``, ``opt``, ``rng``, ``history``, ``epoch``, ``config``."""
+    """Read a checkpoint. Returns a dict: ``net``, ``opt``, ``rng``, ``history``, ``epoch``, ``config``.
+
+    ``backend`` is checked before the file is read, as in :func:`load`.
+    """
     from .history import History  # noqa: PLC0415
     from .optim import from_state_dict  # noqa: PLC0415
 
+    backend = get_backend(backend)  # a wrong backend is the argument's fault, not the file's
     path = os.fspath(path)
     header, arrays = _read_npz(path, CHECKPOINT_FORMAT)
     net = _net_from(header.get("model", {}), arrays, path, backend, prefix="param/")

@@ -48,6 +48,7 @@ from . import checks
 from . import functions as F
 from . import optim as _optim
 from .callbacks import Callback, DivergenceGuard, EarlyStopping
+from .checks import LabelWarning
 from .backend import Backend, BackendUnavailableError, get_backend, to_numpy
 from .history import History
 from .model import MLP
@@ -379,10 +380,13 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
             l2 = opt.add_hook(L2Penalty(self.alpha, n, batch_size, weights))
         record, stopping = _Record(self, l2, n), _Stopping(self)
         try:
-            _nn_fit(self._net, opt, X, t, epochs=1 if incremental else int(self.max_iter), batch_size=batch_size,
-                    reduction="mean", seed=self._rng, validation=val,
-                    callbacks=[record, stopping, DivergenceGuard(factor=None)],  # as scikit-learn: NaN and inf only
-                    options=FitOptions(shuffle=bool(self.shuffle), history=self._history))
+            with warnings.catch_warnings():
+                # classes_ come from y or from partial_fit's classes=: a batch may lack some of them by design
+                warnings.simplefilter("ignore", LabelWarning)
+                _nn_fit(self._net, opt, X, t, epochs=1 if incremental else int(self.max_iter),
+                        batch_size=batch_size, reduction="mean", seed=self._rng, validation=val,
+                        callbacks=[record, stopping, DivergenceGuard(factor=None)],  # as scikit-learn: NaN, inf only
+                        options=FitOptions(shuffle=bool(self.shuffle), history=self._history))
         finally:
             if l2 is not None:
                 opt.remove_hook(l2)
@@ -416,6 +420,8 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         dispatch = _array_api_dispatch()
         self._rng = _generator(self.random_state)
         labels = np.unique(to_numpy(classes)) if (incremental and classes is not None) else np.unique(y)
+        if labels.shape[0] < 2:  # nnarray refuses a single class (a one-output softmax learns nothing)
+            raise ValueError(f"y: expected at least two classes, got one class ({labels[0]!r}): nothing to learn")
         self.classes_ = labels
         be = _backend_of(X) if dispatch and _is_foreign_array(X) else get_backend(self.backend)
         self._fit_namespace = _namespace_key(X) if dispatch else None

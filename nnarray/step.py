@@ -43,6 +43,7 @@ import os
 import numpy as np  # host side only: dropout masks are drawn from a numpy.random.Generator
 
 from . import functions as F
+from .words import arg
 
 __all__ = ["TrainStep", "make_step", "register_fast_path", "fast_path_for", "fast_enabled_by_env"]
 
@@ -163,6 +164,7 @@ def make_step(net, opt, Xd, Td, reduction, fast=None, batch_size=None):
     cls, reason = fast_path_for(net, opt, Xd, Td, batch_size, explicit=fast is True)
     if cls is None:
         if fast is True:
-            raise ValueError(f"fast: no fast path available here ({reason}); use fast=None or False")
+            raise ValueError(f"{arg('fast', 'True')}: no fast path available here ({reason}); "
+                             f"use {arg('fast', 'None')} or {arg('fast', 'False')}")
         return TrainStep(net, opt, Xd, Td, reduction)
     return cls(net, opt, Xd, Td, reduction)

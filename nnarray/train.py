@@ -19,15 +19,18 @@ from . import functions as F
 from .callbacks import DivergenceGuard, FitRun, as_callbacks
 from .checks import (
     check_bool,
+    check_optimizer,
     check_option,
     check_positive_int,
     check_reduction,
     check_seed,
     check_Xt,
+    warn_absent_classes,
 )
 from .distributed import GradientAllReduce, abort_on_error, check_device, get_comm
 from .history import History
 from .step import make_step
+from .words import arg, number
 
 __all__ = ["fit", "evaluate", "FitOptions", "TrainingDivergedError", "StopTraining"]
 
@@ -114,6 +117,7 @@ def fit(net, opt, X, t, epochs=5, batch_size=100, reduction="mean", seed=0, vali
     opt : Optimizer (see :mod:`nnarray.optim`)
     X : (N, n_in) float array, host NumPy or the backend's. Moved to the device once.
     t : (N,) integer labels in 0..C−1.
+        Classes of 0..C−1 without a label in ``t`` get a :class:`~nnarray.checks.LabelWarning` naming them.
     epochs, batch_size : int
         Each epoch visits every sample once; the last batch may be smaller than ``batch_size``.
     reduction : {"mean", "sum"}
@@ -149,11 +153,15 @@ def fit(net, opt, X, t, epochs=5, batch_size=100, reduction="mean", seed=0, vali
 
     Raises
     ------
+    ValueError, TypeError
+        Before any work, for arguments that cannot work: ``X``, ``t`` (labels outside 0..C−1), ``opt`` (its state
+        belongs to a network of another shape), ``epochs``, ...; the message names the argument.
     TrainingDivergedError
         When the epoch's loss is NaN, inf or far beyond its start (:class:`~nnarray.callbacks.DivergenceGuard`,
         always on); ``net.params`` and the optimizer's state then hold the values of the last finished epoch.
     """
     X, t = check_Xt(X, t, net.n_in, net.n_classes)
+    check_optimizer(opt, net.params)
     epochs, batch_size = check_positive_int(epochs, "epochs"), check_positive_int(batch_size, "batch_size")
     check_reduction(reduction)
     validation = _check_validation(validation, net)
@@ -167,6 +175,7 @@ def fit(net, opt, X, t, epochs=5, batch_size=100, reduction="mean", seed=0, vali
     check_device(comm, net.backend)  # the GPU the communicator reduces on is the net's
     run = FitRun(net, opt, history, rng, schedule, epochs, X.shape[0], batch_size, validation is not None, comm)
     lrs = _preflight(run, cbs)
+    warn_absent_classes(t, net.n_classes)  # after every refusal: a warning only for a run that starts
     if comm.size == 1:
         return _fit(run, cbs, X, t, validation, reduction, lrs, options)
     # A failure on one rank (a bug, a full disk in a rank-0 callback) would leave the others blocked in
@@ -385,9 +394,10 @@ def _validate(net, Xv, tv, comm):
 
 def _divergence_message(epoch, reason, opt, reduction):
     lr = getattr(opt, "lr", None)
-    advice = "Try a smaller learning rate" + (f" than lr={lr}" if lr is not None else "")
+    advice = "Try a smaller learning rate" + (f" than {arg('lr', number(lr))}" if lr is not None else "")
     if reduction == "sum":
-        advice += " (with reduction='sum' the step grows with the batch size; try lr/batch_size)"
+        advice += (f" (with {arg('reduction', repr('sum'))} the step grows with the batch size; try the learning rate "
+                   "divided by the batch size)")
     return (
         f"training diverged in epoch {epoch}: {reason}. "
         f"The parameters keep their values from the end of epoch {epoch - 1}. {advice}."

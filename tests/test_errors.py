@@ -188,6 +188,49 @@ def test_float_labels_get_a_hint(net, data):
                r"convert them with t.astype\(int\)\)", X, t.astype(np.float64))
 
 
+# ------------------------------------------------------------------------------------------- words
+@pytest.mark.parametrize("make,name", [(lambda: nn.SGD(0.1, momentum=0.9), "velocity"), (lambda: nn.Adam(1e-3), "exp_avg")])
+def test_an_optimizer_with_another_networks_state_is_refused(data, make, name):
+    """Reused on a network of another shape, an optimizer's state is named with the key, before any work."""
+    X, t = data
+    opt = make()
+    nn.fit(nn.MLP([4, 6, 3], backend="numpy", seed=0), opt, X, t, epochs=1)
+    net = nn.MLP([4, 5, 3], backend="numpy", seed=0)
+    before = {k: nn.to_numpy(v).copy() for k, v in net.params.items()}
+    with pytest.raises(ValueError, match=rf"^opt: its state '{name}'\['W1'\] has shape \(4, 6\), but the network's parameter "
+                                         r"'W1' has shape \(4, 5\); .*make a new optimizer for this network"):
+        nn.fit(net, opt, X, t, epochs=1)
+    assert _untouched(net, before)
+
+
+def test_an_optimizer_state_key_the_network_lacks_is_refused(data):
+    X, t = data
+    opt = nn.SGD(0.1, momentum=0.9)
+    nn.fit(nn.MLP([4, 6, 6, 3], backend="numpy", seed=0), opt, X, t, epochs=1)
+    with pytest.raises(ValueError, match=r"^opt: its state 'velocity' holds key 'W3', but the network has no parameter 'W3'"):
+        nn.fit(nn.MLP([4, 6, 3], backend="numpy", seed=0), opt, X, t, epochs=1)
+
+
+def test_load_blames_a_wrong_backend_not_the_file(tmp_path, net):
+    nn.save(net, tmp_path / "m.npz")
+    with pytest.raises(ValueError, match=r"^backend: unknown backend 'gpu' \(from argument\); expected one of numpy, cupy"):
+        nn.load(tmp_path / "m.npz", backend="gpu")
+    with pytest.raises(ValueError, match=r"^backend: unknown backend 'gpu'"):
+        nn.load(tmp_path / "missing.npz", backend="gpu")  # the argument is checked first, before the file
+    with pytest.raises(ValueError, match=r"^backend: unknown backend 'gpu'"):
+        nn.load_checkpoint(tmp_path / "m.npz", backend="gpu")
+
+
+def test_load_reads_a_model_and_a_checkpoint_and_names_other_formats(tmp_path, net, data):
+    opt = nn.SGD(0.1)
+    hist = nn.fit(net, opt, *data, epochs=1)
+    nn.save_checkpoint(tmp_path / "ck.npz", net, opt, np.random.default_rng(0), hist)
+    assert nn.load(tmp_path / "ck.npz").layer_sizes == [4, 5, 3]
+    nn.save(net, tmp_path / "m.npz")
+    with pytest.raises(nn.CheckpointError, match=r"m\.npz: expected a 'nnarray-checkpoint' file, got format 'nnarray-model'"):
+        nn.load_checkpoint(tmp_path / "m.npz")
+
+
 def _violating(constraint):
     """A value each constraint of nnarray.checks refuses (below its lower end, or above [0, 1))."""
     from nnarray import checks

@@ -46,3 +46,19 @@ def test_best_command_is_one_valid_training_command_with_one_hidden_layer():
     cfg, state = cli.config(args)
     assert state is None and len(cfg["hidden"]) == 1 and args.epochs <= 40
     assert cfg["dataset"] == "fashion-mnist"
+
+
+def test_data_example_runs_as_written(tmp_path, monkeypatch, capsys):
+    """The README's Fashion-MNIST example, where the data are installed (ci/install.sh installs them)."""
+    import pytest
+
+    import nnarray as nn
+
+    if nn.datasets.find_dataset_dir("fashion-mnist") is None:
+        pytest.skip("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist, or bash ci/install.sh test)")
+    code = _block_after("<!-- example-data", "python")
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "README.md data example", "exec"), {"__name__": "__readme__"})
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "(60000, 784) float32 int64"
+    assert float(out[1]) > 0.75

@@ -108,7 +108,7 @@ def test_a_registered_fast_path_is_chosen_and_can_be_switched_off(monkeypatch, b
     assert type(make_step(net, nn.SGD(0.1), Xd, Td, "mean", fast=False)) is TrainStep
     Buffered.refuse = "optimizer Adam (only SGD)"
     assert type(make_step(net, nn.SGD(0.1), Xd, Td, "mean")) is TrainStep
-    with pytest.raises(ValueError, match=r"fast: no fast path available here \(optimizer Adam \(only SGD\)\)"):
+    with pytest.raises(ValueError, match=r"fast=True: no fast path available here \(optimizer Adam \(only SGD\)\)"):
         make_step(net, nn.SGD(0.1), Xd, Td, "mean", fast=True)
     Buffered.refuse = None
     monkeypatch.setenv("NNARRAY_FAST", "0")
@@ -128,5 +128,5 @@ def test_generic_step_where_no_fast_path_applies(blobs):
     X, t = blobs(n=50)
     strict = nn.MLP([12, 8, 3], backend="array_api_strict", seed=0)
     assert type(make_step(strict, nn.SGD(0.1), *_device_data(strict, X, t), "mean")) is TrainStep
-    with pytest.raises(ValueError, match=r"fast: no fast path available here \(no fast path for backend 'array_api_strict'\)"):
+    with pytest.raises(ValueError, match=r"fast=True: no fast path available here \(no fast path for backend 'array_api_strict'\)"):
         nn.fit(strict, nn.SGD(0.1), X, t, epochs=1, options=nn.FitOptions(fast=True))

@@ -48,11 +48,14 @@ def main(argv=None):
         return train_main(argv[1:], restart=from_command_line)
     if argv and argv[0] == "evaluate":
         return evaluate_main(argv[1:])
-    print(USAGE)
-    if argv and argv[0] not in ("-h", "--help"):
-        print(f"error: unknown command {argv[0]!r}", file=sys.stderr)
-        return 2
-    return 0
+    if argv and argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0
+    # No command, or an unknown one: the usage, on stderr, and the exit status of a usage error (as argparse).
+    print(USAGE, file=sys.stderr)
+    print(f"error: unknown command {argv[0]!r}" if argv else "error: a command is required: train or evaluate",
+          file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

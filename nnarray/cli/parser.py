@@ -142,10 +142,15 @@ def parse(argv=None):
 
 def build_evaluate_parser():
     p = argparse.ArgumentParser(prog="nnarray evaluate", description="Evaluate a checkpoint or model file on a test set.")
+    p.add_argument("--version", action="version", version=f"nnarray {__version__}")
     p.add_argument("checkpoint", help="a run's folder (its checkpoint.npz), or a checkpoint.npz, model.npz or best.npz written by nnarray")
-    p.add_argument("--dataset", choices=["mnist", "fashion-mnist", "digits"], default=None,
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--dataset", choices=["mnist", "fashion-mnist", "digits"], default=None,
                    help="test set (default: the dataset recorded with the run)")
+    g.add_argument("--data", metavar="FILE", default=None,
+                   help="test on your own file instead: its X_test, t_test (.npz), else all its samples (.npz or .csv, "
+                        "as nnarray train --data reads them)")
     p.add_argument("--backend", choices=list(BACKEND_NAMES), default=None, help="array backend (default: $NNARRAY_BACKEND, else auto)")
     p.add_argument("--data-dir", default=None, help="directory holding the IDX files")
-    p.add_argument("--json", metavar="PATH", default=None, help="also write the results as JSON")
+    p.add_argument("--json", action="store_true", help="print only the result, as one JSON line (as nnarray train --json)")
     return p

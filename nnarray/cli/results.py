@@ -12,6 +12,7 @@ import numpy as np
 from ..callbacks import Callback
 from ..metrics import confusion_matrix
 from ..saving import load, save
+from ..words import plural
 from .common import Terminated, say
 
 __all__ = ["report", "EpochLine", "class_names", "FASHION_CLASSES"]
@@ -109,13 +110,14 @@ def _print_result(args, result):
         return
     say(args.quiet, _result_text(result))
     if args.quiet:
-        fin, best = result["final_test_accuracy"], result["best_test_accuracy"]
+        fin, best, val = result["final_test_accuracy"], result["best_test_accuracy"], result["final_val_accuracy"]
         if fin is None:
-            print(f"validation accuracy {result['final_val_accuracy']}")
+            line = "no test set; " + ("no validation split" if val is None else f"validation accuracy {val:.4f}")
         elif result["best_val_accuracy"] is None:  # no validation split: the final model is the result
-            print(f"test accuracy {fin:.4f}")
+            line = f"test accuracy {fin:.4f}"
         else:
-            print(f"test accuracy {fin:.4f} (final), {best:.4f} (best on validation, epoch {result['best_epoch']})")
+            line = f"test accuracy {fin:.4f} (final), {best:.4f} (best on validation, epoch {result['best_epoch']})"
+        print(f"{line}; outputs in {result['out']}")
 
 
 def _result_text(r):
@@ -124,6 +126,7 @@ def _result_text(r):
         if r["best_val_accuracy"] is not None:
             s += f", {r['best_test_accuracy']:.4f} (best.npz: epoch {r['best_epoch']}, val acc {r['best_val_accuracy']:.4f})"
     else:
-        s = f"done: no test set; validation accuracy {r['final_val_accuracy']}"
-    s += f" after {r['epochs']} epochs{' (stopped early)' if r['stopped_early'] else ''} ({r['seconds']:.1f} s training)"
+        val = r["final_val_accuracy"]
+        s = "done: no test set; " + ("no validation split" if val is None else f"validation accuracy {val:.4f}")
+    s += f" after {plural(r['epochs'], 'epoch')}{' (stopped early)' if r['stopped_early'] else ''} ({r['seconds']:.1f} s training)"
     return s + f"; outputs in {r['out']}"

@@ -14,7 +14,7 @@ from .._files import check_writable
 from .common import UsageError, say
 
 __all__ = ["RUN_FILES", "ENV_THREADS", "output_dir", "prepare_dir", "preflight_outputs", "limit_threads",
-           "distributed_setup", "on_rank0", "PLOTS_INSTALL"]
+           "distributed_setup", "on_rank0", "PLOTS_INSTALL", "mpiexec_command", "default_threads"]
 
 # The files of a run; --out holding any of the first four is a run that --overwrite must be asked to replace.
 RUN_FILES = ("checkpoint.npz", "model.npz", "best.npz", "history.json", "history.csv", "learning_curve.png",
@@ -131,12 +131,13 @@ def limit_threads(n, restart_argv=None):
 
 
 # -------------------------------------------------------------------------------------------- processes
-def distributed_setup(args):
+def distributed_setup(args, options=None):
     """The communicator for ``--distributed`` (None without it); on ranks other than 0, silence.
 
     Created before any backend or checkpoint is loaded, so that each rank's CuPy arrays land on GPU
     ``local_rank``. Ranks other than 0 print nothing on stdout and show no progress bar; fit runs the
-    callbacks (checkpoint, best model, history, the epoch line) on rank 0 only.
+    callbacks (checkpoint, best model, history, the epoch line) on rank 0 only. Started as one process (no
+    ``mpiexec``), it says so and shows how to start P of them (``options``: the command's options).
     """
     if not getattr(args, "distributed", False):
         return None
@@ -147,10 +148,45 @@ def distributed_setup(args):
     except distributed.MPIUnavailableError as exc:  # a missing extra: refused before anything is loaded
         raise UsageError(f"--distributed: {exc}") from None
     distributed.install_excepthook(comm)  # an uncaught exception on one rank ends the job
+    if comm.size == 1:
+        print(f"note: --distributed in a single process: this run trains in 1 process. Start P processes with: "
+              f"{mpiexec_command(options)}", file=sys.stderr, flush=True)
     if comm.rank != 0:
         args.quiet = True
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 -- for the life of this process
     return comm
+
+
+def _near(path):
+    """``path`` relative to the working folder when it lies below it (``.venv/bin/mpiexec``), else absolute."""
+    rel = os.path.relpath(path)
+    return rel if not rel.startswith("..") else path
+
+
+def mpiexec_command(options=None):
+    """``.venv/bin/mpiexec -n P .venv/bin/python -m nnarray train ...``: this environment's launcher and Python."""
+    import shlex  # noqa: PLC0415
+
+    bindir = os.path.dirname(sys.executable)
+    launcher = os.path.join(bindir, "mpiexec")
+    launcher = _near(launcher) if os.path.exists(launcher) else "mpiexec"
+    rest = " ".join(shlex.quote(o) for o in (options or ["--distributed"]))
+    return f"{launcher} -n P {_near(sys.executable)} -m nnarray train {rest}"
+
+
+def default_threads(stack, share=1):
+    """The run's CPU threads when ``--threads`` is not given: the idle cores at start
+    (:func:`nnarray.threads.choose_threads`), applied for the rest of ``stack``; the header's description."""
+    from .. import threads  # noqa: PLC0415
+
+    chosen = threads.choose_threads(share=share)
+    manager, method = threads.limit_threads(chosen["threads"])
+    stack.enter_context(manager)
+    info = {"threads": chosen["threads"], "method": method or "none", "why": chosen["why"]}
+    if method is None:
+        info["note"] = (f"the default of {chosen['threads']} threads ({chosen['why']}) needs threadpoolctl "
+                        "(pip install threadpoolctl) to take effect; or pass --threads N")
+    return info
 
 
 def on_rank0(comm, fn):

@@ -18,7 +18,7 @@ from ..model import MLP
 from ..saving import CheckpointError, load_checkpoint
 from .common import UsageError, say
 
-__all__ = ["DEFAULTS", "RUN_KEYS", "config", "load_data", "validation_size", "make_optimizer", "make_schedule",
+__all__ = ["DEFAULTS", "RUN_KEYS", "config", "load_data", "own_files", "record_own_files", "validation_size", "make_optimizer", "make_schedule",
            "make_net", "optimizer_classes", "schedule_names", "resolve", "new_state"]
 
 # What a plain `nnarray train` uses. Chosen so one hidden layer reaches ≥ 0.89 on Fashion-MNIST in
@@ -47,9 +47,11 @@ DEFAULTS = dict(
     seed=0,
     subset=None,
     val_split=None,
+    data_file=None,  # what identifies --data and --test-data later (datasets.file_record); set by the run
+    test_data_file=None,
 )
 # Settings that define a run; on --resume they come from the checkpoint.
-RUN_KEYS = tuple(k for k in DEFAULTS if k != "epochs")
+RUN_KEYS = tuple(k for k in DEFAULTS if k not in ("epochs", "data_file", "test_data_file"))
 
 #: The command's own recipe where it departs from an optimizer's defaults (PyTorch's): SGD's tuned η and momentum
 #: above (PyTorch has no default η for SGD).
@@ -104,8 +106,19 @@ def config(args):
     cfg = resolve({**DEFAULTS, **saved})
     ignored = {k: v for k, v in flags.items() if cfg.get(k) != v}
     if ignored:
-        say(args.quiet, f"note: resuming keeps the checkpoint's settings; ignoring {ignored}")
+        words = ", ".join(_as_flag(k, v) for k, v in ignored.items())
+        say(args.quiet, f"note: resuming keeps the checkpoint's settings; ignoring {words}")
     return cfg, ck
+
+
+def _as_flag(key, value):
+    """A setting as it is typed: ``--hidden 16 --hidden 8``, ``--nesterov``, ``--lr 0.1``."""
+    flag = "--" + key.replace("_", "-")
+    if value is True:
+        return flag
+    if isinstance(value, (list, tuple)):
+        return " ".join(f"{flag} {v}" for v in value)
+    return f"{flag} {value}"
 
 
 def resolve(cfg):
@@ -175,7 +188,9 @@ def load_data(cfg, data_dir=None):
     :data:`SPLIT_SEED`. ``test`` is None for own data without a test set.
     """
     if cfg["data"] is not None:
+        own_files(cfg)
         train, test = datasets.load_file(cfg["data"], cfg["test_data"])
+        record_own_files(cfg)
         name, why = "file", f"--data {cfg['data']}" + (f", --test-data {cfg['test_data']}" if cfg["test_data"] else "")
     else:
         name, (train, test), why = datasets.choose(cfg["dataset"], data_dir)
@@ -188,6 +203,30 @@ def load_data(cfg, data_dir=None):
     order = np.random.default_rng(SPLIT_SEED).permutation(X.shape[0])
     val, keep = np.sort(order[:n_val]), np.sort(order[n_val:])
     return name, why, (X[keep], t[keep]), (X[val], t[val]), test
+
+
+def own_files(cfg):
+    """The run's own data files (``data``, ``test_data``) as absolute paths, in place in ``cfg``.
+
+    A run that recorded its files (:func:`record_own_files`) finds them by that record from any folder and
+    refuses one that changed since (:func:`nnarray.datasets.check_file_record`); runs recorded without one keep
+    the path as it was given.
+    """
+    for key, what in (("data", "--data file"), ("test_data", "--test-data file")):
+        if cfg.get(key) is None:
+            continue
+        record = cfg.get(f"{key}_file")
+        cfg[key] = datasets.check_file_record(record, what=f"{what} of the run") if record else os.path.abspath(cfg[key])
+    return cfg
+
+
+def record_own_files(cfg):
+    """Record each own data file of a new run, once it has loaded: absolute path, size, SHA-256
+    (:func:`nnarray.datasets.file_record`), stored with the run's settings in its checkpoint and history."""
+    for key in ("data", "test_data"):
+        if cfg.get(key) is not None and not cfg.get(f"{key}_file"):
+            cfg[f"{key}_file"] = datasets.file_record(cfg[key])
+    return cfg
 
 
 def validation_size(val_split, n):

@@ -19,12 +19,16 @@ import time
 
 from .. import __version__, datasets
 from ..callbacks import EarlyStopping, HistoryLogger, ModelCheckpoint, ProgressBar
+from ..checks import class_count
+from ..threads import torch_threads
 from ..train import FitOptions, TrainingDivergedError
 from ..train import fit as _fit
-from .common import Terminated, UsageError, say
+from ..words import plural
+from .common import Terminated, UsageError, say, speaking_flags
 from .parser import parse
 from .results import EpochLine, report
 from .runs import (
+    default_threads,
     distributed_setup,
     limit_threads,
     on_rank0,
@@ -87,6 +91,7 @@ class Run:
                 "schedule": self.schedule.config() if hasattr(self.schedule, "config") else repr(self.schedule),
                 "validation_images": 0 if self.val is None else int(self.val[0].shape[0]),
                 "best_epoch": self.best_epoch or None, "threads": self.threads,
+                "processes": 1 if self.comm is None else self.comm.size,
                 "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **(extra or {})}
 
 
@@ -95,7 +100,7 @@ def fit(run):
     cfg, args = run.cfg, run.args
     remaining = args.epochs - run.done
     if remaining < 1:
-        say(args.quiet, f"nothing to do: the checkpoint already has {run.done} epochs (ask for more with --epochs)")
+        say(args.quiet, f"nothing to do: the checkpoint already has {plural(run.done, 'epoch')} (ask for more with --epochs)")
         return "done"
     X, t = run.train
     try:
@@ -110,7 +115,7 @@ def fit(run):
         raise UsageError(str(exc)) from None
     run.done = run.history.epoch[-1]
     if run.early is not None and run.early.stopped_epoch is not None:
-        say(args.quiet, f"early stop: no better validation accuracy for {args.early_stop} epochs "
+        say(args.quiet, f"early stop: no better validation accuracy for {plural(args.early_stop, 'epoch')} "
                         f"(best {run.best_val:.4f} at epoch {run.best_epoch})")
         return "stopped"
     return "done"
@@ -127,9 +132,15 @@ def train_main(argv=None, restart=None):
     try:
         with contextlib.ExitStack() as stack:
             stack.enter_context(_sigterm_as_interrupt())
+            stack.enter_context(speaking_flags())  # messages name flags; warnings are plain lines
             limiter, threads = limit_threads(args.threads, options if (argv is None if restart is None else restart) else None)
             stack.enter_context(limiter)
-            run = setup(args, threads, distributed_setup(args))
+            comm = distributed_setup(args, options)
+            if threads is None:  # the default: the cores idle now (shared by this host's ranks)
+                threads = default_threads(stack, share=getattr(comm, "local_size", 1))
+            run = setup(args, threads, comm)
+            if threads["threads"]:
+                stack.enter_context(torch_threads(threads["threads"]))  # PyTorch, when the backend loaded it
             return report(run, fit(run))
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -171,8 +182,7 @@ def setup(args, threads, comm=None):
         raise UsageError(str(exc)) from None
     cfg["dataset"] = name
     X, t = train
-    labels = [t] + [s[1] for s in (val, test) if s is not None]
-    sizes = [X.shape[1], *cfg["hidden"], int(max(int(v.max()) for v in labels)) + 1]
+    sizes = [X.shape[1], *cfg["hidden"], _classes(train, val, test)]
     if ck is None:
         state = new_state(cfg, sizes, args.backend)
     else:
@@ -182,7 +192,8 @@ def setup(args, threads, comm=None):
     if args.early_stop and val is None:
         raise UsageError("--early-stop: needs a validation split (--val-split > 0)")
     out, new_run = on_rank0(comm, lambda: _output(args, state[3]))  # one folder (one time stamp) for all ranks
-    run = Run(args, cfg, out, (name, why, train, val, test), state, threads, comm)
+    shown = os.path.basename(cfg["data"]) if name == "file" else name  # own data by its file's name
+    run = Run(args, cfg, out, (shown, why, train, val, test), state, threads, comm)
     last = run.schedule.last_epoch
     if last is not None and args.epochs > last:
         raise UsageError(f"--epochs {args.epochs}: this run's {cfg['schedule']} schedule ends at epoch {last} "
@@ -193,10 +204,29 @@ def setup(args, threads, comm=None):
     return run
 
 
+def _classes(train, val, test):
+    """C, the network's outputs: the labels of every set as class indices 0..C−1 (:func:`nnarray.checks.class_count`:
+    a single class or a label far beyond the others is refused; classes without a training sample are named)."""
+    others = [(s[1], name) for s, name in ((val, "validation labels"), (test, "test labels")) if s is not None]
+    try:
+        return class_count(train[1], "training labels", others)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def _output(args, history):
     out, new_run = output_dir(args)
     preflight_outputs(args, out, history)
     return out, new_run
+
+
+def _threads_text(threads):
+    """The header's words for the CPU threads: how many, and why."""
+    if not threads or not threads["threads"]:
+        return "the libraries' default (not limited)"
+    if "why" in threads:
+        return f"{threads['threads']} ({threads['why']}; --threads N sets them)"
+    return f"{threads['threads']} (--threads)"
 
 
 def _header(run):
@@ -204,15 +234,18 @@ def _header(run):
     args, cfg, net, threads, q = run.args, run.cfg, run.net, run.threads, run.args.quiet
     X = run.train[0]
     say(q, f"nnarray {__version__}")
-    say(q, f"backend:  {net.backend.describe()}" + (f", {threads['threads']} BLAS threads ({threads['method']})" if threads else ""))
+    say(q, f"backend:  {net.backend.describe()}")
+    say(q, f"threads:  {_threads_text(threads)}")
     if threads and threads.get("note"):
         print(f"note: {threads['note']}", file=sys.stderr)
+    P = 1 if run.comm is None else run.comm.size
+    say(q, f"processes: {P}" + (" (data-parallel over MPI; --batch-size is the global batch)" if P > 1 else ""))
     say(q, f"network:  {'-'.join(map(str, net.layer_sizes))} (ReLU hidden, softmax output), {net.dtype_name}"
            + (f", dropout {cfg['dropout']}" if cfg["dropout"] else ""))
     n_val = 0 if run.val is None else run.val[0].shape[0]
     say(q, f"dataset:  {run.name} ({run.why}): {X.shape[0]} training, {n_val} validation (held out of the training set), "
            f"{'no' if run.test is None else run.test[0].shape[0]} test samples of {X.shape[1]} inputs")
-    say(q, f"training: {args.epochs} epochs, batch {cfg['batch_size']}, {run.opt!r}, schedule {run.schedule!r}, "
+    say(q, f"training: {plural(args.epochs, 'epoch')}, batch {cfg['batch_size']}, {run.opt!r}, schedule {run.schedule!r}, "
            f"reduction {cfg['reduction']}, seed {cfg['seed']}" + (f", early stop after {args.early_stop}" if args.early_stop else ""))
     if run.done:
         say(q, f"resuming: from {args.resume} after epoch {run.done}")

@@ -19,14 +19,17 @@ import os
 
 from .digits import load_digits
 from .errors import DatasetError, DatasetNotFoundError
-from .files import load_csv, load_file, load_npz
+from .files import check_file_record, file_record, load_csv, load_file, load_npz
 from .idx import read_idx, write_idx
 from .loaders import find_dataset_dir, load_fashion_mnist, load_mnist
+from ..words import arg
 
 __all__ = [
+    "check_file_record",
     "choose",
     "DatasetError",
     "DatasetNotFoundError",
+    "file_record",
     "find_dataset_dir",
     "load",
     "load_csv",
@@ -73,7 +76,7 @@ def choose(name: str = "auto", data_dir: str | os.PathLike | None = None):
     Any other name is loaded as :func:`load` does.
     """
     if name != "auto":
-        return name, load(name, data_dir=data_dir), f"--dataset {name}"
+        return name, load(name, data_dir=data_dir), arg("dataset", name, f"{name!r} asked for")
     where = find_dataset_dir("mnist", data_dir)
     if where is not None:
         return "mnist", load("mnist", data_dir=data_dir), f"MNIST found in {where}"
@@ -87,7 +90,7 @@ def choose(name: str = "auto", data_dir: str | os.PathLike | None = None):
         mnist_error = exc
     if data_dir is not None:
         raise DatasetNotFoundError(
-            f"data_dir={os.fspath(data_dir)!r} holds neither MNIST nor Fashion-MNIST (the four IDX files of either), "
+            f"{arg('data_dir', repr(os.fspath(data_dir)))} holds neither MNIST nor Fashion-MNIST (the four IDX files of either), "
             f"and MNIST could not be downloaded into it. Nothing else is tried when a directory is given.\n{mnist_error}"
         )
     if where is not None:

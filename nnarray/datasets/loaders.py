@@ -34,6 +34,7 @@ import numpy as np
 from .errors import DatasetError, DatasetNotFoundError
 from .._files import atomic_write
 from .idx import _read_idx
+from ..words import arg
 
 __all__ = [
     "FILES",
@@ -191,14 +192,16 @@ def _how_to(name: str) -> str:
             "  - apt-get install dataset-fashion-mnist   (Debian/Ubuntu: puts them in /usr/share/datasets/fashion-mnist/)"
         )
     lines += [
-        "  - put the four files (gzipped or not) in a directory DIR and pass data_dir=DIR, "
+        f"  - put the four files (gzipped or not) in a directory DIR and pass {arg('data_dir', 'DIR')}, "
         f"or set NNARRAY_DATA=DIR (DIR/{name}/ works too)",
-        f"  - call with download=True on a machine with internet access: they are downloaded once to {cache_dir(name)}",
+        f"  - {arg('download', 'True', 'call with download=True')} on a machine with internet access: they are "
+        f"downloaded once to {cache_dir(name)}",
     ]
     if name == "mnist":
         lines.append(
-            "  - offline alternatives: nnarray.datasets.load_fashion_mnist() (apt-get install dataset-fashion-mnist) "
-            "or nnarray.datasets.load_digits() (scikit-learn's bundled 8×8 digits)"
+            f"  - offline alternatives: {arg('dataset', 'fashion-mnist', 'nnarray.datasets.load_fashion_mnist()')} "
+            "(apt-get install dataset-fashion-mnist) "
+            f"or {arg('dataset', 'digits', 'nnarray.datasets.load_digits()')} (scikit-learn's bundled 8×8 digits)"
         )
     return "\n".join(lines)
 
@@ -251,10 +254,10 @@ def _resolve(name: str, data_dir, download: bool) -> dict[str, Path]:
         found, missing = _locate(d)
         if not missing:
             return found
-        problem = f"{title}: data_dir={str(d)!r} {_describe(d)}"
+        problem = f"{title}: {arg('data_dir', repr(str(d)))} {_describe(d)}"
         if not download:
             raise DatasetNotFoundError(
-                f"{problem} (download=False, so nothing was fetched).\n{_files_line()}\n{_how_to(name)}"
+                f"{problem} ({arg('download', 'False')}, so nothing was fetched).\n{_files_line()}\n{_how_to(name)}"
             )
         try:
             _download(name, d, missing)
@@ -277,7 +280,7 @@ def _resolve(name: str, data_dir, download: bool) -> dict[str, Path]:
     )
     head = f"{title} not found: no searched directory holds all four files.\n{_files_line()}\nSearched, in order:\n{searched}\n"
     if not download:
-        raise DatasetNotFoundError(f"{head}Download not attempted (download=False).\n{_how_to(name)}")
+        raise DatasetNotFoundError(f"{head}Download not attempted ({arg('download', 'False')}).\n{_how_to(name)}")
     try:
         _download(name, cache, _locate(cache)[1])
     except _DownloadFailed as e:
