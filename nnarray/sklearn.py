@@ -46,7 +46,7 @@ import array_api_compat
 
 from . import functions as F
 from . import optim as _optim
-from .backend import Backend, BackendUnavailableError, get_backend, to_numpy
+from .backend import Backend, BackendUnavailableError, get_backend, library_name, to_numpy
 from .history import History
 from .model import MLP
 from .train import StopTraining, fit as _nn_fit
@@ -90,7 +90,7 @@ def _backend_of(x) -> Backend:
     elif array_api_compat.is_array_api_strict_namespace(xp):
         name = "array_api_strict"
     else:
-        name = getattr(xp, "__name__", "array_api").rsplit(".", 1)[-1]
+        name = library_name(xp)  # "jax" for jax.numpy, "dask" for array_api_compat.dask.array
     return Backend(name, xp, dev)
 
 
@@ -690,7 +690,7 @@ def _rows(X, idx):
     if not _is_foreign_array(X):
         return X[idx]
     be = _backend_of(X)
-    return be.xp.take(X, be.asarray(idx, dtype=be.xp.int64), axis=0)
+    return be.xp.take(X, be.asarray(idx, dtype=be.index_dtype), axis=0)
 
 
 def _real(value, name, low=None, high=None, low_open=False, high_open=False):

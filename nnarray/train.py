@@ -39,7 +39,7 @@ def evaluate(net, X, t, batch_size=10000):
     """
     X, t = check_Xt(X, t, net.n_in, net.n_classes)
     be = net.backend
-    return _evaluate_device(net, be.asarray(X, dtype=net.dtype), be.asarray(t, dtype=be.xp.int64), batch_size)
+    return _evaluate_device(net, be.asarray(X, dtype=net.dtype), be.asarray(t, dtype=be.index_dtype), batch_size)
 
 
 def _evaluate_device(net, Xd, td, batch_size):
@@ -201,9 +201,9 @@ def _fit(net, opt, X, t, epochs, batch_size, reduction, rng, validation, shuffle
     be, xp = net.backend, net.xp
     # The data go to the device once; per batch only rows are gathered there.
     Xd = be.asarray(X, dtype=net.dtype)
-    Td = F.one_hot(xp, be.asarray(t, dtype=xp.int64), net.n_classes, net.dtype)  # teacher T, built once
+    Td = F.one_hot(xp, be.asarray(t, dtype=be.index_dtype), net.n_classes, net.dtype)  # teacher T, built once
     if validation is not None:
-        Xv, tv = be.asarray(validation[0], dtype=net.dtype), be.asarray(validation[1], dtype=xp.int64)
+        Xv, tv = be.asarray(validation[0], dtype=net.dtype), be.asarray(validation[1], dtype=be.index_dtype)
     N = Xd.shape[0]
     # Data-parallel training sums every rank's gradients before the update (one all-reduce per step).
     grad_hook = (lambda grads: allreduce_gradients(grads, comm, xp)) if comm.size > 1 else None
@@ -227,7 +227,7 @@ def _fit(net, opt, X, t, epochs, batch_size, reduction, rng, validation, shuffle
         # NumPy warns on inf − inf etc. once a run diverges; divergence is detected (and reported with
         # advice) after the epoch instead, so the warnings are only noise here.
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            step.epoch(be.asarray(order, dtype=xp.int64), batch_size, comm, on_batches, log_every)
+            step.epoch(be.asarray(order, dtype=be.index_dtype), batch_size, comm, on_batches, log_every)
         # The epoch's only synchronisation: read the accumulated metrics (sums over this rank's rows,
         # summed over the ranks by one tiny all-reduce, so every rank decides alike).
         loss_sum, correct = comm.allreduce_sum(np.asarray([float(step.loss_sum), float(int(step.correct))]))
