@@ -23,7 +23,8 @@ rank 0 creates and broadcasts over MPI, on the current CUDA stream, so the GPU p
 synchronisation; without NCCL, CuPy arrays are staged through host memory.
 
 :func:`allreduce_gradients` is the one call per training step: it packs every gradient into one flat
-buffer (one all-reduce instead of one per parameter), reduces it and unpacks it.
+buffer (one all-reduce instead of one per parameter), reduces it and unpacks it. :func:`nnarray.fit` runs it
+as the optimizer's first gradient hook (:class:`GradientAllReduce`) while it trains with P > 1.
 
 :func:`abort_on_error` turns an exception on one rank into the end of the whole job instead of a hang
 of the other ranks in their next collective.
@@ -48,6 +49,7 @@ __all__ = [
     "MPIComm",
     "MPIUnavailableError",
     "allreduce_gradients",
+    "GradientAllReduce",
     "abort_on_error",
     "get_comm",
 ]
@@ -404,6 +406,25 @@ def allreduce_gradients(grads, comm, xp):
         out[k] = xp.reshape(flat[offset : offset + n], shape)
         offset += n
     return out
+
+
+class GradientAllReduce:
+    """Optimizer gradient hook (:meth:`nnarray.optim.Optimizer.add_hook`): :func:`allreduce_gradients` over ``comm``.
+
+    Each rank's gradients (its rows' share of the global batch) become their sum over all ranks, the
+    single-process gradient, before the optimizer's rule runs. :func:`nnarray.fit` adds it first, so that
+    every other hook (a clip, an L2 term) sees the global gradient, and removes it when training ends.
+    ``xp`` is the gradients' namespace.
+    """
+
+    def __init__(self, comm, xp):
+        self.comm, self.xp = comm, xp
+
+    def __call__(self, params, grads):
+        return allreduce_gradients(grads, self.comm, self.xp)
+
+    def __repr__(self):
+        return f"GradientAllReduce(rank {self.comm.rank} of {self.comm.size})"
 
 
 # ------------------------------------------------------------------ helpers

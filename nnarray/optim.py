@@ -4,25 +4,37 @@ The seed's update is plain SGD, B ← B − η ΔB, W ← W − η ΔW (:class:`
 optimizers ("Deep Learning from Scratch" ch. 6 and its common/optimizer.py) are here with PyTorch's definitions
 and argument names, so that runs can be compared one to one with ``torch.optim`` (tests/test_optim.py does,
 to 1e-12 in float64): :class:`SGD` (SGD, Momentum, Nesterov; weight decay), :class:`Adam`, :class:`AdamW`,
-:class:`RMSprop`, :class:`AdaGrad`. Each is written once against the Array API standard.
+:class:`RMSprop`, :class:`AdaGrad`.
 
 The optimizer protocol
 ----------------------
-Every optimizer is an :class:`Optimizer`:
+Every optimizer is an :class:`Optimizer`. Its update rule is written once, as pure expressions whose results
+are stored, so it holds on every Array API library — mutable (NumPy, CuPy, torch) or not (JAX):
 
-* ``lr`` — the learning rate η, a Python float; schedules (:mod:`nnarray.schedules`) set it per epoch;
-* ``hyperparameters()`` — ``{"lr": η, ...}``, everything that defines the update besides the state;
-* ``update(params, grads, consume=False)`` — one step for every key of ``grads``; arrays are updated in place
-  where they are writeable (NumPy, CuPy, array-api-strict, torch), else replaced by new entries of ``params``.
-  ``consume=True`` says the gradients are the caller's scratch (the training step's own arrays): an optimizer
-  may then overwrite them instead of allocating a temporary the size of every parameter per step;
+* ``rule(p, g, state, scalars) -> (new_p, new_state)`` — one parameter's update: ``p`` the parameter, ``g``
+  its gradient, ``state`` ``{state name: array or None}`` (None: the state's initial value, zeros or AdaGrad's
+  initial accumulator), ``scalars`` what :meth:`~Optimizer.scalars` gave. Nothing is modified; the result
+  is new arrays. Written with the namespace's operators and Python floats only, so it also runs traced
+  (``jax.jit``).
+* ``scalars()`` — ``{"lr": η, ...}``: the Python floats of the current step, computed on the host from the
+  step count ``t`` and the hyperparameters (η, Adam's bias corrections, AdaGrad's decayed η).
+* ``update(params, grads)`` — one step: ``t`` += 1; the gradient hooks run in order (``grads = hook(params,
+  grads)`` for each of ``hooks``, see :meth:`~Optimizer.add_hook`); then every parameter with a gradient is
+  updated and every result stored: ``params[k] = new_p``, ``state[name][k] = ...``. Where the optimizer has
+  a fused form for the arrays' backend (:meth:`~Optimizer.fused`) and the parameters are writeable
+  (``array_api_compat.is_writeable_array``), that form applies the same rule in place instead.
+* ``fused(backend)`` — a :class:`FusedForm` or None: the same rule as one in-place pass per parameter on that
+  backend, or the description a fast path's own kernels implement (the CuPy graph step's heavy-ball SGD).
 * ``state`` — ``{state name: {parameter key: array}}`` on the parameters' device (SGD's ``"velocity"``,
-  Adam's ``"exp_avg"`` and ``"exp_avg_sq"``, ...);
-  only the optimizer assigns its entries. A fast path that computes the update itself (with the documented
-  formula) asks for the arrays with ``state_arrays(params, name)``, which creates missing ones as zeros,
-  and may then change their *contents* on the device;
-* ``state_dict()`` / ``load_state_dict(sd, backend, dtype)`` — host copies for checkpoints and for
-  :func:`nnarray.fit`'s rollback after a diverged epoch; :func:`from_state_dict` rebuilds any optimizer.
+  Adam's ``"exp_avg"`` and ``"exp_avg_sq"``, ...); entries appear at a parameter's first update.
+* ``hooks`` — the ordered gradient hooks, callables ``hook(params, grads) -> grads`` returning new gradients
+  (never changing the arrays they are given): the data-parallel all-reduce
+  (:class:`nnarray.distributed.GradientAllReduce`), scikit-learn's L2 penalty
+  (:class:`nnarray.sklearn.L2Penalty`), :class:`ClipGradNorm`.
+* ``snapshot()`` / ``restore(snap)`` — device copies of the state, ``t`` and η, for :func:`nnarray.fit`'s
+  rollback after a diverged epoch (no round trip through the host).
+* ``state_dict()`` / ``load_state_dict(sd, backend, dtype)`` — host copies for checkpoints;
+  :func:`from_state_dict` rebuilds any optimizer.
 
 Hyperparameters are Python floats, which the standard treats as "weak" scalars: float32 parameters stay
 float32 (a NumPy scalar would promote them to float64 under NEP 50).
@@ -33,10 +45,13 @@ from __future__ import annotations
 import math
 import numbers
 
-from .backend import to_numpy
+import array_api_compat
+
+from .backend import Backend, to_numpy
 from .checks import check_lr
 
-__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "AdaGrad", "Adagrad", "from_state_dict", "OPTIMIZERS"]
+__all__ = ["Optimizer", "FusedForm", "HeavyBallSGD", "SGD", "Adam", "AdamW", "RMSprop", "AdaGrad", "Adagrad",
+           "ClipGradNorm", "from_state_dict", "OPTIMIZERS"]
 
 #: Optimizer classes by name, for checkpoints (:func:`from_state_dict`). Subclasses register themselves.
 OPTIMIZERS: dict = {}
@@ -61,16 +76,63 @@ def _check_nonnegative(value, name):
     return value
 
 
-class Optimizer:
-    """Base class: the protocol above. Subclasses define ``_hyper`` (names) and ``_step(key, p, g)``.
+class FusedForm:
+    """An optimizer's rule in a form tied to one backend: what :meth:`Optimizer.fused` returns.
 
-    ``_step`` returns the array to *add* to the parameter (``p + delta``), computed from the gradient and
-    the optimizer's state; the base class applies it in place where possible.
+    Two uses:
+
+    * **in place, one pass per parameter** (NumPy ``out=`` ufuncs, a CuPy ``ElementwiseKernel``, ...): a
+      subclass defines ``apply(p, g, state, scalars) -> None``, which must leave ``p`` and the arrays of
+      ``state`` (``{state name: array}``, every one present, created by :meth:`Optimizer.init_state`) equal
+      to what :meth:`Optimizer.rule` returns for the same arguments, and must not change ``g``.
+      :meth:`Optimizer.update` uses it when the parameters are writeable. ``apply`` stays None in a form
+      that only describes the rule.
+    * **a description** for a fast path whose own kernels compute the update (the CuPy graph step):
+      ``kind`` names the algorithm (with its state layout), subclasses add the hyperparameters it needs,
+      and :meth:`buffers` hands out the optimizer's state arrays, whose *contents* those kernels may then
+      change on the device.
+
+    A fast path asks ``opt.fused(backend)`` and checks ``kind``; it never tests the optimizer's type.
     """
+
+    #: The algorithm this form computes, e.g. ``"sgd-heavy-ball"``; "" when it only applies the rule.
+    kind = ""
+    #: ``apply(p, g, state, scalars) -> None`` in a subclass that updates in place, else None.
+    apply = None
+
+    def __init__(self, opt, backend):
+        self.opt, self.backend = opt, backend
+
+    def scalars(self) -> dict:
+        """The optimizer's :meth:`Optimizer.scalars` for its current step count."""
+        return self.opt.scalars()
+
+    def state(self) -> dict:
+        """``{state name: {key: array}}``: the optimizer's state arrays this form uses, as they are (none created)."""
+        return {name: self.opt.state[name] for name in self.opt.state_names()}
+
+    def buffers(self, params) -> dict:
+        """``{state name: {key: array}}``: the optimizer's state arrays for every key of ``params``, created
+        (:meth:`Optimizer.init_state`, on the parameters' device) where missing; the dicts are the optimizer's."""
+        opt = self.opt
+        for k, p in params.items():
+            opt._created_state(k, p)
+        return {name: opt.state[name] for name in opt.state_names()}
+
+    def store(self, name, key, array):
+        """Make ``array`` (holding the current values) the optimizer's state ``name`` of ``key``: for a fast path
+        whose kernels update buffers of their own."""
+        self.opt.state[name][key] = array
+
+
+class Optimizer:
+    """Base class: the protocol above. Subclasses define ``_hyper``, ``_state_names``, :meth:`scalars` and
+    :meth:`rule`; they may override :meth:`state_names` (the state a configuration uses), :meth:`_initial`
+    and :meth:`fused`."""
 
     #: Names of the hyperparameters besides ``lr`` (constructor arguments of the same names).
     _hyper: tuple = ()
-    #: Names of the per-parameter state arrays.
+    #: Names of every per-parameter state the class can keep.
     _state_names: tuple = ()
 
     def __init_subclass__(cls, **kw):
@@ -81,6 +143,7 @@ class Optimizer:
         self.lr = lr
         self.state = {name: {} for name in self._state_names}
         self.t = 0  # number of updates made (Adam's bias correction needs it)
+        self.hooks = []
 
     # ---------------------------------------------------------------- hyperparameters
     @property
@@ -107,63 +170,108 @@ class Optimizer:
         args = ", ".join(f"{k}={v!r}" for k, v in self.hyperparameters().items())
         return f"{type(self).__name__}({args})"
 
-    # ---------------------------------------------------------------- the update
-    def update(self, params, grads, consume=False):
-        """Apply one step to every ``params[k]`` that has a gradient ``grads[k]``.
+    # ---------------------------------------------------------------- the rule
+    def scalars(self) -> dict:
+        """The current step's Python floats for :meth:`rule` (η at least), from ``t`` and the hyperparameters."""
+        return {"lr": self.lr}
 
-        ``params`` is modified: its arrays in place where they are writeable, else by new entries.
-        ``grads`` are not modified unless ``consume`` (then their values are undefined afterwards).
-        """
-        self.t += 1
-        step = self._step_consuming if consume else self._step
-        for k, g in grads.items():
-            p = params[k]
-            delta = step(k, p, g)
-            try:
-                p += delta  # in place (identical values, no new array)
-            except (ValueError, TypeError):  # read-only NumPy arrays, immutable namespaces (JAX)
-                params[k] = p + delta
-            else:
-                if p is not params[k]:  # a namespace whose += rebinds instead of mutating
-                    params[k] = p
-
-    def _step(self, key, p, g):  # pragma: no cover - abstract
+    def rule(self, p, g, state, scalars):  # pragma: no cover - abstract
+        """``(new_p, new_state)`` for parameter ``p`` with gradient ``g`` (pure: nothing is modified)."""
         raise NotImplementedError
 
-    def _step_consuming(self, key, p, g):
-        """As :meth:`_step`, allowed to overwrite ``g`` (same values; subclasses save temporaries with it)."""
-        return self._step(key, p, g)
+    def state_names(self) -> tuple:
+        """The states this configuration keeps per parameter (e.g. SGD without momentum: none)."""
+        return self._state_names
 
-    # ---------------------------------------------------------------- state
-    def _initial_state(self, name, p):
-        """A fresh state array ``name`` for parameter ``p``: zeros like ``p`` (AdaGrad overrides)."""
+    def _initial(self, name, p):
+        """The initial value of state ``name`` for parameter ``p``: zeros like ``p`` (AdaGrad overrides)."""
         return _zeros_like(p)
 
-    def _buffer(self, name, key, p):
-        """``state[name][key]``, created by :meth:`_initial_state` on first use.
+    def init_state(self, p) -> dict:
+        """``{state name: initial array}`` for parameter ``p``, on its device: the arrays :meth:`rule` treats a
+        None state as, and what a fused form or a traced (jit) step starts from."""
+        return {name: self._initial(name, p) for name in self.state_names()}
 
-        The arrays are the optimizer's own (created here or copied in :meth:`load_state_dict`), so
-        ``_step`` may update them in place; it stores the result back, which also serves namespaces whose
-        in-place operators rebind instead of mutating.
-        """
-        arrays = self.state[name]
-        if key not in arrays:
-            arrays[key] = self._initial_state(name, p)
-        return arrays[key]
+    def fused(self, backend):
+        """A :class:`FusedForm` of this optimizer's rule for ``backend`` (a :class:`nnarray.backend.Backend`),
+        or None when it has none there (the functional :meth:`rule` then serves)."""
+        return None
 
-    def state_arrays(self, params, name):
-        """``state[name]`` with an array (zeros like the parameter) for every key of ``params``.
+    # ---------------------------------------------------------------- hooks
+    def add_hook(self, hook, first=False):
+        """Run ``hook(params, grads) -> grads`` before every update, after the hooks already added (``first``:
+        before them, as the data-parallel all-reduce must, so that every later hook sees the global gradient)."""
+        if not callable(hook):
+            raise TypeError(f"hook: expected a callable hook(params, grads) -> grads, got {type(hook).__name__}")
+        if first:
+            self.hooks.insert(0, hook)
+        else:
+            self.hooks.append(hook)
+        return hook
 
-        For fast paths that compute the update themselves on the device: they may change the arrays'
-        contents, never the dict.
-        """
-        if name not in self.state:
-            raise KeyError(f"{type(self).__name__} has no state {name!r}; it has {', '.join(self.state) or 'none'}")
-        arrays = self.state[name]
-        for k, p in params.items():
-            if k not in arrays:
-                arrays[k] = self._initial_state(name, p)
-        return arrays
+    def remove_hook(self, hook):
+        """Stop running ``hook`` (ValueError when it was not added)."""
+        for i, h in enumerate(self.hooks):
+            if h is hook:
+                del self.hooks[i]
+                return
+        raise ValueError(f"hook: {hook!r} is not one of this optimizer's hooks")
+
+    # ---------------------------------------------------------------- the update
+    def update(self, params, grads):
+        """One step for every ``params[k]`` that has a gradient ``grads[k]``; results are stored in ``params``
+        and ``state`` (new arrays, or the same arrays changed in place by a fused form). ``grads`` is not
+        modified."""
+        self.t += 1
+        for hook in self.hooks:
+            grads = hook(params, grads)
+        if not grads:
+            return
+        scalars = self.scalars()
+        form = self._in_place_form(params, grads)
+        names = self.state_names()
+        for k, g in grads.items():
+            p = params[k]
+            if form is not None:
+                form.apply(p, g, self._created_state(k, p), scalars)
+                continue
+            new_p, new_state = self.rule(p, g, {name: self.state[name].get(k) for name in names}, scalars)
+            params[k] = new_p
+            for name, v in new_state.items():
+                self.state[name][k] = v
+
+    def _created_state(self, k, p) -> dict:
+        """``{state name: array}`` of parameter ``k``, each created (:meth:`init_state`) and stored where missing."""
+        names = self.state_names()
+        missing = [name for name in names if k not in self.state[name]]
+        if missing:
+            initial = self.init_state(p)
+            for name in missing:
+                self.state[name][k] = initial[name]
+        return {name: self.state[name][k] for name in names}
+
+    def _in_place_form(self, params, grads):
+        """The fused form that updates in place, when this backend has one and every parameter is writeable."""
+        ps = [params[k] for k in grads]
+        if not all(array_api_compat.is_writeable_array(p) for p in ps):
+            return None
+        form = self.fused(_backend_of(ps[0]))
+        return form if form is not None and form.apply is not None else None
+
+    # ---------------------------------------------------------------- state
+    def snapshot(self) -> dict:
+        """Device copies of the state, with ``t`` and η: what :meth:`restore` goes back to."""
+        return {
+            "t": self.t,
+            "lr": self.lr,
+            "state": {name: {k: _copy(v) for k, v in arrays.items()} for name, arrays in self.state.items()},
+        }
+
+    def restore(self, snap):
+        """Go back to :meth:`snapshot`'s ``snap`` (copied again, so ``snap`` can serve once more). η is set
+        without :meth:`_lr_changed`: the state restored belongs to the η restored."""
+        self._lr, self.t = snap["lr"], snap["t"]
+        self.state = {name: {k: _copy(v) for k, v in arrays.items()} for name, arrays in snap["state"].items()}
 
     def state_dict(self) -> dict:
         """Everything needed to continue: type, hyperparameters, step count and host copies of the state."""
@@ -187,7 +295,7 @@ class Optimizer:
             setattr(self, k, getattr(checked, k))
         self.t = int(sd.get("t", 0))
         state = sd.get("state", {})
-        # Copies either way: the optimizer updates its state in place, which must never reach ``sd``.
+        # Copies either way: a fused form updates the state in place, which must never reach ``sd``.
         self.state = {
             name: {
                 k: (backend.asarray(v, dtype=dtype, copy=True) if backend is not None else _copy(v))
@@ -208,24 +316,32 @@ def from_state_dict(sd, backend=None, dtype=None) -> Optimizer:
 
 
 def _copy(v):
-    import array_api_compat  # noqa: PLC0415
-
     return array_api_compat.array_namespace(v).asarray(v, copy=True)
 
 
 def _zeros_like(p):
-    import array_api_compat  # noqa: PLC0415
-
     xp = array_api_compat.array_namespace(p)
     return xp.zeros(p.shape, dtype=p.dtype, device=array_api_compat.device(p))
 
 
-
-
 def _xp(p):
-    import array_api_compat  # noqa: PLC0415
-
     return array_api_compat.array_namespace(p)
+
+
+_NAMESPACE_TESTS = (
+    ("numpy", array_api_compat.is_numpy_namespace),
+    ("cupy", array_api_compat.is_cupy_namespace),
+    ("torch", array_api_compat.is_torch_namespace),
+    ("jax", array_api_compat.is_jax_namespace),
+    ("array_api_strict", array_api_compat.is_array_api_strict_namespace),
+)
+
+
+def _backend_of(x) -> Backend:
+    """The Backend ``x`` lives on (its namespace and device), named as :func:`nnarray.get_backend` names it."""
+    xp = array_api_compat.array_namespace(x)
+    name = next((n for n, test in _NAMESPACE_TESTS if test(xp)), getattr(xp, "__name__", "array_api"))
+    return Backend(name, xp, array_api_compat.device(x))
 
 
 def _check_bool(value, name):
@@ -240,6 +356,34 @@ def _check_betas(betas):
     return (_check_fraction(betas[0], "betas[0]"), _check_fraction(betas[1], "betas[1]"))
 
 
+def _own_rule(opt, cls) -> bool:
+    """True when ``opt`` computes ``cls``'s rule (a subclass that redefines it has no fused form of ``cls``)."""
+    kind = type(opt)
+    return kind.rule is cls.rule and kind.scalars is cls.scalars and kind.state_names is cls.state_names
+
+
+class HeavyBallSGD(FusedForm):
+    """SGD with or without heavy-ball momentum, as a fast path's own kernels compute it (:meth:`SGD.fused`).
+
+    Per parameter W with gradient ΔW the kernels do: μ = 0: W ← W − η ΔW; μ > 0: v ← μ v − η ΔW, W ← W + v,
+    where v = −η b is the optimizer's state ``"velocity"`` (:meth:`~FusedForm.buffers`), so the optimizer
+    continues exactly where the kernels leave it. η and μ are :attr:`lr` and :attr:`momentum` (read them
+    whenever an epoch starts: schedules change η).
+    """
+
+    kind = "sgd-heavy-ball"
+
+    @property
+    def lr(self) -> float:
+        """η now."""
+        return self.opt.lr
+
+    @property
+    def momentum(self) -> float:
+        """μ (0: plain SGD, no velocity)."""
+        return self.opt.momentum
+
+
 class SGD(Optimizer):
     """Stochastic gradient descent — the seed's update — with momentum, Nesterov momentum and weight decay.
 
@@ -251,14 +395,11 @@ class SGD(Optimizer):
     * ``weight_decay`` λ > 0: g = ΔW + λW (L2 regularisation added to the gradient, as PyTorch's SGD).
 
     The state is kept as the book's velocity v = −η b (``state["velocity"]``): v ← μ v − η g, W ← W + v;
-    for a constant η this is exactly the seed's and the book's momentum step (bit for bit the values this
-    class gave before Nesterov and weight decay existed). When η changes (a schedule sets ``lr`` every
-    epoch), the velocities are rescaled in place by η_new / η_old, so that v = −η b still holds and the
-    update stays PyTorch's for any sequence of learning rates (PyTorch stores b, without η). Without the
-    rescaling a falling η would still be applied to the old steps' momentum at the old rate. The CuPy graph
-    step uses the same velocity (:meth:`Optimizer.state_arrays`) and sees the rescaled values. Effect on the
-    command's default run (784-512-10, η 0.05 ×0.9 per epoch, μ 0.9, 20 epochs, float32, NumPy): final
-    Fashion-MNIST test accuracy 0.8956 with the rescaling, 0.8976 without (train loss 0.16717 vs 0.16737).
+    for a constant η this is exactly the seed's and the book's momentum step. When η changes (a schedule
+    sets ``lr`` every epoch), the velocities are rescaled by η_new / η_old (new arrays, stored), so that
+    v = −η b still holds and the update stays PyTorch's for any sequence of learning rates (PyTorch stores
+    b, without η). Without the rescaling a falling η would still be applied to the old steps' momentum at
+    the old rate. The CuPy graph step's kernels keep the same velocity (:class:`HeavyBallSGD`).
 
     Parameters
     ----------
@@ -278,6 +419,10 @@ class SGD(Optimizer):
     >>> p, g = {"W": np.ones(2)}, {"W": np.full(2, 0.5)}
     >>> SGD(lr=0.1).update(p, g); p["W"]
     array([0.95, 0.95])
+    >>> opt = SGD(lr=0.1, momentum=0.9)
+    >>> new_p, new_state = opt.rule(np.ones(2), np.full(2, 0.5), {"velocity": None}, opt.scalars())
+    >>> new_p, new_state["velocity"]
+    (array([0.95, 0.95]), array([-0.05, -0.05]))
     """
 
     _hyper = ("momentum", "nesterov", "weight_decay")
@@ -296,53 +441,31 @@ class SGD(Optimizer):
         """The velocities v = −η b per parameter key (``state["velocity"]``)."""
         return self.state["velocity"]
 
+    def state_names(self):
+        return ("velocity",) if self.momentum else ()
+
     def _lr_changed(self, old, new):
-        # v = −η b must hold for the new η: v ← v · η_new/η_old (in place, so a fast path's arrays follow).
+        # v = −η b must hold for the new η: v ← v · η_new/η_old, stored (immutable arrays included).
         ratio = new / old
-        for k, v in self.velocity.items():
-            v *= ratio
-            self.velocity[k] = v
+        velocity = self.state["velocity"]
+        for k, v in velocity.items():
+            velocity[k] = v * ratio
 
-    def _step(self, key, p, g):
-        lr, mu = self.lr, self.momentum
+    def rule(self, p, g, state, scalars):
+        lr, mu = scalars["lr"], self.momentum
         if self.weight_decay:
-            g = g + self.weight_decay * p  # a new array: the caller's gradient is not modified
+            g = g + self.weight_decay * p
         if mu == 0.0:
-            return -lr * g  # W ← W − η ΔW  (adding −ηΔW rounds exactly like subtracting ηΔW)
-        v = self.velocity.get(key)
+            return p - lr * g, {}  # W ← W − η ΔW
+        v = state["velocity"]
         v = -lr * g if v is None else mu * v - lr * g  # v ← μv − ηg  (= −η b, b ← μb + g)
-        self.velocity[key] = v
-        if self.nesterov:
-            return mu * v - lr * g  # −η (g + μ b)
-        return v  # W ← W + v
+        return p + (mu * v - lr * g if self.nesterov else v), {"velocity": v}  # Nesterov: −η (g + μ b)
 
-    def _step_consuming(self, key, p, g):
-        # The same operations in place (each rounds as in _step, so the values are bit-identical), on the
-        # gradient the caller gave away and on our own velocity. Never keep a reference to ``g``: the caller
-        # may reuse its memory (a data-parallel step's packed buffer).
-        if self.weight_decay or self.nesterov:
-            return self._step(key, p, g)
-        lr, mu = self.lr, self.momentum
-        v = self.velocity.get(key) if mu != 0.0 else None
-        if v is None:  # plain SGD, or momentum's first step (v = −η ΔW, a new array of ours)
-            if mu != 0.0:
-                v = self.velocity[key] = -lr * g
-                return v
-            try:
-                g *= -lr  # −η ΔW
-            except (ValueError, TypeError):  # read-only arrays, immutable namespaces
-                return self._step(key, p, g)
-            return g
-        try:
-            g *= lr  # first: if g is read-only, nothing has changed yet
-        except (ValueError, TypeError):
-            return self._step(key, p, g)
-        try:
-            v *= mu
-            v -= g  # v ← μv − ηΔW
-        except (ValueError, TypeError):
-            v = self.velocity[key] = mu * v - g
-        return v
+    def fused(self, backend):
+        """:class:`HeavyBallSGD` on CuPy (the graph step's kernels) without Nesterov and weight decay, else None."""
+        if backend.name == "cupy" and not self.nesterov and not self.weight_decay and _own_rule(self, SGD):
+            return HeavyBallSGD(self, backend)
+        return None
 
 
 class Adam(Optimizer):
@@ -353,9 +476,9 @@ class Adam(Optimizer):
     m ← β1 m + (1 − β1) g,   v ← β2 v + (1 − β2) g²,
     W ← W − (η / (1 − β1^t)) · m / (√v / √(1 − β2^t) + ε).
 
-    The bias corrections are Python floats (computed on the host from t), so float32 stays float32. The
-    book's code folds √(1 − β2^t) into η and adds ε = 1e-7 to √v without correction; results differ only
-    where √v is as small as ε.
+    The bias corrections are Python floats (:meth:`scalars`, computed on the host from t), so float32 stays
+    float32. The book's code folds √(1 − β2^t) into η and adds ε = 1e-7 to √v without correction; results
+    differ only where √v is as small as ε.
 
     Parameters
     ----------
@@ -379,34 +502,24 @@ class Adam(Optimizer):
         self.eps = _check_nonnegative(eps, "eps")
         self.weight_decay = _check_nonnegative(weight_decay, "weight_decay")
 
-    def _step(self, key, p, g):
+    def scalars(self):
+        """η, the step size η / (1 − β1^t) and √(1 − β2^t), as Python floats (a NumPy scalar would promote float32)."""
+        b1, b2 = self.betas
+        return {"lr": self.lr, "step_size": self.lr / (1.0 - b1**self.t), "bc2_sqrt": math.sqrt(1.0 - b2**self.t)}
+
+    def rule(self, p, g, state, scalars):
         xp = _xp(p)
-        (b1, b2), lr, wd = self.betas, self.lr, self.weight_decay
-        decay = None
-        if wd:
-            if self._decoupled:
-                decay = p * (-lr * wd)  # AdamW: W ← W − ηλW, before the Adam step (as PyTorch)
-            else:
-                g = g + wd * p
-        m = self._buffer("exp_avg", key, p)
-        m *= b1
-        m += (1.0 - b1) * g
-        self.state["exp_avg"][key] = m
-        v = self._buffer("exp_avg_sq", key, p)
-        v *= b2
-        v += (1.0 - b2) * (g * g)
-        self.state["exp_avg_sq"][key] = v
-        # Bias corrections as Python floats from the step count t (a NumPy scalar would promote float32).
-        bc1 = 1.0 - b1**self.t
-        bc2_sqrt = math.sqrt(1.0 - b2**self.t)
-        denom = xp.sqrt(v)
-        denom /= bc2_sqrt
-        denom += self.eps
-        delta = m / denom
-        delta *= -(lr / bc1)
-        if decay is not None:
-            delta += decay
-        return delta
+        (b1, b2), wd = self.betas, self.weight_decay
+        if wd and not self._decoupled:
+            g = g + wd * p
+        m, v = state["exp_avg"], state["exp_avg_sq"]
+        m = (1.0 - b1) * g if m is None else b1 * m + (1.0 - b1) * g
+        g2 = g * g
+        v = (1.0 - b2) * g2 if v is None else b2 * v + (1.0 - b2) * g2
+        delta = m / (xp.sqrt(v) / scalars["bc2_sqrt"] + self.eps) * -scalars["step_size"]
+        if wd and self._decoupled:  # AdamW: W ← W − ηλW besides the Adam step (as PyTorch)
+            delta = delta + p * (-scalars["lr"] * wd)
+        return p + delta, {"exp_avg": m, "exp_avg_sq": v}
 
 
 class AdamW(Adam):
@@ -469,26 +582,22 @@ class RMSprop(Optimizer):
         self.momentum = _check_fraction(momentum, "momentum")
         self.weight_decay = _check_nonnegative(weight_decay, "weight_decay")
 
-    def _step(self, key, p, g):
+    def state_names(self):
+        return ("square_avg", "momentum_buffer") if self.momentum else ("square_avg",)
+
+    def rule(self, p, g, state, scalars):
         xp = _xp(p)
-        alpha, lr, mu = self.alpha, self.lr, self.momentum
+        alpha, lr, mu = self.alpha, scalars["lr"], self.momentum
         if self.weight_decay:
             g = g + self.weight_decay * p
-        s = self._buffer("square_avg", key, p)
-        s *= alpha
-        s += (1.0 - alpha) * (g * g)
-        self.state["square_avg"][key] = s
-        avg = xp.sqrt(s)
-        avg += self.eps
+        s, g2 = state["square_avg"], g * g
+        s = (1.0 - alpha) * g2 if s is None else alpha * s + (1.0 - alpha) * g2
+        d = g / (xp.sqrt(s) + self.eps)
         if mu == 0.0:
-            delta = g / avg
-            delta *= -lr
-            return delta
-        b = self._buffer("momentum_buffer", key, p)
-        b *= mu
-        b += g / avg
-        self.state["momentum_buffer"][key] = b
-        return -lr * b
+            return p + d * -lr, {"square_avg": s}
+        b = state["momentum_buffer"]
+        b = d if b is None else mu * b + d
+        return p + -lr * b, {"square_avg": s, "momentum_buffer": b}
 
 
 class AdaGrad(Optimizer):
@@ -524,26 +633,66 @@ class AdaGrad(Optimizer):
         self.lr_decay = _check_nonnegative(lr_decay, "lr_decay")
         self.initial_accumulator_value = _check_nonnegative(initial_accumulator_value, "initial_accumulator_value")
 
-    def _initial_state(self, name, p):
-        h = _zeros_like(p)
-        if self.initial_accumulator_value:
-            h += self.initial_accumulator_value
-        return h
+    def scalars(self):
+        """η and this step's decayed η_t, Python floats."""
+        return {"lr": self.lr, "clr": self.lr / (1.0 + (self.t - 1) * self.lr_decay)}
 
-    def _step(self, key, p, g):
+    def _initial(self, name, p):
+        h = _zeros_like(p)
+        return h + self.initial_accumulator_value if self.initial_accumulator_value else h
+
+    def rule(self, p, g, state, scalars):
         xp = _xp(p)
         if self.weight_decay:
             g = g + self.weight_decay * p
-        clr = self.lr / (1.0 + (self.t - 1) * self.lr_decay)
-        h = self._buffer("sum", key, p)
-        h += g * g
-        self.state["sum"][key] = h
-        std = xp.sqrt(h)
-        std += self.eps
-        delta = g / std
-        delta *= -clr
-        return delta
+        h, g2 = state["sum"], g * g
+        if h is None:  # h₀ = initial_accumulator_value
+            h = g2 + self.initial_accumulator_value if self.initial_accumulator_value else g2
+        else:
+            h = h + g2
+        return p + g / (xp.sqrt(h) + self.eps) * -scalars["clr"], {"sum": h}
 
 
 #: PyTorch's spelling of :class:`AdaGrad`.
 Adagrad = AdaGrad
+
+
+# --------------------------------------------------------------------------------------------- gradient hooks
+class ClipGradNorm:
+    """Gradient hook: every gradient scaled by one factor so that their joint 2-norm is at most ``max_norm``.
+
+    PyTorch's ``torch.nn.utils.clip_grad_norm_(parameters, max_norm)``: with ‖g‖ the 2-norm of all gradients
+    together, each gradient is multiplied by min(max_norm / (‖g‖ + 1e-6), 1). The factor stays on the device
+    (no synchronisation); :attr:`total_norm` keeps the last ‖g‖ (a 0-d array) for whoever wants to read it.
+    Added after the data-parallel all-reduce, it clips the global gradient.
+
+    >>> import numpy as np
+    >>> opt = SGD(lr=1.0)
+    >>> clip = opt.add_hook(ClipGradNorm(1.0))
+    >>> p = {"W": np.zeros(2)}
+    >>> opt.update(p, {"W": np.array([3.0, 4.0])}); p["W"].round(6), float(clip.total_norm)
+    (array([-0.6, -0.8]), 5.0)
+    """
+
+    def __init__(self, max_norm):
+        if isinstance(max_norm, bool) or not isinstance(max_norm, numbers.Real):
+            raise TypeError(f"max_norm: expected a number, got {max_norm!r}")
+        if not (0.0 < float(max_norm) < float("inf")):
+            raise ValueError(f"max_norm: expected a finite value > 0, got {max_norm!r}")
+        self.max_norm = float(max_norm)
+        self.total_norm = None
+
+    def __call__(self, params, grads):
+        if not grads:
+            return grads
+        xp = _xp(next(iter(grads.values())))
+        total = None
+        for g in grads.values():
+            s = xp.sum(g * g)
+            total = s if total is None else total + s
+        self.total_norm = xp.sqrt(total)
+        coef = xp.minimum(self.max_norm / (self.total_norm + 1e-6), 1.0)
+        return {k: g * coef for k, g in grads.items()}
+
+    def __repr__(self):
+        return f"ClipGradNorm(max_norm={self.max_norm!r})"

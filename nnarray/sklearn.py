@@ -51,7 +51,7 @@ from .history import History
 from .model import MLP
 from .train import StopTraining, fit as _nn_fit
 
-__all__ = ["MLPClassifier"]
+__all__ = ["MLPClassifier", "L2Penalty"]
 
 
 
@@ -102,54 +102,46 @@ def _namespace_key(x):
     return (be.name, str(be.device))
 
 
-class _L2Hook:
-    """The optimizer seen by :func:`nnarray.fit` when ``alpha > 0``: sklearn's L2 penalty as a gradient hook.
+class L2Penalty:
+    """Optimizer gradient hook: scikit-learn's L2 penalty ``alpha`` on the weights (not the biases).
 
-    scikit-learn minimises, per mini-batch of n samples, mean cross-entropy + α/(2n)·Σ‖W‖² (weights only,
-    not the biases), so every weight gradient gets α·W/n added before the update (``_backprop``:
-    ``coef_grads += alpha * coefs_``, then ``/= n_samples``). ``n`` is the batch's own length (the last
-    batch of an epoch may be shorter): the batch lengths of an epoch are known from N and the batch size
-    and the step visits them in order. Everything else (``lr``, state, checkpoints) is the wrapped
-    optimizer's. ``penalty_sum`` accumulates Σ_batches Σ‖W‖² on the device (read once per epoch) for
-    sklearn's ``loss_curve_``, which includes the penalty.
+    scikit-learn minimises, per mini-batch of n samples, mean cross-entropy + α/(2n)·Σ‖W‖², so every weight
+    gradient gets α·W/n added before the update (``_backprop``: ``coef_grads += alpha * coefs_``, then
+    ``/= n_samples``). ``n`` is the batch's own length: the last batch of an epoch may be shorter, and the
+    lengths of an epoch's batches follow from ``n_samples`` and ``batch_size`` (the step visits them in order).
+    ``weights`` names the penalised parameters (the net's W⁽ˡ⁾ keys). :attr:`penalty_sum` accumulates
+    Σ_batches Σ‖W‖² on the device, read once per epoch by :meth:`take_penalty` for ``loss_curve_``, which
+    includes the penalty.
     """
 
-    def __init__(self, opt, alpha, n_samples, batch_size):
-        self.inner, self.alpha = opt, float(alpha)
+    def __init__(self, alpha, n_samples, batch_size, weights):
+        self.alpha, self.weights = float(alpha), tuple(weights)
         full, rest = divmod(n_samples, batch_size)
         self._sizes = [batch_size] * full + ([rest] if rest else [])
         self._i = 0
         self.penalty_sum = None
-
-    @property
-    def lr(self):
-        return self.inner.lr
-
-    @lr.setter
-    def lr(self, value):
-        self.inner.lr = value
-
-    def __getattr__(self, name):  # state, t, state_dict, load_state_dict, hyperparameters
-        return getattr(self.inner, name)
 
     def take_penalty(self):
         """Σ over the epoch's batches of Σ‖W‖² as a float (one synchronisation), and reset it."""
         s, self.penalty_sum = self.penalty_sum, None
         return 0.0 if s is None else float(s)
 
-    def update(self, params, grads):
+    def __call__(self, params, grads):
         n = self._sizes[self._i % len(self._sizes)]
         self._i += 1
         c = self.alpha / n  # a Python float: float32 parameters stay float32
         grads = dict(grads)
-        for k in grads:
-            if k.startswith("W"):
+        for k in self.weights:
+            if k in grads:
                 W = params[k]
                 xp = array_api_compat.array_namespace(W)
                 sq = xp.sum(W * W)
                 self.penalty_sum = sq if self.penalty_sum is None else self.penalty_sum + sq
                 grads[k] = grads[k] + c * W
-        self.inner.update(params, grads)
+        return grads
+
+    def __repr__(self):
+        return f"L2Penalty(alpha={self.alpha!r}, weights={list(self.weights)!r})"
 
 
 class MLPClassifier(ClassifierMixin, BaseEstimator):
@@ -449,15 +441,18 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
                 )
             batch_size = min(int(self.batch_size), n)
 
-        opt = self._optimizer if float(self.alpha) == 0.0 else _L2Hook(self._optimizer, self.alpha, n, batch_size)
+        opt = self._optimizer
+        l2 = None
+        if float(self.alpha) != 0.0:
+            l2 = L2Penalty(self.alpha, n, batch_size, [f"W{l}" for l in range(1, net.n_layers + 1)])
         self._best_params = None
         stopped = []
 
         def sklearn_rules(record):
             """After every epoch: loss_curve_, the tol / n_iter_no_change rule, early stopping, the lr schedule."""
             loss = record["train_loss"]
-            if opt is not self._optimizer:
-                loss += 0.5 * self.alpha * opt.take_penalty() / n
+            if l2 is not None:
+                loss += 0.5 * self.alpha * l2.take_penalty() / n
             self.n_iter_ += 1
             self.t_ += n
             self.loss_ = loss
@@ -498,20 +493,26 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
                     stopped.append(True)
                     raise StopTraining
 
-        _nn_fit(
-            net,
-            opt,
-            X,
-            t,
-            epochs=1 if incremental else int(self.max_iter),
-            batch_size=batch_size,
-            reduction="mean",
-            seed=self._rng,
-            validation=val,
-            shuffle=bool(self.shuffle),
-            history=self._history,
-            callbacks=[sklearn_rules],
-        )
+        if l2 is not None:  # for this call only: the estimator's optimizer outlives it (partial_fit, pickling)
+            opt.add_hook(l2)
+        try:
+            _nn_fit(
+                net,
+                opt,
+                X,
+                t,
+                epochs=1 if incremental else int(self.max_iter),
+                batch_size=batch_size,
+                reduction="mean",
+                seed=self._rng,
+                validation=val,
+                shuffle=bool(self.shuffle),
+                history=self._history,
+                callbacks=[sklearn_rules],
+            )
+        finally:
+            if l2 is not None:
+                opt.remove_hook(l2)
         if self.early_stopping and self._best_params is not None:
             net.params = self._best_params  # the best epoch's weights, as scikit-learn
         self._best_params = None

@@ -14,9 +14,8 @@ A step object is made once per :func:`nnarray.fit` call for the whole training s
   2. the loss head: a = Y − T (÷ n for ``reduction="mean"``), the summed cross-entropy E and the number
      correct (:func:`nnarray.functions.softmax_cross_entropy`), added to ``loss_sum`` / ``correct``;
   3. back-propagation to ΔW, ΔB (:meth:`nnarray.MLP.backward`, with the same masks);
-  4. the gradient hook ``grad_hook(grads) -> grads``, when set: the place where data-parallel training sums
-     every rank's gradients (one all-reduce of one packed buffer);
-  5. the optimizer: ``opt.update(params, grads)``.
+  4. the optimizer: ``opt.update(params, grads)``, which first runs its gradient hooks (data-parallel
+     training's all-reduce of one packed buffer is one, :class:`nnarray.distributed.GradientAllReduce`).
 
   ``n`` is the size of the *global* batch, by which the mean reduction divides (the rows of ``idx`` when
   training in one process).
@@ -43,7 +42,6 @@ import os
 import numpy as np  # host side only: dropout masks are drawn from a numpy.random.Generator
 
 from . import functions as F
-from .optim import Optimizer
 
 __all__ = ["TrainStep", "make_step", "register_fast_path", "fast_path_for", "fast_enabled_by_env"]
 
@@ -58,19 +56,12 @@ class TrainStep:
     Xd : (N, n_in) array of the net's backend and dtype — X, the whole training set
     Td : (N, C) array — the one-hot teachers T of every sample
     reduction : {"mean", "sum"}
-    grad_hook : callable(grads) -> grads, optional
-        Called with the batch's gradients before the update (data-parallel all-reduce).
     """
 
     name = "generic"
-    #: True for a step whose kernels apply the update themselves (no place for a gradient hook).
-    fuses_update = False
 
-    def __init__(self, net, opt, Xd, Td, reduction, grad_hook=None):
+    def __init__(self, net, opt, Xd, Td, reduction):
         self.net, self.opt, self.Xd, self.Td, self.reduction = net, opt, Xd, Td, reduction
-        self.grad_hook = grad_hook
-        # The gradients are this step's own arrays: an Optimizer may use them as scratch (no temporaries).
-        self._consume = isinstance(opt, Optimizer)
         self.mask_rng = None
         self.reset()
 
@@ -108,13 +99,7 @@ class TrainStep:
         a, E, correct = F.softmax_cross_entropy(xp, A, xp.take(self.Td, idx, axis=0), self.reduction, n)
         self.loss_sum += E
         self.correct += correct
-        grads = net.backward(a, Hs, masks)
-        if self.grad_hook is not None:
-            grads = self.grad_hook(grads)
-        if self._consume:
-            self.opt.update(net.params, grads, consume=True)
-        else:
-            self.opt.update(net.params, grads)
+        self.opt.update(net.params, net.backward(a, Hs, masks))
 
     def epoch(self, order_d, batch_size, comm=None, on_batches=None, log_every=50):
         """Train on every batch of ``order_d`` (the epoch's permutation of row indices, on the device).
@@ -166,19 +151,17 @@ def fast_path_for(net, opt, Xd, Td, batch_size=None, explicit=False):
     return (cls, None) if reason is None else (None, reason)
 
 
-def make_step(net, opt, Xd, Td, reduction, fast=None, batch_size=None, grad_hook=None):
+def make_step(net, opt, Xd, Td, reduction, fast=None, batch_size=None):
     """The step :func:`nnarray.fit` uses: a fast path when allowed and able, else :class:`TrainStep`.
 
     ``fast``: None picks a fast path when one can run this training (unless ``$NNARRAY_FAST=0``); False always
     uses the generic step; True requires a fast path (ValueError naming the reason when none can run).
     """
     if fast is False or (fast is None and not fast_enabled_by_env()):
-        return TrainStep(net, opt, Xd, Td, reduction, grad_hook)
+        return TrainStep(net, opt, Xd, Td, reduction)
     cls, reason = fast_path_for(net, opt, Xd, Td, batch_size, explicit=fast is True)
-    if cls is not None and grad_hook is not None and cls.fuses_update:
-        cls, reason = None, f"the {cls.name} step fuses the update into its kernels and takes no gradient hook"
     if cls is None:
         if fast is True:
             raise ValueError(f"fast: no fast path available here ({reason}); use fast=None or False")
-        return TrainStep(net, opt, Xd, Td, reduction, grad_hook)
-    return cls(net, opt, Xd, Td, reduction, grad_hook)
+        return TrainStep(net, opt, Xd, Td, reduction)
+    return cls(net, opt, Xd, Td, reduction)

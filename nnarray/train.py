@@ -7,13 +7,14 @@ the schedule's η, the step's epoch driver, one read of the epoch's metrics, val
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 
 import numpy as np  # host side only: the epoch permutations come from numpy.random.default_rng
 
 from . import functions as F
-from .distributed import abort_on_error, allreduce_gradients, get_comm
+from .distributed import GradientAllReduce, abort_on_error, get_comm
 from .history import History
 from .step import make_step
 from .checks import check_positive_int, check_reduction, check_Xt
@@ -171,10 +172,25 @@ def fit(
     # A failure on one rank (a bug, a full disk in a rank-0 callback) would leave the others blocked in
     # their next collective: end the job instead. Divergence is decided from all-reduced metrics, so
     # every rank raises it at the same point and it propagates normally.
-    with abort_on_error(comm, collective=(TrainingDivergedError,)):
+    # Data-parallel training sums every rank's gradients before the update: one all-reduce per step, the
+    # optimizer's first gradient hook for the duration of this call.
+    with abort_on_error(comm, collective=(TrainingDivergedError,)), _first_hook(opt, GradientAllReduce(comm, net.xp)):
         _sync_start(net, opt, rng, history, comm, X.shape[0])
         return _fit(net, opt, X, t, epochs, batch_size, reduction, rng, validation, shuffle, history,
                     callbacks, on_batches, log_every, fast, schedule, comm)  # fmt: skip
+
+
+@contextlib.contextmanager
+def _first_hook(opt, hook):
+    """``hook`` runs first among ``opt``'s gradient hooks inside the block, and is removed after it."""
+    if not callable(getattr(opt, "add_hook", None)):
+        raise TypeError(f"opt: data-parallel training needs an optimizer with gradient hooks (add_hook), "
+                        f"such as those of nnarray.optim; got {type(opt).__name__}")
+    opt.add_hook(hook, first=True)
+    try:
+        yield
+    finally:
+        opt.remove_hook(hook)
 
 
 def _sync_start(net, opt, rng, history, comm, N):
@@ -205,18 +221,16 @@ def _fit(net, opt, X, t, epochs, batch_size, reduction, rng, validation, shuffle
     if validation is not None:
         Xv, tv = be.asarray(validation[0], dtype=net.dtype), be.asarray(validation[1], dtype=be.index_dtype)
     N = Xd.shape[0]
-    # Data-parallel training sums every rank's gradients before the update (one all-reduce per step).
-    grad_hook = (lambda grads: allreduce_gradients(grads, comm, xp)) if comm.size > 1 else None
-    step = make_step(net, opt, Xd, Td, reduction, fast=fast, batch_size=batch_size, grad_hook=grad_hook)
+    step = make_step(net, opt, Xd, Td, reduction, fast=fast, batch_size=batch_size)
     first_epoch = (history.epoch[-1] + 1) if len(history) else 1
 
     for epoch in range(first_epoch, first_epoch + epochs):
         start = time.perf_counter()
         if schedule is not None:
             opt.lr = schedule(epoch)
-        # Updates happen in place: keep what is needed to fall back to if this epoch diverges.
+        # Updates may happen in place: keep device copies to fall back to if this epoch diverges.
         params_before = {k: xp.asarray(v, copy=True) for k, v in net.params.items()}
-        opt_before = opt.state_dict() if hasattr(opt, "state_dict") else None
+        opt_before = opt.snapshot() if hasattr(opt, "snapshot") else None
         order = rng.permutation(N) if shuffle else np.arange(N)
         if getattr(net, "uses_dropout", False):
             # The epoch's dropout masks come from a child of the permutation generator: drawn from its
@@ -235,7 +249,7 @@ def _fit(net, opt, X, t, epochs, batch_size, reduction, rng, validation, shuffle
         if not math.isfinite(train_loss):
             net.params = params_before
             if opt_before is not None:
-                opt.load_state_dict(opt_before, backend=be, dtype=net.dtype)
+                opt.restore(opt_before)
             raise TrainingDivergedError(_divergence_message(epoch, train_loss, opt, reduction))
         val_loss = val_acc = None
         if validation is not None:

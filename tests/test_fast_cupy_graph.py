@@ -1,5 +1,6 @@
 """The CuPy graph fast path against the generic path (GPU), and what of it can be checked on a CPU."""
 
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -337,11 +338,16 @@ def fake_cupy(monkeypatch):
 
 
 class _HostGraphStep(cupy_graph.CupyGraphStep):
-    """The graph step, unchanged, admitted for a numpy-backend net whose parameters are fake device arrays."""
+    """The graph step, unchanged, admitted for a numpy-backend net whose parameters are fake device arrays; it
+    asks the optimizer for its fused form on a backend named cupy (the fake one)."""
 
     @classmethod
     def unsupported(cls, net, opt, Xd, Td, batch_size=None, explicit=False):
         return None
+
+    def __init__(self, net, opt, Xd, Td, reduction):
+        super().__init__(net, opt, Xd, Td, reduction)
+        self.backend = dataclasses.replace(net.backend, name="cupy")
 
 
 def _fit_pair(monkeypatch, blobs, sizes, dtype, momentum, reduction, n, batch_size, epochs=3, schedule=True, lr=0.2):
@@ -492,14 +498,24 @@ def test_unsupported_refuses_what_the_kernels_cannot_run(fake_cupy, monkeypatch)
     assert ok(net, nn.SGD(0.1, momentum=0.9), Xd, Td, 100, explicit=True) is None
     assert "experimental" in ok(net, nn.SGD(0.1), Xd, Td, 100, explicit=False)
 
-    class Other(nn.SGD):
+    class Same(nn.SGD):  # SGD's rule: its heavy-ball form holds
         pass
 
-    assert "only nnarray.SGD" in ok(net, Other(0.1), Xd, Td, 100, explicit=True)
-    for attr, value, words in (("nesterov", True, "nesterov"), ("weight_decay", 1e-4, "weight_decay")):
+    class Other(nn.SGD):  # a rule of its own: SGD's fused form does not describe it
+        def rule(self, p, g, state, scalars):
+            return super().rule(p, 2.0 * g, state, scalars)
+
+    assert ok(net, Same(0.1), Xd, Td, 100, explicit=True) is None
+    assert "has no heavy-ball SGD form" in ok(net, Other(0.1), Xd, Td, 100, explicit=True)
+    for attr, value in (("nesterov", True), ("weight_decay", 1e-4)):
         opt = nn.SGD(0.1, momentum=0.9)
         setattr(opt, attr, value)
-        assert words in ok(net, opt, Xd, Td, 100, explicit=True)
+        assert "has no heavy-ball SGD form" in ok(net, opt, Xd, Td, 100, explicit=True)
+    for opt in (nn.Adam(), nn.RMSprop(momentum=0.9)):
+        assert "has no heavy-ball SGD form" in ok(net, opt, Xd, Td, 100, explicit=True)
+    opt = nn.SGD(0.1, momentum=0.9)
+    opt.add_hook(nn.optim.ClipGradNorm(1.0))
+    assert "gradient hooks (ClipGradNorm(max_norm=1.0))" in ok(net, opt, Xd, Td, 100, explicit=True)
     # optimizer state that is not on the device, of another dtype, shape or layout
     for bad in (np.zeros((784, 100), np.float32), fake_cupy.zeros((784, 100), np.float64),
                 fake_cupy.zeros((100, 784), np.float32).T, fake_cupy.zeros((784, 10), np.float32)):

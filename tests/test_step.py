@@ -1,4 +1,4 @@
-"""The step protocol (nnarray/step.py): one mini-batch, the gradient hook, the epoch driver, fast-path selection."""
+"""The step protocol (nnarray/step.py): one mini-batch, the optimizer's hooks, the epoch driver, fast-path selection."""
 
 import numpy as np
 import pytest
@@ -31,16 +31,18 @@ def test_one_step_is_gradient_then_update(backend, blobs):
     assert int(step.correct) == round(acc_before * 5)
 
 
-def test_the_gradient_hook_sees_every_batch_before_the_update(blobs):
+def test_the_optimizers_gradient_hooks_see_every_batch_before_the_update(blobs):
     X, t = blobs(n=70, n_in=6, n_classes=3, seed=2)
     net = nn.MLP([6, 5, 3], backend="numpy", dtype="float64", seed=0)
     seen = []
 
-    def hook(grads):
+    def hook(params, grads):
         seen.append({k: v.copy() for k, v in grads.items()})
         return {k: 2.0 * v for k, v in grads.items()}  # doubling the gradients = doubling η for plain SGD
 
-    step = TrainStep(net, nn.SGD(0.05), *_device_data(net, X, t), "sum", grad_hook=hook)
+    opt = nn.SGD(0.05)
+    opt.add_hook(hook)
+    step = TrainStep(net, opt, *_device_data(net, X, t), "sum")
     step.reset()
     step.epoch(net.xp.arange(70, dtype=net.xp.int64), 32)
     assert len(seen) == 3 and seen[-1]["W1"].shape == (6, 5)  # 32 + 32 + 6 rows
@@ -112,8 +114,6 @@ def test_a_registered_fast_path_is_chosen_and_can_be_switched_off(monkeypatch, b
     monkeypatch.setenv("NNARRAY_FAST", "0")
     assert type(make_step(net, nn.SGD(0.1), Xd, Td, "mean")) is TrainStep
     assert type(make_step(net, nn.SGD(0.1), Xd, Td, "mean", fast=True)) is Buffered
-    Buffered.fuses_update = True  # a step that applies the update in its kernels has no place for a hook
-    assert type(make_step(net, nn.SGD(0.1), Xd, Td, "mean", fast=None, grad_hook=lambda g: g)) is TrainStep
 
 
 def test_registration_is_by_backend_name(monkeypatch):

@@ -190,17 +190,36 @@ def _module(dtype_name):
     return mod
 
 
-def _state_problem(cupy, net, opt):
+def _heavy_ball(opt, backend):
+    """``(form, None)`` with the optimizer's :class:`nnarray.optim.HeavyBallSGD` form, or ``(None, why not)``.
+
+    The kernels implement exactly that form's update (SGD with or without heavy-ball momentum, its velocity
+    v = −η b); they have no place for the optimizer's gradient hooks.
+    """
+    fused = getattr(opt, "fused", None)
+    form = fused(backend) if callable(fused) else None
+    if form is None or form.kind != "sgd-heavy-ball":
+        return None, (f"optimizer {opt!r} has no heavy-ball SGD form on cupy (the kernels apply SGD with or "
+                      "without momentum only: no Nesterov, no weight_decay, no other optimizer)")
+    hooks = getattr(opt, "hooks", ())
+    if hooks:
+        return None, (f"optimizer with gradient hooks ({', '.join(map(repr, hooks))}): the kernels apply the "
+                      "update without them")
+    return form, None
+
+
+def _state_problem(cupy, net, state):
     """None when every optimizer state array of a parameter is on the device like it, else why not.
 
-    The kernels update the velocities in place through addresses baked into the graph: a NumPy array,
-    another dtype or a strided view would be skipped, misread or break the capture.
+    ``state``: ``{state name: {key: array}}`` (the form's). The kernels update the velocities in place
+    through addresses baked into the graph: a NumPy array, another dtype or a strided view would be
+    skipped, misread or break the capture.
     """
-    for name, arrays in getattr(opt, "state", {}).items():
+    for name, arrays in state.items():
         for k, p in net.params.items():
             v = arrays.get(k)
             if v is None:
-                continue  # created on the device by opt.state_arrays when the step starts
+                continue  # created on the device by form.buffers when the step starts
             if not isinstance(v, cupy.ndarray):
                 return f"optimizer state {name}[{k!r}] is a {type(v).__module__}.{type(v).__name__}, not on the device"
             if str(v.dtype) != net.dtype_name or tuple(v.shape) != tuple(p.shape) or not v.flags.c_contiguous:
@@ -225,35 +244,33 @@ class CupyGraphStep(TrainStep):
     """Fast path of the training step for the ``cupy`` backend and :class:`nnarray.SGD` (experimental).
 
     The same step as :class:`nnarray.step.TrainStep` (the generic one is the reference in the tests), computed
-    by fused kernels replayed as a CUDA graph. It takes η and μ from the optimizer and the velocities from
-    ``opt.state_arrays(params, "velocity")``, whose contents its kernels update on the device.
+    by fused kernels replayed as a CUDA graph. It asks the optimizer for its heavy-ball SGD form
+    (``opt.fused(backend)``, :class:`nnarray.optim.HeavyBallSGD`): η and μ, and the velocity buffers, whose
+    contents its kernels update on the device. Graphs bake in the buffers' addresses: when the optimizer
+    replaces a velocity (η rescaled by a schedule, a state loaded), its values are copied into the captured
+    buffer, which becomes the optimizer's state again.
     """
 
     name = "cupy-graph"
-    fuses_update = True
 
     @classmethod
     def unsupported(cls, net, opt, Xd, Td, batch_size=None, explicit=False):
         """None when this path can run the training, else the reason it cannot.
 
-        Refused: anything but the cupy backend and a plain :class:`nnarray.SGD` (its kernels implement
-        exactly SGD's update, with or without momentum — no Nesterov, no weight decay, no other optimizer);
+        Refused: anything but the cupy backend and an optimizer whose ``fused(backend)`` is the heavy-ball SGD
+        form (:class:`nnarray.SGD` with or without momentum — no Nesterov, no weight decay, no other
+        optimizer), without gradient hooks (the kernels apply the update themselves);
         layers too large for the own GEMM at ``batch_size`` unless :func:`force_large`; parameters, data or
         optimizer state that are not C-contiguous ``cupy.ndarray`` of the net's dtype and shape (the graph
         bakes in their device addresses and the kernels index them as dense rows).
         """
-        from ..optim import SGD  # noqa: PLC0415
-
         if not explicit and not VALIDATED:
             return "the CuPy graph path is experimental until validated on a GPU (use fast=True)"
         if net.backend.name != "cupy":
             return "not the cupy backend"
-        if type(opt) is not SGD:
-            return f"optimizer {type(opt).__name__} (only nnarray.SGD)"
-        if getattr(opt, "nesterov", False):
-            return "optimizer SGD with nesterov=True (the kernels apply heavy-ball momentum only)"
-        if getattr(opt, "weight_decay", 0.0):
-            return "optimizer SGD with weight_decay (the kernels do not apply it)"
+        form, reason = _heavy_ball(opt, net.backend)
+        if form is None:
+            return reason
         if batch_size is not None and cls.too_large(net, batch_size) and not force_large():
             return ("layers too large for the graph path's own GEMM kernel; cuBLAS is faster "
                     "(NNARRAY_FORCE_GRAPH=1 forces it)")
@@ -264,7 +281,7 @@ class CupyGraphStep(TrainStep):
         for k, v in {**net.params, "X": Xd, "T": Td}.items():
             if not isinstance(v, cupy.ndarray) or not v.flags.c_contiguous or str(v.dtype) != net.dtype_name:
                 return f"{k} is not a C-contiguous cupy.ndarray of {net.dtype_name}"
-        return _state_problem(cupy, net, opt)
+        return _state_problem(cupy, net, form.state())
 
     @staticmethod
     def too_large(net, batch_size):
@@ -272,12 +289,12 @@ class CupyGraphStep(TrainStep):
         widest = max(net.layer_sizes)
         return batch_size * widest * max(net.layer_sizes[:-1]) > MAX_GEMM_WORK
 
-    def __init__(self, net, opt, Xd, Td, reduction, grad_hook=None):
+    def __init__(self, net, opt, Xd, Td, reduction):
         import cupy as cp  # noqa: PLC0415
 
-        if grad_hook is not None:
-            raise ValueError("the CuPy graph step fuses the update into its kernels: no gradient hook")
-        self.cp, self.net, self.opt, self.reduction, self.grad_hook = cp, net, opt, reduction, None
+        self.cp = cp
+        #: The backend whose fused form the optimizer is asked for (the net's).
+        self.backend = net.backend
         self.dtype = cp.dtype(net.dtype_name)
         self.mod = _module(net.dtype_name)
         self.k = {name: self.mod.get_function(name) for name in ("gemm", "gather", "softmax_ce", "bias_update", "axpy", "advance")}
@@ -292,6 +309,8 @@ class CupyGraphStep(TrainStep):
         self.stream = cp.cuda.Stream(non_blocking=True)
         self._graphs = {}  # batch size -> (graph, buffers)
         self._signature = None
+        self._velocity = {}  # the velocity buffers the graphs bake in
+        super().__init__(net, opt, Xd, Td, reduction)  # net, opt, reduction, mask_rng; reset()
 
     # -------------------------------------------------------------- metrics (TrainStep's interface)
     @property
@@ -309,20 +328,27 @@ class CupyGraphStep(TrainStep):
     # -------------------------------------------------------------- state the graphs depend on
     def _prepare(self):
         """Velocities, η/μ on the device, and recapture when parameters were replaced (once per epoch)."""
-        cp, opt, p = self.cp, self.opt, self.net.params
-        momentum = opt.momentum != 0.0
+        cp, p = self.cp, self.net.params
+        form, reason = _heavy_ball(self.opt, self.backend)  # the optimizer may have changed since unsupported()
+        if form is None:
+            raise ValueError(f"opt: {reason}")
+        momentum = form.momentum != 0.0
         # Zero velocities where the optimizer has none yet: μ·0 − ηΔW = −ηΔW, SGD's first step.
-        velocity = opt.state_arrays(p, "velocity") if momentum else {}
-        problem = _state_problem(cp, self.net, opt)  # state may have been loaded since unsupported()
+        velocity = form.buffers(p)["velocity"] if momentum else {}
+        problem = _state_problem(cp, self.net, {"velocity": velocity})  # state may have been loaded since
         if problem is not None:
             raise TypeError(f"opt: {problem}; load it with load_state_dict(sd, backend=net.backend)")
-        self._velocity = velocity
-        signature = (momentum, tuple((k, v.data.ptr) for k, v in p.items()),
-                     tuple((k, v.data.ptr) for k, v in velocity.items()))
+        signature = (momentum, tuple((k, v.data.ptr) for k, v in p.items()), tuple(velocity))
         if signature != self._signature:
             self._graphs.clear()
             self._signature = signature
-        hp = (float(opt.lr), float(opt.momentum))
+            self._velocity = dict(velocity)
+        for k, v in velocity.items():
+            own = self._velocity[k]
+            if v is not own:  # replaced by the optimizer: the captured buffer takes its values, and its place
+                own[...] = v
+                form.store("velocity", k, own)
+        hp = (float(form.lr), float(form.momentum))
         if hp != self._hp_host:
             self.hp.set(np.asarray(hp, dtype=self.dtype))
             self._hp_host = hp
@@ -371,7 +397,7 @@ class CupyGraphStep(TrainStep):
         """The kernels of one step for a batch of ``buf.n`` rows (recorded into the graph)."""
         net, p, k, i32 = self.net, self.net.params, self.k, np.int32
         n, L, D = buf.n, net.n_layers, net.n_in
-        momentum = self.opt.momentum != 0.0
+        momentum = self._signature[0]  # as _prepare found it
         threads = 256
         k["gather"](((n * D + threads - 1) // threads,), (threads,),
                     (self.Xd, self.labels, self.perm, self.off, buf.Xb, buf.tb, i32(n), i32(D)))
@@ -437,8 +463,10 @@ class CupyGraphStep(TrainStep):
                     on_batches(b, n_batches, lambda n=seen: float(self._loss) / n)
         self._end()
 
-    def __call__(self, idx, n=None):
+    def __call__(self, idx, n=None, masks=None):
         """One step on the rows ``idx`` (TrainStep's interface; fit uses :meth:`epoch`)."""
+        if masks is not None:  # unsupported() refuses nets with dropout; masks given by hand are refused here
+            raise ValueError("masks: the CuPy graph step has no dropout (its kernels take no masks); got masks")
         if n is not None and n != idx.shape[0]:
             # The captured kernels divide the mean by the batch's rows; a global batch size n of several
             # processes' shares would need another divisor (and this step runs in one process only).
