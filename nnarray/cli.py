@@ -819,8 +819,36 @@ def evaluate_main(argv=None):
     return 0
 
 
+# ============================================================================================ export
+def build_export_parser():
+    p = argparse.ArgumentParser(prog="nnarray export", description="Write a trained model as an ONNX file "
+                                "(input X (N, n_in), output Y (N, C) class probabilities; needs nnarray[onnx]).")
+    p.add_argument("run", help="a run's folder (its best.npz, else model.npz, else checkpoint.npz) or a model/checkpoint file")
+    p.add_argument("--out", default=None, help="the ONNX file to write (default: beside the model, ending .onnx)")
+    return p
+
+
+def export_main(argv=None):
+    from .export import export_onnx  # noqa: PLC0415
+
+    args = build_export_parser().parse_args(argv)
+    path = args.run
+    if os.path.isdir(path):
+        path = next((os.path.join(path, f) for f in ("best.npz", "model.npz") if os.path.isfile(os.path.join(path, f))),
+                    os.path.join(path, "checkpoint.npz"))
+    out = args.out or os.path.splitext(path)[0] + ".onnx"
+    try:
+        net = load(path, backend="numpy")
+        export_onnx(net, out)
+    except (CheckpointError, ImportError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {out}: {'-'.join(map(str, net.layer_sizes))} {net.dtype_name}, input X (N, {net.n_in}), output Y (N, {net.n_classes})")
+    return 0
+
+
 # ============================================================================================ entry
-USAGE = "usage: nnarray {train,evaluate} [options]   (nnarray train --help for the options; nnarray --version)"
+USAGE = "usage: nnarray {train,evaluate,export} [options]   (nnarray train --help for the options; nnarray --version)"
 
 
 def main(argv=None):
@@ -833,6 +861,8 @@ def main(argv=None):
         return train_main(argv[1:], restart=from_command_line)
     if argv and argv[0] == "evaluate":
         return evaluate_main(argv[1:])
+    if argv and argv[0] == "export":
+        return export_main(argv[1:])
     print(USAGE)
     if argv and argv[0] not in ("-h", "--help"):
         print(f"error: unknown command {argv[0]!r}", file=sys.stderr)
