@@ -19,7 +19,18 @@ from .history import History
 from .step import make_step
 from .checks import check_positive_int, check_reduction, check_Xt
 
-__all__ = ["fit", "evaluate", "TrainingDivergedError", "StopTraining"]
+__all__ = ["fit", "evaluate", "TrainingDivergedError", "StopTraining", "CANNOT_TRAIN"]
+
+
+#: Libraries whose arrays nnarray can predict and evaluate with but not train, and why (:func:`fit` refuses them).
+CANNOT_TRAIN = {
+    "dask": (
+        "Dask arrays are lazy: every training step would add its operations to one task graph that is never "
+        "computed, and each epoch's metrics would compute every step since the start again, so the cost grows "
+        "with the square of the steps. Train on an eager library (e.g. backend='numpy') and move the trained "
+        "network to Dask with net.to('dask') for chunked predict/evaluate on data larger than memory"
+    ),
+}
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -36,7 +47,9 @@ class StopTraining(Exception):
 def evaluate(net, X, t, batch_size=10000):
     """Mean cross-entropy and accuracy of ``net`` on (X, t), in batches; returns ``(loss, accuracy)``.
 
-    One host synchronisation at the end. ``X`` (N, n_in), ``t`` (N,) may be host or backend arrays.
+    One host synchronisation at the end. ``X`` (N, n_in), ``t`` (N,) may be host or backend arrays. For a
+    network on Dask (``net.to("dask")``) with Dask arrays, every batch is a lazy graph over X's chunks and
+    the end's read computes them chunk by chunk: data larger than memory can be evaluated.
     """
     X, t = check_Xt(X, t, net.n_in, net.n_classes)
     be = net.backend
@@ -139,10 +152,15 @@ def fit(
 
     Raises
     ------
+    TypeError
+        For a network on a library listed in ``CANNOT_TRAIN`` (Dask: lazy arrays, see there), before any work.
     TrainingDivergedError
         When the epoch's loss is NaN or inf; ``net.params`` and the optimizer's state then hold the values
         of the last finished epoch.
     """
+    reason = CANNOT_TRAIN.get(getattr(getattr(net, "backend", None), "name", None))
+    if reason is not None:
+        raise TypeError(f"net: a network on {net.backend.name!r} cannot be trained: {reason}")
     X, t = check_Xt(X, t, net.n_in, net.n_classes)
     check_positive_int(epochs, "epochs")
     check_positive_int(batch_size, "batch_size")
