@@ -66,3 +66,7 @@ def test_float32_stays_float32(blobs):
     nn.fit(net, opt, X, t, epochs=1, batch_size=20, fast=True)
     for d in (net.params, opt.state["exp_avg"], opt.state["exp_avg_sq"]):
         assert all(v.dtype == net.dtype for v in d.values())
+
+
+def test_bench_has_jax_rows(import_script):
+    assert import_script("bench").jax_rows() == ["jax:generic", "jax:fast"]
