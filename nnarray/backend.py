@@ -362,8 +362,10 @@ def _cupy_backend(device):
 #                                                                             arrays have no value (ValueError)
 #   Dask           is_dask_array                x.compute()                   lazy: computes the graph, by chunks
 #   pydata sparse  is_pydata_sparse_array       x.todense()                   no dense buffer to share
-#   the rest       has __dlpack__               numpy.from_dlpack(x, device="cpu", copy=None)   (JAX,
-#                                                array-api-strict, ...): the standard's route; ``device="cpu"``
+#   JAX            is_jax_array                 jax.device_get(x)             works from a GPU too; DLPack to the
+#                                                                             host would need a cross-device export
+#   the rest       has __dlpack__               numpy.from_dlpack(x, device="cpu", copy=None)
+#                                                (array-api-strict, ...): the standard's route; ``device="cpu"``
 #                                                asks the producer for a host copy when x is on an accelerator
 #
 # NumPy arrays are returned as they are. Anything else is refused with a TypeError naming its library; so is
@@ -374,6 +376,7 @@ _HOST_ROUTES = (
     (array_api_compat.is_ndonnx_array, lambda x: _ndonnx_to_host(x)),
     (array_api_compat.is_dask_array, lambda x: x.compute()),
     (array_api_compat.is_pydata_sparse_array, lambda x: x.todense()),
+    (array_api_compat.is_jax_array, lambda x: _jax_to_host(x)),
 )
 
 
@@ -411,6 +414,12 @@ def _ndonnx_to_host(x):
         return x.unwrap_numpy()
     except ValueError as exc:  # a symbolic array (an input of a graph being built): no value exists
         raise TypeError(f"to_numpy: this ndonnx array has no value to read back (a symbolic array?): {exc}") from exc
+
+
+def _jax_to_host(x):
+    import jax  # noqa: PLC0415 -- only for JAX's own arrays
+
+    return jax.device_get(x)
 
 
 def _from_dlpack(x):
