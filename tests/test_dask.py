@@ -43,5 +43,6 @@ def test_evaluate_and_accuracy_by_chunks(trained):
 def test_training_on_dask_is_refused_with_the_reason(trained):
     net, X, t = trained
     lazy = net.to("dask")
-    with pytest.raises(TypeError, match=r"net: a network on 'dask' cannot be trained: Dask arrays are lazy.*net\.to\('dask'\)"):
+    expected = r"net: a network on 'dask' cannot be trained: Dask arrays are lazy.*net\.to\('dask'\)"
+    with pytest.raises(TypeError, match=expected):
         nn.fit(lazy, nn.SGD(0.1), X, t, epochs=1)
