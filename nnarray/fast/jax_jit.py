@@ -16,12 +16,54 @@ cannot be traced).
 from __future__ import annotations
 
 import copy
+import functools
 
 from .. import functions as F
 from ..optim import Optimizer
 from ..step import TrainStep
 
 __all__ = ["JaxJitStep"]
+
+
+#: Compiled batch functions, one per (network structure, optimizer type and hyperparameters, reduction): every
+#: ``fit`` call with such a network and optimizer reuses the programs jax.jit compiled for it (per batch shape).
+_COMPILED: dict = {}
+
+
+def _compiled_batch(net, opt, reduction):
+    """The jit-compiled :func:`_batch` for this network structure, optimizer rule and reduction (cached).
+
+    What the traced code reads besides its arguments is in the key: the layer sizes and dropout rates (the
+    model's loop), the dtype, the optimizer's type and hyperparameters other than η (its rule's constants).
+    """
+    import jax  # noqa: PLC0415 -- only on the JAX backend
+
+    hyper = tuple(sorted((k, v) for k, v in opt.hyperparameters().items() if k != "lr"))
+    key = (tuple(net.layer_sizes), tuple(net.dropout), net.dtype_name, type(opt), hyper, reduction)
+    if key not in _COMPILED:
+        batch = functools.partial(_batch, copy.copy(net), copy.copy(opt), reduction)
+        _COMPILED[key] = jax.jit(batch, static_argnums=(0,), donate_argnums=(1, 2))
+    return _COMPILED[key]
+
+
+def _batch(net, opt, reduction, n, params, state, Xd, Td, idx, masks, scalars):
+    """One batch as a pure function: ``(params, state, E, correct)`` after the update (traced by jit).
+
+    ``net`` and ``opt`` are templates: the model's own forward and backward run on the traced ``params``,
+    the optimizer's rule on the traced ``state`` and ``scalars``.
+    """
+    xp = net.xp
+    net = copy.copy(net)
+    net.params = params
+    A, Hs = net.forward(xp.take(Xd, idx, axis=0), masks)
+    a, E, correct = F.softmax_cross_entropy(xp, A, xp.take(Td, idx, axis=0), reduction, n)
+    grads = net.backward(a, Hs, masks)
+    new_params, new_state = {}, {name: {} for name in state}
+    for k, g in grads.items():
+        new_params[k], s = opt.rule(params[k], g, {name: state[name][k] for name in state}, scalars)
+        for name, v in s.items():
+            new_state[name][k] = v
+    return new_params, new_state, E, correct
 
 
 class JaxJitStep(TrainStep):
@@ -40,10 +82,8 @@ class JaxJitStep(TrainStep):
         return None
 
     def __init__(self, net, opt, Xd, Td, reduction):
-        import jax  # noqa: PLC0415 -- only on the JAX backend
-
         super().__init__(net, opt, Xd, Td, reduction)
-        self._compiled = jax.jit(self._batch, static_argnums=(0,), donate_argnums=(1, 2))
+        self._compiled = _compiled_batch(net, opt, reduction)
         # Donated buffers are consumed: start from arrays of our own, so that arrays the caller still holds
         # (the parameters before fit, a snapshot) stay valid.
         xp = net.xp
@@ -52,21 +92,6 @@ class JaxJitStep(TrainStep):
         for arrays in opt.state.values():
             for k, v in arrays.items():
                 arrays[k] = xp.asarray(v, copy=True)
-
-    def _batch(self, n, params, state, Xd, Td, idx, masks, scalars):
-        """One batch as a pure function: ``(params, state, E, correct)`` after the update (traced by jit)."""
-        xp, opt = self.net.xp, self.opt
-        net = copy.copy(self.net)  # the model's own forward and backward, on the traced parameters
-        net.params = params
-        A, Hs = net.forward(xp.take(Xd, idx, axis=0), masks)
-        a, E, correct = F.softmax_cross_entropy(xp, A, xp.take(Td, idx, axis=0), self.reduction, n)
-        grads = net.backward(a, Hs, masks)
-        new_params, new_state = {}, {name: {} for name in state}
-        for k, g in grads.items():
-            new_params[k], s = opt.rule(params[k], g, {name: state[name][k] for name in state}, scalars)
-            for name, v in s.items():
-                new_state[name][k] = v
-        return new_params, new_state, E, correct
 
     def __call__(self, idx, n=None, masks=None):
         """One mini-batch (as :meth:`nnarray.step.TrainStep.__call__`), computed by the compiled program."""
