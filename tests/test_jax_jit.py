@@ -70,3 +70,20 @@ def test_float32_stays_float32(blobs):
 
 def test_bench_has_jax_rows(import_script):
     assert import_script("bench").jax_rows() == ["jax:generic", "jax:fast"]
+
+
+def test_one_compilation_serves_every_fit_call(blobs):
+    """fit is called once per epoch by some callers (the benchmark, the CLI's resume): no recompiling."""
+    from nnarray.fast.jax_jit import _compiled_batch
+
+    X, t = blobs(n=70, n_in=12, n_classes=4, seed=5)
+    net, opt = nn.MLP([12, 8, 4], backend="jax", dtype="float64", seed=0), nn.SGD(0.1, momentum=0.9)
+    nn.fit(net, opt, X, t, epochs=1, batch_size=20)
+    compiled = _compiled_batch(net, opt, "mean")
+    size = compiled._cache_size()
+    assert size >= 1
+    nn.fit(net, opt, X, t, epochs=2, batch_size=20, schedule=nn.schedules.Exponential(0.1, 0.5))
+    assert _compiled_batch(net, opt, "mean") is compiled and compiled._cache_size() == size
+    # A rule constant that changes is a different program; so is another network structure.
+    assert _compiled_batch(net, nn.SGD(0.1, momentum=0.5), "mean") is not compiled
+    assert _compiled_batch(nn.MLP([12, 9, 4], backend="jax", seed=0), opt, "mean") is not compiled
