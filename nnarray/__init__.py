@@ -9,6 +9,7 @@ Python Array API standard, so the same code runs on NumPy (CPU) and CuPy (NVIDIA
 from . import callbacks, datasets, distributed, functions, optim, schedules, step
 from . import fast  # noqa: F401 -- registers the backend-specific fast paths with nnarray.step
 from .backend import Backend, BackendUnavailableError, cupy_available, get_backend, to_numpy
+from .export import export_onnx
 from .history import History
 from .saving import CheckpointError, load, load_checkpoint, load_history, save, save_checkpoint, save_history
 from .model import MLP
@@ -37,6 +38,7 @@ __all__ = [
     "datasets",
     "distributed",
     "evaluate",
+    "export_onnx",
     "fit",
     "functions",
     "get_backend",

@@ -27,6 +27,8 @@ import warnings
 
 import array_api_compat
 
+from .backend import index_dtype
+
 __all__ = ["check_X", "check_t", "check_Xt", "check_reduction", "check_positive_int", "check_lr", "check_seed", "as_array",
            "check_option", "check_bool", "check_dropout", "Interval", "Options", "validate", "PARAMETERS",
            "POSITIVE", "NONNEGATIVE", "FRACTION", "FACTOR", "PROBABILITY", "LEARNING_RATE", "POSITIVE_INT",
@@ -72,7 +74,7 @@ def check_X(X, n_in=None, name="X"):
     # A NaN or inf anywhere makes the sum non-finite: one cheap reduction instead of a full boolean
     # array. Only then count the bad entries (the sum may merely overflow).
     if not bool(xp.isfinite(xp.sum(X))):
-        bad = int(xp.sum(xp.astype(~xp.isfinite(X), xp.int64)))
+        bad = int(xp.sum(xp.astype(~xp.isfinite(X), index_dtype(xp, array_api_compat.device(X)))))
         if bad:
             raise ValueError(f"{name}: expected finite values, got {bad} NaN or inf entr{'y' if bad == 1 else 'ies'}")
     return X

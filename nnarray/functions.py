@@ -6,6 +6,8 @@ uses only ``xp.*`` and never imports NumPy or CuPy. Shapes: ``N`` images per bat
 
 from __future__ import annotations
 
+from .backend import index_dtype
+
 __all__ = [
     "relu",
     "relu_backward",
@@ -80,7 +82,8 @@ def softmax_cross_entropy(xp, A, T, reduction: str = "mean", n=None):
     * ``a`` (N, C) = Y − T with Y_k = exp(A_k) / Σ_m exp(A_m) — the seed's aₖ = Yₖ − Tₖ, divided by ``n``
       for ``reduction="mean"`` (``n`` defaults to N; under data-parallel training it is the global batch);
     * ``E`` (0-d) = Σ_n −Σ_k T_k log Y_k, the cross-entropy *summed* over the rows;
-    * ``correct`` (0-d int64) = rows whose correct class has the largest output (an exact tie counts).
+    * ``correct`` (0-d, the namespace's index dtype) = rows whose correct class has the largest output (an exact
+      tie counts).
 
     Everything shares the shifted values S = A − max A: Y = exp S / Z with Z = Σ_k exp S_k, and
     E_n = log Z_n − S_n,t (S at the correct class t). S_t = 0 exactly when the correct class has the largest
@@ -97,7 +100,7 @@ def softmax_cross_entropy(xp, A, T, reduction: str = "mean", n=None):
     Z = xp.sum(ES, axis=1, keepdims=True)
     S_t = xp.sum(T * S, axis=1)
     E = xp.sum(xp.log(Z)) - xp.sum(S_t)
-    correct = xp.sum(xp.astype(S_t == 0.0, xp.int64))
+    correct = xp.sum(xp.astype(S_t == 0.0, index_dtype(xp, _device(xp, A))))
     a = ES / Z - T  # a = Y − T
     if reduction == "mean":
         a = a / (A.shape[0] if n is None else n)
@@ -106,7 +109,7 @@ def softmax_cross_entropy(xp, A, T, reduction: str = "mean", n=None):
 
 def count_correct(xp, A, t):
     """Number of rows whose largest output is the correct class (0-d integer array; no host sync)."""
-    return xp.sum(xp.astype(xp.argmax(A, axis=1) == t, xp.int64))
+    return xp.sum(xp.astype(xp.argmax(A, axis=1) == t, index_dtype(xp, _device(xp, A))))
 
 
 def _device(xp, x):

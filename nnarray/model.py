@@ -252,7 +252,7 @@ class MLP:
 
     def _to_device_Xt(self, X, t):
         X, t = check_Xt(X, t, self.n_in, self.n_classes)
-        return self.backend.asarray(X, dtype=self.dtype), self.backend.asarray(t, dtype=self.xp.int64)
+        return self.backend.asarray(X, dtype=self.dtype), self.backend.asarray(t, dtype=self.backend.index_dtype)
 
     def to(self, backend) -> "MLP":
         """A copy of this network on another backend (e.g. GPU-trained → ``"numpy"``)."""

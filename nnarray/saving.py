@@ -40,9 +40,17 @@ class CheckpointError(ValueError):
 
 
 def _write_npz(path, header, arrays):
+    """Write the header and numeric host arrays; anything else is refused before the file is touched, and
+    NumPy is told never to pickle, so no file of pickled objects can be written."""
+    for key, v in arrays.items():
+        if not isinstance(v, np.ndarray) or v.dtype.kind not in "biuf":
+            raise TypeError(
+                f"save: {key!r} is not a numeric host array (got {type(v).__name__} of dtype "
+                f"{getattr(v, 'dtype', '?')}); nothing was written to {os.fspath(path)}"
+            )
     payload = {"__header__": np.asarray(json.dumps(header))}
     payload.update(arrays)
-    atomic_write(path, lambda f: np.savez(f, **payload))
+    atomic_write(path, lambda f: np.savez(f, allow_pickle=False, **payload))
 
 
 def _read_npz(path, *formats):

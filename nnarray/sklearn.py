@@ -49,7 +49,7 @@ from . import functions as F
 from . import optim as _optim
 from .callbacks import Callback, DivergenceGuard, EarlyStopping
 from .checks import LabelWarning
-from .backend import Backend, BackendUnavailableError, get_backend, to_numpy
+from .backend import Backend, BackendUnavailableError, get_backend, library_name, to_numpy
 from .history import History
 from .model import MLP
 from .train import FitOptions, fit as _nn_fit
@@ -88,7 +88,7 @@ def _backend_of(x) -> Backend:
     elif array_api_compat.is_array_api_strict_namespace(xp):
         name = "array_api_strict"
     else:
-        name = getattr(xp, "__name__", "array_api").rsplit(".", 1)[-1]
+        name = library_name(xp)  # "jax" for jax.numpy, "dask" for array_api_compat.dask.array
     return Backend(name, xp, dev)
 
 
@@ -701,4 +701,5 @@ def _rows(X, idx):
     if not _is_foreign_array(X):
         return X[idx]
     be = _backend_of(X)
-    return be.xp.take(X, be.asarray(idx, dtype=be.xp.int64), axis=0)
+    return be.xp.take(X, be.asarray(idx, dtype=be.index_dtype), axis=0)
+

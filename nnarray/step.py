@@ -19,7 +19,7 @@ A step object is made once per :func:`nnarray.fit` call for the whole training s
 
   ``n`` is the size of the *global* batch, by which the mean reduction divides (the rows of ``idx`` when
   training in one process).
-* ``reset()`` — zero the metric accumulators ``loss_sum`` (0-d, summed E) and ``correct`` (0-d int64);
+* ``reset()`` — zero the metric accumulators ``loss_sum`` (0-d, summed E) and ``correct`` (0-d, the index dtype);
   they stay on the device and are never read inside an epoch, so nothing synchronises.
 * ``epoch(order_d, batch_size, comm=None, on_batches=None, log_every=50)`` — the one driver of an epoch:
   the batches ``order_d[s : s + batch_size]`` in turn; with a communicator of P processes each global batch
@@ -76,7 +76,7 @@ class TrainStep:
         """Zero the metric accumulators (start of an epoch)."""
         xp, dev = self.net.xp, self.net.backend.device
         self.loss_sum = xp.zeros((), dtype=self.net.dtype, device=dev)
-        self.correct = xp.zeros((), dtype=xp.int64, device=dev)
+        self.correct = xp.zeros((), dtype=self.net.backend.index_dtype, device=dev)
 
     def draw_masks(self, n):
         """Host dropout masks for ``n`` rows from ``mask_rng`` (:meth:`nnarray.MLP.dropout_masks`); None without dropout."""
@@ -87,7 +87,7 @@ class TrainStep:
         return self.net.dropout_masks(self.mask_rng, n)
 
     def __call__(self, idx, n=None, masks=None):
-        """One mini-batch: the rows ``idx`` (1-D int64 device array); ``n`` the global batch size.
+        """One mini-batch: the rows ``idx`` (1-D device array of the backend's index dtype); ``n`` the global batch size.
 
         ``masks``: the batch's host dropout masks (rows matching ``idx``); drawn here when the net has
         dropout and none are given.

@@ -32,7 +32,18 @@ from .history import History
 from .step import make_step
 from .words import arg, number
 
-__all__ = ["fit", "evaluate", "FitOptions", "TrainingDivergedError", "StopTraining"]
+__all__ = ["fit", "evaluate", "FitOptions", "TrainingDivergedError", "StopTraining", "CANNOT_TRAIN"]
+
+
+#: Libraries whose arrays nnarray can predict and evaluate with but not train, and why (:func:`fit` refuses them).
+CANNOT_TRAIN = {
+    "dask": (
+        "Dask arrays are lazy: every training step would add its operations to one task graph that is never "
+        "computed, and each epoch's metrics would compute every step since the start again, so the cost grows "
+        "with the square of the steps. Train on an eager library (e.g. backend='numpy') and move the trained "
+        "network to Dask with net.to('dask') for chunked predict/evaluate on data larger than memory"
+    ),
+}
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -74,11 +85,13 @@ class FitOptions:
 def evaluate(net, X, t, batch_size=10000):
     """Mean cross-entropy and accuracy of ``net`` on (X, t), in batches; returns ``(loss, accuracy)``.
 
-    One host synchronisation at the end. ``X`` (N, n_in), ``t`` (N,) may be host or backend arrays.
+    One host synchronisation at the end. ``X`` (N, n_in), ``t`` (N,) may be host or backend arrays. For a
+    network on Dask (``net.to("dask")``) with Dask arrays, every batch is a lazy graph over X's chunks and
+    the end's read computes them chunk by chunk: data larger than memory can be evaluated.
     """
     X, t = check_Xt(X, t, net.n_in, net.n_classes)
     be = net.backend
-    return _evaluate_device(net, be.asarray(X, dtype=net.dtype), be.asarray(t, dtype=be.xp.int64), batch_size)
+    return _evaluate_device(net, be.asarray(X, dtype=net.dtype), be.asarray(t, dtype=be.index_dtype), batch_size)
 
 
 def _evaluate_device(net, Xd, td, batch_size):
@@ -156,10 +169,15 @@ def fit(net, opt, X, t, epochs=5, batch_size=100, reduction="mean", seed=0, vali
     ValueError, TypeError
         Before any work, for arguments that cannot work: ``X``, ``t`` (labels outside 0..C−1), ``opt`` (its state
         belongs to a network of another shape), ``epochs``, ...; the message names the argument.
+    TypeError
+        For a network on a library listed in ``CANNOT_TRAIN`` (Dask: lazy arrays, see there), before any work.
     TrainingDivergedError
         When the epoch's loss is NaN, inf or far beyond its start (:class:`~nnarray.callbacks.DivergenceGuard`,
         always on); ``net.params`` and the optimizer's state then hold the values of the last finished epoch.
     """
+    reason = CANNOT_TRAIN.get(getattr(getattr(net, "backend", None), "name", None))
+    if reason is not None:
+        raise TypeError(f"net: a network on {net.backend.name!r} cannot be trained: {reason}")
     X, t = check_Xt(X, t, net.n_in, net.n_classes)
     check_optimizer(opt, net.params)
     epochs, batch_size = check_positive_int(epochs, "epochs"), check_positive_int(batch_size, "batch_size")
@@ -269,11 +287,11 @@ def _fit(run, cbs, X, t, validation, reduction, lrs, options):
     be, xp = net.backend, net.xp
     # The data go to the device once; per batch only rows are gathered there.
     Xd = be.asarray(X, dtype=net.dtype)
-    td = be.asarray(t, dtype=xp.int64)
+    td = be.asarray(t, dtype=be.index_dtype)
     Td = F.one_hot(xp, td, net.n_classes, net.dtype)  # teacher T, built once
     Xv = tv = None
     if validation is not None:
-        Xv, tv = be.asarray(validation[0], dtype=net.dtype), be.asarray(validation[1], dtype=xp.int64)
+        Xv, tv = be.asarray(validation[0], dtype=net.dtype), be.asarray(validation[1], dtype=be.index_dtype)
     step = make_step(net, opt, Xd, Td, reduction, fast=options.fast, batch_size=run.batch_size)
     guard = next((cb for cb in cbs if isinstance(cb, DivergenceGuard)), None) or DivergenceGuard()
     hooks = _Hooks(run, cbs if comm.rank == 0 else [])  # rank 0 alone writes checkpoints and outputs
@@ -324,7 +342,7 @@ def _epoch(run, step, hooks, guard, epoch, lrs, shuffle, reduction, val):
     # NumPy warns on inf − inf etc. once a run diverges; divergence is detected (and reported with
     # advice) after the epoch instead, so the warnings are only noise here.
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        step.epoch(net.backend.asarray(order, dtype=xp.int64), run.batch_size, comm, hooks.on_batches, hooks.log_every)
+        step.epoch(net.backend.asarray(order, dtype=net.backend.index_dtype), run.batch_size, comm, hooks.on_batches, hooks.log_every)
     # The epoch's only synchronisation: read the accumulated metrics (sums over this rank's rows,
     # summed over the ranks by one tiny all-reduce, so every rank decides alike).
     loss_sum, correct = comm.allreduce_sum(np.asarray([float(step.loss_sum), float(int(step.correct))]))

@@ -7,8 +7,9 @@ softmax + cross-entropy (mean), plain SGD η = 0.1, float32 by default, for ``--
 reading its loss, which synchronises with the device. Rows:
 
 * ``nnarray-<backend>[-generic|-fast]`` — one :func:`nnarray.fit` epoch, timed by fit (``hist.seconds``);
-  ``--backends`` numpy, cupy, array_api_strict, torch; ``:generic`` forces ``fit(fast=False)``, ``:fast``
-  ``fit(fast=True)``;
+  ``--backends`` numpy, cupy, array_api_strict, torch, jax; ``:generic`` forces ``fit(fast=False)``, ``:fast``
+  ``fit(fast=True)`` (default rows: numpy, jax:generic and jax:fast when JAX imports, cupy and cupy:fast
+  with a GPU);
 * ``plain-numpy`` / ``cupy-plain`` — :func:`yardsticks.plain_train_epoch`, the network written directly;
 * ``torch-eager`` (CUDA when available, else the CPU) and ``torch-cudagraph`` (CUDA only):
   :class:`yardsticks.TorchTrainer`. ``--yardsticks`` picks among these four.
@@ -79,7 +80,7 @@ def nnarray_row(spec, sizes, B, X, t, dtype):
         raise ys.Unavailable(str(exc)) from exc
     net = nn.MLP(sizes, backend=be, dtype=dtype, seed=SEED)
     opt, rng = nn.SGD(lr=LR), np.random.default_rng(SEED)
-    Xd, td = be.asarray(X, dtype=net.dtype), be.asarray(t, dtype=be.xp.int64)  # moved once; fit does not copy
+    Xd, td = be.asarray(X, dtype=net.dtype), be.asarray(t, dtype=be.index_dtype)  # moved once; fit does not copy
     fast = {"": None, "generic": False, "fast": True}[variant]
 
     def epoch(n):
@@ -127,6 +128,14 @@ def torch_row(graph, sizes, B, X, t, dtype):
         return time.perf_counter() - start, loss / n
 
     return epoch
+
+
+def jax_rows():
+    """The JAX rows of the CPU table when JAX imports: the generic step (op by op) and the jit step
+    (:mod:`nnarray.fast.jax_jit`), both in JAX's default 32-bit mode."""
+    import importlib.util  # noqa: PLC0415
+
+    return ["jax:generic", "jax:fast"] if importlib.util.find_spec("jax") is not None else []
 
 
 def make_rows(cfg, X, t, backends, yard, dtype):
@@ -227,8 +236,8 @@ def build_parser():
                    "with a GPU 100x100,1000x100,4096x1024)")
     p.add_argument("--repeats", type=int, default=6, help="timed epochs per row, rotating who goes first (median)")
     p.add_argument("--samples", type=int, default=EPOCH_SAMPLES, help="samples per timed epoch (scaled to 60000)")
-    p.add_argument("--backends", default=None, help="nnarray rows: numpy,cupy,array_api_strict,torch, each with "
-                   "optional :generic or :fast (default numpy, plus cupy,cupy:fast with a GPU)")
+    p.add_argument("--backends", default=None, help="nnarray rows: numpy,cupy,array_api_strict,torch,jax, each with "
+                   "optional :generic or :fast (default numpy, jax:generic,jax:fast, plus cupy,cupy:fast with a GPU)")
     p.add_argument("--yardsticks", default=",".join(YARDSTICKS), help=f"among {','.join(YARDSTICKS)} (default all)")
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     p.add_argument("--data", default="auto", choices=["auto", "fashion-mnist", "random"])
@@ -249,7 +258,7 @@ def main(argv=None):
     gpu = ys.gpu_present()
     cfgs = parse_configs(args.configs or ("100x100,1000x100" + (",4096x1024" if gpu else "")))
     backends = ([b.strip() for b in args.backends.split(",") if b.strip()] if args.backends else
-                ["numpy"] + (["cupy", "cupy:fast"] if nn.cupy_available() else []))
+                ["numpy"] + jax_rows() + (["cupy", "cupy:fast"] if nn.cupy_available() else []))
     X, t, data_desc = load_data(args.data, args.samples)
     env = ys.environment()
     print("\n".join([f"nnarray benchmark: seed network, SGD lr={LR} (mean), {args.dtype}, {EPOCH_SAMPLES} "

@@ -79,6 +79,7 @@ def _jax(mode):
     import jax  # noqa: PLC0415
 
     jax.config.update("jax_default_matmul_precision", "highest")  # no TF32 in float32 products
+    jax.config.update("jax_enable_x64", True)  # the float64 runs (nnarray never turns JAX's 64-bit mode on itself)
     be = nn.get_backend("jax")
     if mode == "gpu":
         if jax.default_backend() != "gpu":

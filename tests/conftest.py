@@ -1,7 +1,7 @@
 """Shared fixtures: the backends every cross-backend test runs on, and small seeded problems.
 
-* ``backend`` — parametrised over numpy, array_api_strict, torch and cupy. A backend whose library or
-  device is missing is skipped with the reason; cupy is marked ``gpu`` automatically.
+* ``backend`` — parametrised over numpy, array_api_strict, torch, jax and cupy. torch or a CUDA device
+  missing is skipped with the reason (cupy is marked ``gpu`` automatically); jax, in the test extra, is not.
 * ``blobs`` — a factory of small learnable classification problems (Gaussian blobs).
 * markers ``torch`` and ``gpu`` skip, with the reason, where torch or a CUDA device is missing; with
   ``$NNARRAY_REQUIRE_GPU=1`` (ci/gpu.sh on a GPU machine) a ``gpu`` test without CuPy and a device fails
@@ -66,6 +66,9 @@ BACKENDS = [
     pytest.param("numpy", id="numpy"),
     pytest.param("array_api_strict", id="strict"),
     pytest.param("torch", id="torch", marks=pytest.mark.torch),
+    # JAX's arrays are immutable: every update must be stored, never made in place. In the test extra, so
+    # never skipped; the float64 comparisons need its 64-bit mode (see jax_x64).
+    pytest.param("jax", id="jax"),
     pytest.param("cupy", id="cupy", marks=pytest.mark.gpu),
 ]
 
@@ -90,9 +93,28 @@ def pytest_runtest_setup(item):
         pytest.skip(NO_TORCH_REASON)
 
 
+def enable_jax_x64():
+    """Switch on JAX's 64-bit mode for this test process (float64 arrays; int64 indices).
+
+    nnarray itself never changes JAX's global configuration: without the mode it refuses float64 with an
+    error saying how to enable it (tests/test_jax.py checks that, and float32 training, in a fresh process).
+    """
+    import jax  # noqa: PLC0415
+
+    jax.config.update("jax_enable_x64", True)
+
+
+@pytest.fixture
+def jax_x64():
+    """JAX with its 64-bit mode on (:func:`enable_jax_x64`)."""
+    enable_jax_x64()
+
+
 @pytest.fixture(params=BACKENDS)
 def backend(request):
-    """A backend name: numpy, array_api_strict, torch (marked ``torch``), cupy (marked ``gpu``)."""
+    """A backend name: numpy, array_api_strict, torch (marked ``torch``), jax (64-bit mode on), cupy (marked ``gpu``)."""
+    if request.param == "jax":
+        enable_jax_x64()
     return request.param
 
 

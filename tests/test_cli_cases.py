@@ -184,7 +184,7 @@ def test_quiet_prints_rounded_figures_and_the_run_folder(tmp_path, capsys):
 def test_bare_command_is_a_usage_error(capsys):
     assert cli.main([]) == 2
     out, err = capsys.readouterr()
-    assert out == "" and err.startswith("usage: nnarray {train,evaluate}") and "a command is required" in err
+    assert out == "" and err.startswith("usage: nnarray {train,evaluate,export}") and "a command is required" in err
     assert cli.main(["--help"]) == 0 and capsys.readouterr().out.startswith("usage:")
 
 

@@ -93,8 +93,17 @@ def test_validation_checked_before_training(net, data):
 
 
 def test_unknown_backend():
-    with pytest.raises(ValueError, match=r"backend: unknown backend 'jax' \(from argument\); expected one of numpy, cupy"):
-        nn.get_backend("jax")
+    with pytest.raises(
+        ValueError,
+        match=r"backend: unknown backend 'tensorflow' \(from argument\); expected one of numpy, cupy, .*jax, dask, "
+        r"ndonnx, auto, or an Array API namespace \(get_backend\(xp\)\)",
+    ):
+        nn.get_backend("tensorflow")
+
+
+def test_neither_name_nor_namespace_nor_array():
+    with pytest.raises(TypeError, match=r"backend: expected a backend name .*an Array API namespace, an array or a Backend, got dict"):
+        nn.get_backend({"xp": None})
 
 
 def test_unknown_backend_from_environment(monkeypatch):

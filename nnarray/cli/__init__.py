@@ -4,7 +4,7 @@
 (:mod:`.settings`: from the flags, or from the checkpoint with ``--resume``), :func:`fit` — the library's
 :func:`nnarray.fit` with its callbacks: checkpoint, best model on validation, history files, early stopping, the
 epoch line (:mod:`.train`) — and :func:`report` (:mod:`.results`: test accuracy of the final and the best model).
-The run's folder and machine (threads, processes) are :mod:`.runs`; ``nnarray evaluate`` is :mod:`.evaluate`.
+The run's folder and machine (threads, processes) are :mod:`.runs`; ``nnarray evaluate`` is :mod:`.evaluate`, ``nnarray export`` :mod:`.export`.
 
 A run goes into its own folder, ``runs/<date-time>/`` with the symbolic link ``runs/latest`` pointing at it
 (or ``--out DIR``, refused if DIR holds a run unless ``--overwrite``; ``--resume`` writes next to its
@@ -26,16 +26,17 @@ import sys
 from .. import __version__
 from .common import UsageError
 from .evaluate import evaluate_main
+from .export import export_main
 from .parser import build_evaluate_parser, build_train_parser, parse
 from .results import report
 from .runs import ENV_THREADS
 from .settings import DEFAULTS, config, load_data, validation_size
 from .train import fit, train_main
 
-__all__ = ["main", "train_main", "evaluate_main", "parse", "config", "fit", "report", "UsageError", "DEFAULTS",
+__all__ = ["main", "train_main", "evaluate_main", "export_main", "parse", "config", "fit", "report", "UsageError", "DEFAULTS",
            "load_data", "validation_size", "build_train_parser", "build_evaluate_parser", "ENV_THREADS"]
 
-USAGE = "usage: nnarray {train,evaluate} [options]   (nnarray train --help for the options; nnarray --version)"
+USAGE = "usage: nnarray {train,evaluate,export} [options]   (nnarray train --help for the options; nnarray --version)"
 
 
 def main(argv=None):
@@ -48,12 +49,14 @@ def main(argv=None):
         return train_main(argv[1:], restart=from_command_line)
     if argv and argv[0] == "evaluate":
         return evaluate_main(argv[1:])
+    if argv and argv[0] == "export":
+        return export_main(argv[1:])
     if argv and argv[0] in ("-h", "--help"):
         print(USAGE)
         return 0
     # No command, or an unknown one: the usage, on stderr, and the exit status of a usage error (as argparse).
     print(USAGE, file=sys.stderr)
-    print(f"error: unknown command {argv[0]!r}" if argv else "error: a command is required: train or evaluate",
+    print(f"error: unknown command {argv[0]!r}" if argv else "error: a command is required: train, evaluate or export",
           file=sys.stderr)
     return 2
 

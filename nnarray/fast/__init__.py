@@ -14,6 +14,9 @@ cupy       :class:`~nnarray.fast.cupy_graph.CupyGraphStep`        experimental: 
                                                                   until it has passed its parity tests on a
                                                                   GPU (``cupy_graph.VALIDATED``); SGD, small
                                                                   layers only
+jax        :class:`~nnarray.fast.jax_jit.JaxJitStep`              by default (``fast=None``): the generic
+                                                                  step traced by ``jax.jit``; every
+                                                                  optimizer without gradient hooks
 =========  =====================================================  ==========================================
 
 NumPy has no fast path: a buffered NumPy step (preallocated ``out=`` arrays) measured between 3 % slower and
@@ -34,3 +37,12 @@ def _cupy_graph_step():
 
 
 register_fast_path("cupy", _cupy_graph_step)
+
+
+def _jax_jit_step():
+    from .jax_jit import JaxJitStep  # noqa: PLC0415 -- imports JAX only when used
+
+    return JaxJitStep
+
+
+register_fast_path("jax", _jax_jit_step)
