@@ -1,0 +1,291 @@
+"""Fused forms of the optimizers' rules: each update applied in place, one pass per parameter, per backend.
+
+:meth:`nnarray.optim.Optimizer.rule` is the reference: pure expressions, a new array per operation. On a
+backend whose arrays are writeable, :meth:`~nnarray.optim.Optimizer.update` uses the optimizer's fused form
+(:meth:`~nnarray.optim.Optimizer.fused`) instead, which leaves the parameter ``p`` and the state arrays equal
+to what the rule returns (to rounding; tests/test_fused.py checks 1e-12 in float64 for every option) and never
+changes the gradient ``g``:
+
+* **NumPy** — the rule's operations as in-place ufuncs (``out=``) on blocks of ``BLOCK`` elements (whole rows
+  of the parameter), with scratch buffers of one block: every block's temporaries stay in the core's cache,
+  so the memory traffic is one read of p, g and the state and one write of p and the state — one pass — and
+  no array the size of a parameter is allocated per step.
+* **CuPy** — one ``ElementwiseKernel`` per optimizer: one kernel launch per parameter and step. The kernels
+  are compiled on first use; this module imports without CuPy.
+
+The forms read the hyperparameters from the optimizer at every step (μ, β, ε, λ, ...) and the step's
+scalars (η, Adam's bias corrections, AdaGrad's decayed η) from :meth:`~nnarray.optim.Optimizer.scalars`.
+"""
+
+from __future__ import annotations
+
+from .optim import FusedForm, HeavyBallSGD
+
+__all__ = ["BLOCK", "numpy_form", "cupy_form"]
+
+#: Elements per block of the NumPy forms (a few blocks of float32 stay in a core's L2 cache).
+BLOCK = 1 << 15
+
+
+# --------------------------------------------------------------------------------------------- NumPy
+def _blocks(p, *others, scratch):
+    """``(p_block, *other_blocks, *scratch_blocks)`` over blocks of whole rows of ``p`` (any layout: basic
+    slices are views, so in-place operations reach the arrays)."""
+    if p.ndim == 0:
+        yield (p, *others, *(s[:1].reshape(()) for s in scratch))
+        return
+    rows = p.shape[0]
+    row = p.size // rows if rows else 1
+    step = max(1, BLOCK // max(row, 1))
+    for s in range(0, rows, step):
+        e = min(rows, s + step)
+        views = tuple(buf[: (e - s) * row].reshape((e - s,) + p.shape[1:]) for buf in scratch)
+        yield (p[s:e], *(a[s:e] for a in others), *views)
+
+
+class _NumpyForm(FusedForm):
+    """Base of the NumPy forms: scratch buffers of one block per dtype, and the block loop."""
+
+    n_scratch = 2
+
+    def __init__(self, opt, backend):
+        super().__init__(opt, backend)
+        self._scratch = {}
+
+    def _buffers(self, dtype):
+        bufs = self._scratch.get(dtype)
+        if bufs is None:
+            import numpy as np  # noqa: PLC0415 -- this form serves the NumPy backend only
+
+            bufs = self._scratch[dtype] = tuple(np.empty(BLOCK, dtype=dtype) for _ in range(self.n_scratch))
+        return bufs
+
+    def apply(self, p, g, state, scalars):
+        names = self.opt.state_names()
+        for blk in _blocks(p, g, *(state[n] for n in names), scratch=self._buffers(p.dtype)):
+            self.block(blk[0], blk[1], blk[2 : 2 + len(names)], blk[2 + len(names) :], scalars)
+
+    def _gradient(self, np, p, g, tmp, wd):
+        """g + λp (L2 added to the gradient) in ``tmp``, or ``g`` itself when λ = 0 (never changed)."""
+        if not wd:
+            return g
+        np.multiply(p, wd, out=tmp)
+        np.add(g, tmp, out=tmp)
+        return tmp
+
+
+class NumpySGD(_NumpyForm):
+    """SGD in place: μ = 0: W ← W − η g; else v ← μ v − η g, W ← W + v (Nesterov: W ← W + μ v − η g)."""
+
+    n_scratch = 3
+
+    def block(self, p, g, state, tmp, scalars):
+        import numpy as np  # noqa: PLC0415
+
+        opt, lr = self.opt, scalars["lr"]
+        g = self._gradient(np, p, g, tmp[0], opt.weight_decay)
+        lg = np.multiply(g, lr, out=tmp[1])  # η g
+        if not opt.momentum:
+            np.subtract(p, lg, out=p)
+            return
+        (v,) = state
+        np.multiply(v, opt.momentum, out=v)
+        np.subtract(v, lg, out=v)  # v ← μv − ηg
+        if opt.nesterov:
+            step = np.multiply(v, opt.momentum, out=tmp[2])
+            np.subtract(step, lg, out=step)  # μv − ηg
+            np.add(p, step, out=p)
+        else:
+            np.add(p, v, out=p)
+
+
+class NumpyAdam(_NumpyForm):
+    """Adam / AdamW in place: m ← β1 m + (1 − β1) g, v ← β2 v + (1 − β2) g²,
+    W ← W − (η / (1 − β1^t)) m / (√v / √(1 − β2^t) + ε) (AdamW: − ηλW besides)."""
+
+    n_scratch = 3
+
+    def block(self, p, g, state, tmp, scalars):
+        import numpy as np  # noqa: PLC0415
+
+        opt = self.opt
+        (b1, b2), wd = opt.betas, opt.weight_decay
+        m, v = state
+        g = self._gradient(np, p, g, tmp[0], wd if not opt._decoupled else 0.0)
+        t1 = tmp[1]
+        np.multiply(m, b1, out=m)
+        np.multiply(g, 1.0 - b1, out=t1)
+        np.add(m, t1, out=m)
+        np.multiply(g, g, out=t1)
+        np.multiply(t1, 1.0 - b2, out=t1)
+        np.multiply(v, b2, out=v)
+        np.add(v, t1, out=v)
+        np.sqrt(v, out=t1)
+        np.divide(t1, scalars["bc2_sqrt"], out=t1)
+        np.add(t1, opt.eps, out=t1)
+        np.divide(m, t1, out=t1)
+        np.multiply(t1, -scalars["step_size"], out=t1)
+        if wd and opt._decoupled:
+            decay = np.multiply(p, -scalars["lr"] * wd, out=tmp[2])  # −ηλW, from W before the step
+            np.add(t1, decay, out=t1)
+        np.add(p, t1, out=p)
+
+
+class NumpyRMSprop(_NumpyForm):
+    """RMSprop in place: s ← α s + (1 − α) g², d = g / (√s + ε); W ← W − η d, or b ← μ b + d, W ← W − η b."""
+
+    n_scratch = 3
+
+    def block(self, p, g, state, tmp, scalars):
+        import numpy as np  # noqa: PLC0415
+
+        opt = self.opt
+        g = self._gradient(np, p, g, tmp[0], opt.weight_decay)
+        s = state[0]
+        d = tmp[1]
+        np.multiply(g, g, out=d)
+        np.multiply(d, 1.0 - opt.alpha, out=d)
+        np.multiply(s, opt.alpha, out=s)
+        np.add(s, d, out=s)
+        np.sqrt(s, out=d)
+        np.add(d, opt.eps, out=d)
+        np.divide(g, d, out=d)  # d = g / (√s + ε)
+        if not opt.momentum:
+            np.multiply(d, -scalars["lr"], out=d)
+            np.add(p, d, out=p)
+            return
+        b = state[1]
+        np.multiply(b, opt.momentum, out=b)
+        np.add(b, d, out=b)
+        np.multiply(b, -scalars["lr"], out=d)
+        np.add(p, d, out=p)
+
+
+class NumpyAdaGrad(_NumpyForm):
+    """AdaGrad in place: h ← h + g², W ← W − η_t g / (√h + ε)."""
+
+    def block(self, p, g, state, tmp, scalars):
+        import numpy as np  # noqa: PLC0415
+
+        opt = self.opt
+        g = self._gradient(np, p, g, tmp[0], opt.weight_decay)
+        (h,) = state
+        t1 = tmp[1]
+        np.multiply(g, g, out=t1)
+        np.add(h, t1, out=h)
+        np.sqrt(h, out=t1)
+        np.add(t1, opt.eps, out=t1)
+        np.divide(g, t1, out=t1)
+        np.multiply(t1, -scalars["clr"], out=t1)
+        np.add(p, t1, out=p)
+
+
+_NUMPY = {"sgd": NumpySGD, "adam": NumpyAdam, "rmsprop": NumpyRMSprop, "adagrad": NumpyAdaGrad}
+
+
+def numpy_form(opt, family, backend):
+    """The NumPy fused form of ``family`` ("sgd", "adam", "rmsprop", "adagrad") for ``opt``."""
+    return _NUMPY[family](opt, backend)
+
+
+# --------------------------------------------------------------------------------------------- CuPy
+# One ElementwiseKernel per optimizer (and state layout). ``T`` is the parameters' dtype; every constant arrives
+# from the host as a Python float computed there as the rule computes it (1 − β1, −ηλ, ...; cast to T as the
+# rule's weak scalars are), flags as ints. Each kernel evaluates the rule's expressions in the rule's order.
+_CUPY_SOURCES = {
+    "sgd": ("T g, T lr, T wd", "T p", "T ge = wd != 0 ? g + wd * p : g; p = p - lr * ge;"),
+    "sgd-momentum": (
+        "T g, T lr, T mu, T wd, int32 nesterov",
+        "T p, T v",
+        "T ge = wd != 0 ? g + wd * p : g; T nv = mu * v - lr * ge; v = nv;"
+        "p = p + (nesterov ? mu * nv - lr * ge : nv);",
+    ),
+    "adam": (
+        "T g, T b1, T c1, T b2, T c2, T eps, T wd, int32 decoupled, T decay, T neg_step, T bc2_sqrt",
+        "T p, T m, T v",
+        "T ge = (wd != 0 && !decoupled) ? g + wd * p : g;"
+        "T nm = b1 * m + c1 * ge; T nv = b2 * v + c2 * (ge * ge); m = nm; v = nv;"
+        "T delta = nm / (sqrt(nv) / bc2_sqrt + eps) * neg_step;"
+        "if (wd != 0 && decoupled) delta = delta + p * decay;"
+        "p = p + delta;",
+    ),
+    "rmsprop": (
+        "T g, T alpha, T c, T eps, T wd, T neg_lr",
+        "T p, T s",
+        "T ge = wd != 0 ? g + wd * p : g; T ns = alpha * s + c * (ge * ge); s = ns;"
+        "p = p + ge / (sqrt(ns) + eps) * neg_lr;",
+    ),
+    "rmsprop-momentum": (
+        "T g, T alpha, T c, T eps, T mu, T wd, T neg_lr",
+        "T p, T s, T b",
+        "T ge = wd != 0 ? g + wd * p : g; T ns = alpha * s + c * (ge * ge); s = ns;"
+        "T nb = mu * b + ge / (sqrt(ns) + eps); b = nb; p = p + neg_lr * nb;",
+    ),
+    "adagrad": (
+        "T g, T eps, T wd, T neg_clr",
+        "T p, T h",
+        "T ge = wd != 0 ? g + wd * p : g; T nh = h + ge * ge; h = nh; p = p + ge / (sqrt(nh) + eps) * neg_clr;",
+    ),
+}
+_CUPY_KERNELS: dict = {}
+
+
+def _cupy_kernel(name):
+    """The compiled ``ElementwiseKernel`` ``name`` (built on first use; needs CuPy)."""
+    if name not in _CUPY_KERNELS:
+        import cupy  # noqa: PLC0415 -- only a CuPy backend asks for these kernels
+
+        params_in, params_out, body = _CUPY_SOURCES[name]
+        _CUPY_KERNELS[name] = cupy.ElementwiseKernel(params_in, params_out, body, f"nnarray_{name.replace('-', '_')}")
+    return _CUPY_KERNELS[name]
+
+
+def _cupy_arguments(opt, family, state, scalars):
+    """``(kernel name, inputs after g, state arrays in the kernel's order)`` for one parameter."""
+    lr, wd = scalars["lr"], opt.weight_decay
+    if family == "sgd":
+        if not opt.momentum:
+            return "sgd", (lr, wd), ()
+        return "sgd-momentum", (lr, opt.momentum, wd, int(opt.nesterov)), (state["velocity"],)
+    if family == "adam":
+        b1, b2 = opt.betas
+        args = (b1, 1.0 - b1, b2, 1.0 - b2, opt.eps, wd, int(opt._decoupled), -lr * wd, -scalars["step_size"],
+                scalars["bc2_sqrt"])
+        return "adam", args, (state["exp_avg"], state["exp_avg_sq"])
+    if family == "rmsprop":
+        args = (opt.alpha, 1.0 - opt.alpha, opt.eps)
+        if not opt.momentum:
+            return "rmsprop", (*args, wd, -lr), (state["square_avg"],)
+        return "rmsprop-momentum", (*args, opt.momentum, wd, -lr), (state["square_avg"], state["momentum_buffer"])
+    return "adagrad", (opt.eps, wd, -scalars["clr"]), (state["sum"],)
+
+
+class _CupyApply:
+    """``apply`` of the CuPy forms: the family's kernel, one launch per parameter."""
+
+    family = ""
+
+    def apply(self, p, g, state, scalars):
+        name, args, arrays = _cupy_arguments(self.opt, self.family, state, scalars)
+        _cupy_kernel(name)(g, *args, p, *arrays)
+
+
+class CupyForm(_CupyApply, FusedForm):
+    """An optimizer's rule as one CuPy ``ElementwiseKernel`` per parameter and step."""
+
+    def __init__(self, opt, backend, family):
+        super().__init__(opt, backend)
+        self.family = family
+
+
+class CupyHeavyBallSGD(_CupyApply, HeavyBallSGD):
+    """:class:`~nnarray.optim.HeavyBallSGD` (the CuPy graph step's description) that also applies itself."""
+
+    family = "sgd"
+
+
+def cupy_form(opt, family, backend):
+    """The CuPy fused form of ``family`` for ``opt`` (heavy-ball SGD keeps the graph step's description)."""
+    if family == "sgd" and not opt.nesterov and not opt.weight_decay:
+        return CupyHeavyBallSGD(opt, backend)
+    return CupyForm(opt, backend, family)

@@ -1,0 +1,141 @@
+"""The optimizers' fused forms (nnarray/fused.py) against their functional rules: NumPy in-place blocks to
+1e-12 in float64 for every optimizer and option, over several steps and a change of η; the CuPy kernels the
+same on a GPU."""
+
+import numpy as np
+import pytest
+
+import nnarray as nn
+from nnarray import fused
+
+CONFIGS = [
+    ("SGD", {}),
+    ("SGD", {"weight_decay": 0.1}),
+    ("SGD", {"momentum": 0.9}),
+    ("SGD", {"momentum": 0.9, "nesterov": True}),
+    ("SGD", {"momentum": 0.8, "weight_decay": 0.05}),
+    ("SGD", {"momentum": 0.9, "nesterov": True, "weight_decay": 0.05}),
+    ("Adam", {}),
+    ("Adam", {"weight_decay": 0.1}),
+    ("Adam", {"betas": (0.8, 0.99), "eps": 1e-6}),
+    ("AdamW", {}),
+    ("AdamW", {"weight_decay": 0.05}),
+    ("AdamW", {"weight_decay": 0.0}),
+    ("RMSprop", {}),
+    ("RMSprop", {"momentum": 0.9}),
+    ("RMSprop", {"alpha": 0.9, "eps": 1e-6, "weight_decay": 0.1}),
+    ("RMSprop", {"momentum": 0.5, "weight_decay": 0.1}),
+    ("AdaGrad", {}),
+    ("AdaGrad", {"lr_decay": 0.1}),
+    ("AdaGrad", {"initial_accumulator_value": 0.5}),
+    ("AdaGrad", {"lr_decay": 0.05, "initial_accumulator_value": 0.1, "weight_decay": 0.1, "eps": 1e-6}),
+]
+LR = {"SGD": 0.1, "Adam": 1e-2, "AdamW": 1e-2, "RMSprop": 1e-2, "AdaGrad": 0.1}
+
+
+def _params(rng, xp=np):
+    base = rng.standard_normal((9, 13))
+    return {
+        "W1": xp.asarray(rng.standard_normal((37, 11))),  # several blocks of whole rows, the last one partial
+        "b1": xp.asarray(rng.standard_normal(11)),
+        "W2": xp.asarray(base).T,  # a strided view: blocks are views, in place reaches it
+        "b2": xp.asarray(rng.standard_normal(1)),
+    }
+
+
+def _read_only(params):
+    """Copies the optimizer cannot write to: :meth:`nnarray.optim.Optimizer.update` then takes the functional rule."""
+    out = {k: np.array(v, copy=True) for k, v in params.items()}
+    for v in out.values():
+        v.flags.writeable = False
+    return out
+
+
+@pytest.mark.parametrize("name,kw", CONFIGS, ids=[f"{n}-{'-'.join(f'{k}={v}' for k, v in kw.items()) or 'default'}"
+                                                  for n, kw in CONFIGS])
+def test_numpy_fused_form_equals_the_functional_rule(name, kw, monkeypatch):
+    monkeypatch.setattr(fused, "BLOCK", 40)  # blocks of 3 rows of W1, 4 of W2.T: boundaries and a partial block
+    rng = np.random.default_rng(0)
+    params = _params(rng)
+    ref_params = _read_only(params)
+    grads = [{k: rng.standard_normal(v.shape) for k, v in params.items()} for _ in range(6)]
+    lrs = [LR[name]] * 3 + [LR[name] * 0.5] * 3  # a schedule's change of η mid-run (SGD rescales its velocity)
+    opt, ref = getattr(nn, name)(lr=LR[name], **kw), getattr(nn, name)(lr=LR[name], **kw)
+    form = opt.fused(nn.get_backend("numpy"))
+    assert form is not None and form.apply is not None
+    calls = []
+    apply = form.apply
+    form.apply = lambda *args: (calls.append(1), apply(*args))
+    for g_step, lr in zip(grads, lrs):
+        g_copy = {k: g.copy() for k, g in g_step.items()}
+        opt.lr = ref.lr = lr
+        opt.update(params, g_step)
+        ref_params = _read_only(ref_params)
+        ref.update(ref_params, g_copy)
+        for k in g_step:
+            np.testing.assert_array_equal(g_step[k], g_copy[k])  # the gradient is never changed
+    assert len(calls) == 6 * len(params)  # the fused form made every update, the reference none
+    assert opt.state_names() == ref.state_names() and opt.t == ref.t == 6
+    for k in params:
+        np.testing.assert_allclose(params[k], ref_params[k], rtol=1e-12, atol=1e-15, err_msg=k)
+        for n in ref.state_names():
+            np.testing.assert_allclose(opt.state[n][k], ref.state[n][k], rtol=1e-12, atol=1e-15, err_msg=f"{n} {k}")
+
+
+def test_numpy_fused_form_keeps_float32_and_its_scratch():
+    opt = nn.AdamW(1e-3, weight_decay=0.05)
+    p = {"W": np.ones((3, 4), dtype=np.float32)}
+    opt.update(p, {"W": np.full((3, 4), 0.5, dtype=np.float32)})
+    assert p["W"].dtype == np.float32 and opt.state["exp_avg"]["W"].dtype == np.float32
+    form = opt.fused(nn.get_backend("numpy"))
+    assert form is opt.fused(nn.get_backend("numpy"))  # made once: its scratch buffers serve every step
+    assert all(b.dtype == np.float32 for b in form._scratch[np.dtype(np.float32)])
+
+
+def test_read_only_parameters_take_the_functional_rule():
+    opt = nn.Adam(1e-2)
+    W = np.ones(3)
+    W.flags.writeable = False
+    p = {"W": W}
+    opt.update(p, {"W": np.full(3, 0.5)})
+    assert p["W"] is not W and np.all(W == 1.0)
+
+
+def test_cupy_kernels_are_defined_for_every_family_without_cupy():
+    """The kernel sources exist for every optimizer and state layout; compiling them needs CuPy (gpu tests)."""
+    assert set(fused._CUPY_SOURCES) == {"sgd", "sgd-momentum", "adam", "rmsprop", "rmsprop-momentum", "adagrad"}
+    for name, kw in CONFIGS:
+        opt = getattr(nn, name)(lr=LR[name], **kw)
+        family = {"SGD": "sgd", "Adam": "adam", "AdamW": "adam", "RMSprop": "rmsprop", "AdaGrad": "adagrad"}[name]
+        state = {n: None for n in opt.state_names()}
+        opt.t = 1
+        kernel, args, arrays = fused._cupy_arguments(opt, family, state, opt.scalars())
+        params_in, params_out, _ = fused._CUPY_SOURCES[kernel]
+        assert len(params_in.split(",")) == 1 + len(args)  # g and the constants
+        assert len(params_out.split(",")) == 1 + len(arrays)  # p and the state
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name,kw", CONFIGS)
+def test_cupy_fused_form_equals_the_functional_rule(name, kw):
+    if not nn.cupy_available():
+        pytest.skip("needs CuPy and a CUDA device")
+    import cupy as cp  # noqa: PLC0415
+
+    rng = np.random.default_rng(0)
+    host = _params(rng)
+    grads = [{k: rng.standard_normal(v.shape) for k, v in host.items()} for _ in range(4)]
+    opt, ref = getattr(nn, name)(lr=LR[name], **kw), getattr(nn, name)(lr=LR[name], **kw)
+    assert opt.fused(nn.get_backend("cupy")).apply is not None
+    dev = {k: cp.ascontiguousarray(cp.asarray(v)) for k, v in host.items()}
+    cpu = {k: np.array(v) for k, v in host.items()}
+    with np.errstate(all="ignore"):
+        for g in grads:
+            opt.update(dev, {k: cp.asarray(v) for k, v in g.items()})
+            cpu_ro = {k: v.copy() for k, v in cpu.items()}
+            for v in cpu_ro.values():
+                v.flags.writeable = False  # the functional rule on the host
+            ref.update(cpu_ro, g)
+            cpu = cpu_ro
+    for k in cpu:
+        np.testing.assert_allclose(cp.asnumpy(dev[k]), cpu[k], rtol=1e-12, atol=1e-15)
