@@ -6,10 +6,11 @@ backend whose arrays are writeable, :meth:`~nnarray.optim.Optimizer.update` uses
 to what the rule returns (to rounding; tests/test_fused.py checks 1e-12 in float64 for every option) and never
 changes the gradient ``g``:
 
-* **NumPy** — the rule's operations as in-place ufuncs (``out=``) on blocks of ``BLOCK`` elements (whole rows
-  of the parameter), with scratch buffers of one block: every block's temporaries stay in the core's cache,
-  so the memory traffic is one read of p, g and the state and one write of p and the state — one pass — and
-  no array the size of a parameter is allocated per step.
+* **NumPy** — with the ``numba`` extra installed, one compiled loop per parameter (:class:`NumbaForm`): p, g
+  and the state are read once and written once. Without it, the rule's operations as in-place ufuncs
+  (``out=``) on blocks of ``BLOCK`` elements (whole rows of the parameter), with scratch buffers of one block:
+  every block's temporaries stay in the core's cache, so the memory traffic is close to one pass, and no
+  array the size of a parameter is allocated per step. :func:`numpy_engine` says which one runs.
 * **CuPy** — one ``ElementwiseKernel`` per optimizer: one kernel launch per parameter and step. The kernels
   are compiled on first use; this module imports without CuPy.
 
@@ -19,9 +20,12 @@ scalars (η, Adam's bias corrections, AdaGrad's decayed η) from :meth:`~nnarray
 
 from __future__ import annotations
 
+import importlib.util
+import os
+
 from .optim import FusedForm, HeavyBallSGD
 
-__all__ = ["BLOCK", "numpy_form", "cupy_form"]
+__all__ = ["BLOCK", "NUMBA_MISSING", "numpy_engine", "numpy_form", "cupy_form"]
 
 #: Elements per block of the NumPy forms (a few blocks of float32 stay in a core's L2 cache).
 BLOCK = 1 << 15
@@ -183,8 +187,48 @@ class NumpyAdaGrad(_NumpyForm):
 _NUMPY = {"sgd": NumpySGD, "adam": NumpyAdam, "rmsprop": NumpyRMSprop, "adagrad": NumpyAdaGrad}
 
 
+class NumbaForm(FusedForm):
+    """The rule as one compiled Numba loop per parameter (:mod:`nnarray._numba_kernels`, the ``numba`` extra):
+    p, g and the state read once and written once. Arrays that are not contiguous or not of one dtype take
+    the ufunc blocks of the same family instead."""
+
+    def __init__(self, opt, backend, family):
+        super().__init__(opt, backend)
+        self.family = family
+        self.ufuncs = _NUMPY[family](opt, backend)
+
+    def apply(self, p, g, state, scalars):
+        from . import _numba_kernels  # noqa: PLC0415 -- the numba extra; chosen only when installed
+
+        name, consts, arrays = _arguments(self.opt, self.family, state, scalars)
+        if not all(a.flags.c_contiguous and a.dtype == p.dtype for a in (p, g, *arrays)):
+            self.ufuncs.apply(p, g, state, scalars)
+            return
+        dt = p.dtype.type  # constants in the arrays' dtype: float32 computes in float32, as the rule does
+        flat = (a.reshape(-1) for a in (p, g, *arrays))
+        getattr(_numba_kernels, name)(*flat, *(c if isinstance(c, int) else dt(c) for c in consts))
+
+
+#: Why the NumPy forms run as ufunc blocks rather than one compiled pass, or None when Numba serves them.
+NUMBA_MISSING = (
+    "numba is not installed: NumPy optimizer updates run as in-place ufunc blocks "
+    "(pip install 'nnarray[numba]' for one compiled pass per parameter)"
+)
+
+
+def numpy_engine() -> str:
+    """``"numba"`` when the NumPy forms run compiled loops (Numba installed and ``$NNARRAY_NUMBA`` not ``0``/
+    ``off``), else ``"ufunc"`` (:data:`NUMBA_MISSING` says why, when it is the missing extra)."""
+    if os.environ.get("NNARRAY_NUMBA", "1").strip().lower() in ("0", "false", "no", "off"):
+        return "ufunc"
+    return "numba" if importlib.util.find_spec("numba") is not None else "ufunc"
+
+
 def numpy_form(opt, family, backend):
-    """The NumPy fused form of ``family`` ("sgd", "adam", "rmsprop", "adagrad") for ``opt``."""
+    """The NumPy fused form of ``family`` ("sgd", "adam", "rmsprop", "adagrad") for ``opt``: Numba loops when
+    :func:`numpy_engine` says so, else in-place ufunc blocks."""
+    if numpy_engine() == "numba":
+        return NumbaForm(opt, backend, family)
     return _NUMPY[family](opt, backend)
 
 
@@ -194,19 +238,19 @@ def numpy_form(opt, family, backend):
 # rule's weak scalars are), flags as ints. Each kernel evaluates the rule's expressions in the rule's order.
 _CUPY_SOURCES = {
     "sgd": ("T g, T lr, T wd", "T p", "T ge = wd != 0 ? g + wd * p : g; p = p - lr * ge;"),
-    "sgd-momentum": (
+    "sgd_momentum": (
         "T g, T lr, T mu, T wd, int32 nesterov",
         "T p, T v",
         "T ge = wd != 0 ? g + wd * p : g; T nv = mu * v - lr * ge; v = nv;"
         "p = p + (nesterov ? mu * nv - lr * ge : nv);",
     ),
     "adam": (
-        "T g, T b1, T c1, T b2, T c2, T eps, T wd, int32 decoupled, T decay, T neg_step, T bc2_sqrt",
+        "T g, T b1, T c1, T b2, T c2, T eps, T l2, T decay, T neg_step, T bc2_sqrt",
         "T p, T m, T v",
-        "T ge = (wd != 0 && !decoupled) ? g + wd * p : g;"
+        "T ge = l2 != 0 ? g + l2 * p : g;"
         "T nm = b1 * m + c1 * ge; T nv = b2 * v + c2 * (ge * ge); m = nm; v = nv;"
         "T delta = nm / (sqrt(nv) / bc2_sqrt + eps) * neg_step;"
-        "if (wd != 0 && decoupled) delta = delta + p * decay;"
+        "if (decay != 0) delta = delta + p * decay;"
         "p = p + delta;",
     ),
     "rmsprop": (
@@ -215,7 +259,7 @@ _CUPY_SOURCES = {
         "T ge = wd != 0 ? g + wd * p : g; T ns = alpha * s + c * (ge * ge); s = ns;"
         "p = p + ge / (sqrt(ns) + eps) * neg_lr;",
     ),
-    "rmsprop-momentum": (
+    "rmsprop_momentum": (
         "T g, T alpha, T c, T eps, T mu, T wd, T neg_lr",
         "T p, T s, T b",
         "T ge = wd != 0 ? g + wd * p : g; T ns = alpha * s + c * (ge * ge); s = ns;"
@@ -236,27 +280,29 @@ def _cupy_kernel(name):
         import cupy  # noqa: PLC0415 -- only a CuPy backend asks for these kernels
 
         params_in, params_out, body = _CUPY_SOURCES[name]
-        _CUPY_KERNELS[name] = cupy.ElementwiseKernel(params_in, params_out, body, f"nnarray_{name.replace('-', '_')}")
+        _CUPY_KERNELS[name] = cupy.ElementwiseKernel(params_in, params_out, body, f"nnarray_{name}")
     return _CUPY_KERNELS[name]
 
 
-def _cupy_arguments(opt, family, state, scalars):
-    """``(kernel name, inputs after g, state arrays in the kernel's order)`` for one parameter."""
+def _arguments(opt, family, state, scalars):
+    """``(kernel name, constants, state arrays)`` of one parameter's update, shared by the CuPy and Numba kernels
+    (which take ``p, g, *state`` and the constants in this order): every constant computed on the host as the
+    functional rule computes it (1 − β1, −ηλ, ...), flags as ints."""
     lr, wd = scalars["lr"], opt.weight_decay
     if family == "sgd":
         if not opt.momentum:
             return "sgd", (lr, wd), ()
-        return "sgd-momentum", (lr, opt.momentum, wd, int(opt.nesterov)), (state["velocity"],)
+        return "sgd_momentum", (lr, opt.momentum, wd, int(opt.nesterov)), (state["velocity"],)
     if family == "adam":
         b1, b2 = opt.betas
-        args = (b1, 1.0 - b1, b2, 1.0 - b2, opt.eps, wd, int(opt._decoupled), -lr * wd, -scalars["step_size"],
-                scalars["bc2_sqrt"])
+        l2, decay = (0.0, -lr * wd) if opt._decoupled else (wd, 0.0)
+        args = (b1, 1.0 - b1, b2, 1.0 - b2, opt.eps, l2, decay, -scalars["step_size"], scalars["bc2_sqrt"])
         return "adam", args, (state["exp_avg"], state["exp_avg_sq"])
     if family == "rmsprop":
         args = (opt.alpha, 1.0 - opt.alpha, opt.eps)
         if not opt.momentum:
             return "rmsprop", (*args, wd, -lr), (state["square_avg"],)
-        return "rmsprop-momentum", (*args, opt.momentum, wd, -lr), (state["square_avg"], state["momentum_buffer"])
+        return "rmsprop_momentum", (*args, opt.momentum, wd, -lr), (state["square_avg"], state["momentum_buffer"])
     return "adagrad", (opt.eps, wd, -scalars["clr"]), (state["sum"],)
 
 
@@ -266,7 +312,7 @@ class _CupyApply:
     family = ""
 
     def apply(self, p, g, state, scalars):
-        name, args, arrays = _cupy_arguments(self.opt, self.family, state, scalars)
+        name, args, arrays = _arguments(self.opt, self.family, state, scalars)
         _cupy_kernel(name)(g, *args, p, *arrays)
 
 

@@ -51,9 +51,22 @@ def _read_only(params):
     return out
 
 
-@pytest.mark.parametrize("name,kw", CONFIGS, ids=[f"{n}-{'-'.join(f'{k}={v}' for k, v in kw.items()) or 'default'}"
-                                                  for n, kw in CONFIGS])
-def test_numpy_fused_form_equals_the_functional_rule(name, kw, monkeypatch):
+def _engine(request, monkeypatch):
+    """Select the NumPy forms' engine for the optimizers made after this call."""
+    if request == "numba":
+        pytest.importorskip("numba", reason="the numba extra (pip install 'nnarray[numba]')")
+    monkeypatch.setenv("NNARRAY_NUMBA", "1" if request == "numba" else "0")
+    assert fused.numpy_engine() == request
+
+
+IDS = [f"{n}-{'-'.join(f'{k}={v}' for k, v in kw.items()) or 'default'}" for n, kw in CONFIGS]
+
+
+@pytest.mark.parametrize("engine", ["ufunc", "numba"])
+@pytest.mark.parametrize("name,kw", CONFIGS, ids=IDS)
+def test_numpy_fused_form_equals_the_functional_rule(name, kw, engine, monkeypatch):
+    """W1, b1, b2 contiguous (Numba's loops), W2 a strided view (ufunc blocks under either engine)."""
+    _engine(engine, monkeypatch)
     monkeypatch.setattr(fused, "BLOCK", 40)  # blocks of 3 rows of W1, 4 of W2.T: boundaries and a partial block
     rng = np.random.default_rng(0)
     params = _params(rng)
@@ -63,6 +76,7 @@ def test_numpy_fused_form_equals_the_functional_rule(name, kw, monkeypatch):
     opt, ref = getattr(nn, name)(lr=LR[name], **kw), getattr(nn, name)(lr=LR[name], **kw)
     form = opt.fused(nn.get_backend("numpy"))
     assert form is not None and form.apply is not None
+    assert isinstance(form, fused.NumbaForm) == (engine == "numba")
     calls = []
     apply = form.apply
     form.apply = lambda *args: (calls.append(1), apply(*args))
@@ -82,7 +96,35 @@ def test_numpy_fused_form_equals_the_functional_rule(name, kw, monkeypatch):
             np.testing.assert_allclose(opt.state[n][k], ref.state[n][k], rtol=1e-12, atol=1e-15, err_msg=f"{n} {k}")
 
 
-def test_numpy_fused_form_keeps_float32_and_its_scratch():
+@pytest.mark.parametrize("engine", ["ufunc", "numba"])
+@pytest.mark.parametrize("name,kw", [c for c in CONFIGS if c[1]], ids=[i for i, c in zip(IDS, CONFIGS) if c[1]])
+def test_numpy_fused_form_in_float32_is_the_functional_rule_to_rounding(name, kw, engine, monkeypatch):
+    """float32 stays float32: both compute in float32 (the rule's weak scalars, the forms' cast constants)."""
+    _engine(engine, monkeypatch)
+    rng = np.random.default_rng(1)
+    params = {k: v.astype(np.float32) for k, v in _params(rng).items()}
+    ref_params = _read_only(params)
+    opt, ref = getattr(nn, name)(lr=LR[name], **kw), getattr(nn, name)(lr=LR[name], **kw)
+    for _ in range(5):
+        g = {k: rng.standard_normal(v.shape).astype(np.float32) for k, v in params.items()}
+        opt.update(params, g)
+        ref_params = _read_only(ref_params)
+        ref.update(ref_params, g)
+    for k in params:
+        assert params[k].dtype == np.float32 and all(opt.state[n][k].dtype == np.float32 for n in opt.state_names())
+        np.testing.assert_allclose(params[k], ref_params[k], rtol=2e-6, atol=1e-7, err_msg=k)
+
+
+def test_numpy_engine_names_the_missing_extra(monkeypatch):
+    monkeypatch.setattr(fused.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.delenv("NNARRAY_NUMBA", raising=False)
+    assert fused.numpy_engine() == "ufunc"
+    assert "pip install 'nnarray[numba]'" in fused.NUMBA_MISSING
+    assert type(nn.Adam().fused(nn.get_backend("numpy"))) is fused.NumpyAdam
+
+
+def test_numpy_fused_form_keeps_float32_and_its_scratch(monkeypatch):
+    _engine("ufunc", monkeypatch)
     opt = nn.AdamW(1e-3, weight_decay=0.05)
     p = {"W": np.ones((3, 4), dtype=np.float32)}
     opt.update(p, {"W": np.full((3, 4), 0.5, dtype=np.float32)})
@@ -103,13 +145,13 @@ def test_read_only_parameters_take_the_functional_rule():
 
 def test_cupy_kernels_are_defined_for_every_family_without_cupy():
     """The kernel sources exist for every optimizer and state layout; compiling them needs CuPy (gpu tests)."""
-    assert set(fused._CUPY_SOURCES) == {"sgd", "sgd-momentum", "adam", "rmsprop", "rmsprop-momentum", "adagrad"}
+    assert set(fused._CUPY_SOURCES) == {"sgd", "sgd_momentum", "adam", "rmsprop", "rmsprop_momentum", "adagrad"}
     for name, kw in CONFIGS:
         opt = getattr(nn, name)(lr=LR[name], **kw)
         family = {"SGD": "sgd", "Adam": "adam", "AdamW": "adam", "RMSprop": "rmsprop", "AdaGrad": "adagrad"}[name]
         state = {n: None for n in opt.state_names()}
         opt.t = 1
-        kernel, args, arrays = fused._cupy_arguments(opt, family, state, opt.scalars())
+        kernel, args, arrays = fused._arguments(opt, family, state, opt.scalars())
         params_in, params_out, _ = fused._CUPY_SOURCES[kernel]
         assert len(params_in.split(",")) == 1 + len(args)  # g and the constants
         assert len(params_out.split(",")) == 1 + len(arrays)  # p and the state
