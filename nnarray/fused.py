@@ -28,7 +28,7 @@ from .optim import FusedForm, HeavyBallSGD
 __all__ = ["BLOCK", "NUMBA_MISSING", "numpy_engine", "numpy_form", "cupy_form"]
 
 #: Elements per block of the NumPy forms (a few blocks of float32 stay in a core's L2 cache).
-BLOCK = 1 << 15
+BLOCK = 1 << 16
 
 
 # --------------------------------------------------------------------------------------------- NumPy
