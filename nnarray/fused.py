@@ -11,6 +11,8 @@ changes the gradient ``g``:
   (``out=``) on blocks of ``BLOCK`` elements (whole rows of the parameter), with scratch buffers of one block:
   every block's temporaries stay in the core's cache, so the memory traffic is close to one pass, and no
   array the size of a parameter is allocated per step. :func:`numpy_engine` says which one runs.
+* **torch** — torch's in-place tensor methods (:class:`TorchForm`): no new state arrays and at most two
+  temporaries per parameter and step (the functional rule makes one per operation).
 * **CuPy** — one ``ElementwiseKernel`` per optimizer: one kernel launch per parameter and step. The kernels
   are compiled on first use; this module imports without CuPy.
 
@@ -25,7 +27,7 @@ import os
 
 from .optim import FusedForm, HeavyBallSGD
 
-__all__ = ["BLOCK", "NUMBA_MISSING", "numpy_engine", "numpy_form", "cupy_form"]
+__all__ = ["BLOCK", "NUMBA_MISSING", "numpy_engine", "numpy_form", "torch_form", "cupy_form"]
 
 #: Elements per block of the NumPy forms (a few blocks of float32 stay in a core's L2 cache).
 BLOCK = 1 << 16
@@ -232,6 +234,61 @@ def numpy_form(opt, family, backend):
     return _NUMPY[family](opt, backend)
 
 
+# --------------------------------------------------------------------------------------------- torch
+class TorchForm(FusedForm):
+    """The rule with torch's in-place tensor methods (``mul_``, ``add_``, ``addcmul_``, ``addcdiv_``): the
+    state and the parameter are updated where they are, with at most two temporaries per parameter instead of
+    one per operation (CPU or CUDA tensors)."""
+
+    def __init__(self, opt, backend, family):
+        super().__init__(opt, backend)
+        self.family = family
+
+    def apply(self, p, g, state, scalars):
+        opt = self.opt
+        l2 = 0.0 if getattr(opt, "_decoupled", False) else opt.weight_decay
+        if l2:
+            g = g.add(p, alpha=l2)  # g + λW, a new tensor: the caller's gradient is not changed
+        getattr(self, "_" + self.family)(opt, p, g, state, scalars)
+
+    @staticmethod
+    def _sgd(opt, p, g, state, scalars):
+        lr, mu = scalars["lr"], opt.momentum
+        if not mu:
+            p.add_(g, alpha=-lr)
+            return
+        v = state["velocity"].mul_(mu).add_(g, alpha=-lr)  # v ← μv − ηg
+        if opt.nesterov:
+            p.add_(v, alpha=mu).add_(g, alpha=-lr)
+        else:
+            p.add_(v)
+
+    @staticmethod
+    def _adam(opt, p, g, state, scalars):
+        (b1, b2), wd = opt.betas, opt.weight_decay
+        m = state["exp_avg"].mul_(b1).add_(g, alpha=1.0 - b1)
+        v = state["exp_avg_sq"].mul_(b2).addcmul_(g, g, value=1.0 - b2)
+        denom = v.sqrt().div_(scalars["bc2_sqrt"]).add_(opt.eps)
+        if wd and opt._decoupled:
+            p.mul_(1.0 - scalars["lr"] * wd)  # W − ηλW, then the Adam step (as torch.optim.AdamW)
+        p.addcdiv_(m, denom, value=-scalars["step_size"])
+
+    @staticmethod
+    def _rmsprop(opt, p, g, state, scalars):
+        s = state["square_avg"].mul_(opt.alpha).addcmul_(g, g, value=1.0 - opt.alpha)
+        avg = s.sqrt().add_(opt.eps)
+        if not opt.momentum:
+            p.addcdiv_(g, avg, value=-scalars["lr"])
+            return
+        b = state["momentum_buffer"].mul_(opt.momentum).addcdiv_(g, avg)
+        p.add_(b, alpha=-scalars["lr"])
+
+    @staticmethod
+    def _adagrad(opt, p, g, state, scalars):
+        h = state["sum"].addcmul_(g, g, value=1.0)
+        p.addcdiv_(g, h.sqrt().add_(opt.eps), value=-scalars["clr"])
+
+
 # --------------------------------------------------------------------------------------------- CuPy
 # One ElementwiseKernel per optimizer (and state layout). ``T`` is the parameters' dtype; every constant arrives
 # from the host as a Python float computed there as the rule computes it (1 − β1, −ηλ, ...; cast to T as the
@@ -328,6 +385,11 @@ class CupyHeavyBallSGD(_CupyApply, HeavyBallSGD):
     """:class:`~nnarray.optim.HeavyBallSGD` (the CuPy graph step's description) that also applies itself."""
 
     family = "sgd"
+
+
+def torch_form(opt, family, backend):
+    """The torch fused form of ``family`` for ``opt``."""
+    return TorchForm(opt, backend, family)
 
 
 def cupy_form(opt, family, backend):

@@ -363,16 +363,17 @@ def _own_rule(opt, cls) -> bool:
 
 
 def _fused_for(opt, cls, family, backend):
-    """``opt``'s fused form of ``cls``'s rule on ``backend`` (NumPy, CuPy; :mod:`nnarray.fused`), or None: made
+    """``opt``'s fused form of ``cls``'s rule on ``backend`` (NumPy, torch, CuPy; :mod:`nnarray.fused`), or None: made
     once per backend and configuration and kept (a NumPy form keeps its scratch buffers)."""
-    if backend.name not in ("numpy", "cupy") or not _own_rule(opt, cls):
+    if backend.name not in ("numpy", "cupy", "torch") or not _own_rule(opt, cls):
         return None
     from . import fused  # noqa: PLC0415 -- imports this module
 
     key = (backend.name, str(backend.device), family, bool(getattr(opt, "nesterov", False)), bool(opt.weight_decay))
     forms = opt.__dict__.setdefault("_fused_forms", {})
     if key not in forms:
-        forms[key] = (fused.numpy_form if backend.name == "numpy" else fused.cupy_form)(opt, family, backend)
+        make = {"numpy": fused.numpy_form, "cupy": fused.cupy_form, "torch": fused.torch_form}[backend.name]
+        forms[key] = make(opt, family, backend)
     return forms[key]
 
 
@@ -476,7 +477,7 @@ class SGD(Optimizer):
         return p + (mu * v - lr * g if self.nesterov else v), {"velocity": v}  # Nesterov: −η (g + μ b)
 
     def fused(self, backend):
-        """The in-place form on NumPy and CuPy (:mod:`nnarray.fused`); on CuPy without Nesterov and weight decay
+        """The in-place form on NumPy, torch and CuPy (:mod:`nnarray.fused`); on CuPy without Nesterov and weight decay
         it is also the :class:`HeavyBallSGD` the graph step's kernels compute. None elsewhere."""
         return _fused_for(self, SGD, "sgd", backend)
 
@@ -521,7 +522,7 @@ class Adam(Optimizer):
         return {"lr": self.lr, "step_size": self.lr / (1.0 - b1**self.t), "bc2_sqrt": math.sqrt(1.0 - b2**self.t)}
 
     def fused(self, backend):
-        """The in-place form on NumPy and CuPy (:mod:`nnarray.fused`), else None."""
+        """The in-place form on NumPy, torch and CuPy (:mod:`nnarray.fused`), else None."""
         return _fused_for(self, Adam, "adam", backend)
 
     def rule(self, p, g, state, scalars):
@@ -603,7 +604,7 @@ class RMSprop(Optimizer):
         return ("square_avg", "momentum_buffer") if self.momentum else ("square_avg",)
 
     def fused(self, backend):
-        """The in-place form on NumPy and CuPy (:mod:`nnarray.fused`), else None."""
+        """The in-place form on NumPy, torch and CuPy (:mod:`nnarray.fused`), else None."""
         return _fused_for(self, RMSprop, "rmsprop", backend)
 
     def rule(self, p, g, state, scalars):
@@ -663,7 +664,7 @@ class AdaGrad(Optimizer):
         return h + self.initial_accumulator_value if self.initial_accumulator_value else h
 
     def fused(self, backend):
-        """The in-place form on NumPy and CuPy (:mod:`nnarray.fused`), else None."""
+        """The in-place form on NumPy, torch and CuPy (:mod:`nnarray.fused`), else None."""
         return _fused_for(self, AdaGrad, "adagrad", backend)
 
     def rule(self, p, g, state, scalars):

@@ -181,3 +181,30 @@ def test_cupy_fused_form_equals_the_functional_rule(name, kw):
             cpu = cpu_ro
     for k in cpu:
         np.testing.assert_allclose(cp.asnumpy(dev[k]), cpu[k], rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("name,kw", CONFIGS, ids=IDS)
+def test_torch_fused_form_equals_the_functional_rule(name, kw):
+    import torch  # noqa: PLC0415
+
+    rng = np.random.default_rng(2)
+    host = _params(rng)
+    params = {k: torch.asarray(np.ascontiguousarray(v)) for k, v in host.items()}
+    ref_params = _read_only(host)
+    opt, ref = getattr(nn, name)(lr=LR[name], **kw), getattr(nn, name)(lr=LR[name], **kw)
+    assert isinstance(opt.fused(nn.get_backend("torch")), fused.TorchForm)
+    lrs = [LR[name]] * 3 + [LR[name] * 0.5] * 3
+    for lr in lrs:
+        g = {k: rng.standard_normal(v.shape) for k, v in host.items()}
+        g_t = {k: torch.asarray(v) for k, v in g.items()}
+        opt.lr = ref.lr = lr
+        opt.update(params, g_t)
+        ref_params = _read_only(ref_params)
+        ref.update(ref_params, g)
+        for k in g:
+            np.testing.assert_array_equal(g_t[k].numpy(), g[k])  # the gradient is never changed
+    for k in params:
+        np.testing.assert_allclose(params[k].numpy(), ref_params[k], rtol=1e-12, atol=1e-15, err_msg=k)
+        for n in ref.state_names():
+            np.testing.assert_allclose(opt.state[n][k].numpy(), ref.state[n][k], rtol=1e-12, atol=1e-15)
