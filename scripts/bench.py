@@ -11,7 +11,9 @@ reading its loss, which synchronises with the device. Rows:
   ``fit(fast=True)``;
 * ``plain-numpy`` / ``cupy-plain`` — :func:`yardsticks.plain_train_epoch`, the network written directly;
 * ``torch-eager`` (CUDA when available, else the CPU) and ``torch-cudagraph`` (CUDA only):
-  :class:`yardsticks.TorchTrainer`. ``--yardsticks`` picks among these four.
+  :class:`yardsticks.TorchTrainer`;
+* ``gemm-numpy`` — the GEMM floor: only the epoch's matrix products in NumPy (:func:`gemm_row`), so the ratio
+  nnarray-numpy / gemm-numpy says how far the whole step is from its products. ``--yardsticks`` picks among these.
 
 All start from ``nn.MLP``'s initial weights. Method: each row is prepared (data on its device once) and warmed
 up (20 batches plus the last batch's shape); then ``--repeats`` timed epochs run round-robin, rotating who goes
@@ -52,7 +54,7 @@ from nnarray import fused
 EPOCH_SAMPLES, LR, SEED = 60000, 0.1, 0
 WARMUP_BATCHES = SETTLE_BATCHES = 20
 SETTLE_SECONDS = 0.3
-YARDSTICKS = ("plain-numpy", "cupy-plain", "torch-eager", "torch-cudagraph")
+YARDSTICKS = ("plain-numpy", "cupy-plain", "torch-eager", "torch-cudagraph", "gemm-numpy")
 
 
 def load_data(kind="auto", n_samples=EPOCH_SAMPLES, seed=SEED):
@@ -118,6 +120,32 @@ def plain_row(xp_name, sizes, B, X, t, dtype):
         loss = float(ys.plain_train_epoch(xp, Xd, T, params, order, B, LR))  # reading it synchronises
         sync()
         return time.perf_counter() - start, loss / n
+
+    return epoch
+
+
+def gemm_row(_, sizes, B, X, t, dtype):
+    """The GEMM floor of NumPy's BLAS: only the epoch's matrix products (forward X·W1, H·W2; backward Hᵀ·a,
+    a·W2ᵀ, Xᵀ·h) with this library's layouts, on contiguous batches — no gather, bias, ReLU, loss or update."""
+    if len(sizes) != 3:
+        raise ys.Unavailable("for one hidden layer")
+    params = ys.initial_params(sizes, SEED, dtype)
+    W1, W2 = params["W1"], params["W2"]
+    rng = np.random.default_rng(SEED)
+    Xd = np.ascontiguousarray(X, dtype=dtype)
+    a_full = (rng.standard_normal((B, sizes[-1])) / B).astype(dtype)
+
+    def epoch(n):
+        start = time.perf_counter()
+        for s in range(0, n, B):
+            Xb = Xd[s : s + B]
+            a = a_full[: Xb.shape[0]]
+            H = Xb @ W1
+            H @ W2
+            H.T @ a
+            h = a @ W2.T
+            Xb.T @ h
+        return time.perf_counter() - start, float("nan")
 
     return epoch
 
@@ -224,6 +252,8 @@ def make_recipe_rows(cfg, X, t, backends, yard, dtype):
     makers = {f"nnarray-{b.replace(':', '-')}": (lambda b=b: nnarray_recipe_row(b, cfg, X, t, dtype)) for b in backends}
     if "torch-eager" in yard:
         makers["torch-eager"] = lambda: torch_recipe_row(cfg, X, t, dtype)
+    if "gemm-numpy" in yard:
+        makers["gemm-numpy"] = lambda: gemm_row(None, [ys.N_IN, cfg["hidden"], ys.N_CLASSES], cfg["batch"], X, t, dtype)
     for name, make in makers.items():
         try:
             rows[name] = make()
@@ -241,7 +271,8 @@ def make_rows(cfg, X, t, backends, yard, dtype):
     sizes, B = [ys.N_IN, cfg["hidden"], ys.N_CLASSES], cfg["batch"]
     makers = {f"nnarray-{b.replace(':', '-')}": (nnarray_row, b) for b in backends}
     makers.update({"plain-numpy": (plain_row, "numpy"), "cupy-plain": (plain_row, "cupy"),
-                   "torch-eager": (torch_row, False), "torch-cudagraph": (torch_row, True)})
+                   "torch-eager": (torch_row, False), "torch-cudagraph": (torch_row, True),
+                   "gemm-numpy": (gemm_row, None)})
     rows = {}
     for name, (make, arg) in makers.items():
         if name in YARDSTICKS and name not in yard:
