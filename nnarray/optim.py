@@ -369,7 +369,8 @@ def _fused_for(opt, cls, family, backend):
         return None
     from . import fused  # noqa: PLC0415 -- imports this module
 
-    key = (backend.name, str(backend.device), family, bool(getattr(opt, "nesterov", False)), bool(opt.weight_decay))
+    device = str(getattr(backend, "device", None))
+    key = (backend.name, device, family, bool(getattr(opt, "nesterov", False)), bool(opt.weight_decay))
     forms = opt.__dict__.setdefault("_fused_forms", {})
     if key not in forms:
         make = {"numpy": fused.numpy_form, "cupy": fused.cupy_form, "torch": fused.torch_form}[backend.name]
