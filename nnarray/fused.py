@@ -67,9 +67,14 @@ class _NumpyForm(FusedForm):
         return bufs
 
     def apply(self, p, g, state, scalars):
-        names = self.opt.state_names()
-        for blk in _blocks(p, g, *(state[n] for n in names), scratch=self._buffers(p.dtype)):
-            self.block(blk[0], blk[1], blk[2 : 2 + len(names)], blk[2 + len(names) :], scalars)
+        arrays = [state[n] for n in self.opt.state_names()]
+        scratch = self._buffers(p.dtype)
+        if p.size <= BLOCK:  # one block: the scratch viewed in p's shape (most biases, small layers)
+            self.block(p, g, arrays, [buf[: p.size].reshape(p.shape) for buf in scratch], scalars)
+            return
+        k = len(arrays)
+        for blk in _blocks(p, g, *arrays, scratch=scratch):
+            self.block(blk[0], blk[1], blk[2 : 2 + k], blk[2 + k :], scalars)
 
     def _gradient(self, np, p, g, tmp, wd):
         """g + λp (L2 added to the gradient) in ``tmp``, or ``g`` itself when λ = 0 (never changed)."""
@@ -198,17 +203,31 @@ class NumbaForm(FusedForm):
         super().__init__(opt, backend)
         self.family = family
         self.ufuncs = _NUMPY[family](opt, backend)
+        self._step = (None, None, None)  # (scalars, dtype) of the step the cached kernel and constants are for
+
+    def _kernel(self, state, scalars, dtype):
+        """``(kernel, constants, state names)`` of this step: made once per step (``scalars`` is one dict per
+        update) and dtype, not once per parameter."""
+        scalars_seen, dtype_seen, cached = self._step
+        if scalars_seen is not scalars or dtype_seen != dtype:
+            from . import _numba_kernels  # noqa: PLC0415 -- the numba extra; chosen only when installed
+
+            name, consts, arrays = _arguments(self.opt, self.family, state, scalars)
+            names = [n for n in self.opt.state_names() if any(state[n] is a for a in arrays)]
+            dt = dtype.type  # constants in the arrays' dtype: float32 computes in float32, as the rule does
+            consts = tuple(c if isinstance(c, int) else dt(c) for c in consts)
+            cached = (getattr(_numba_kernels, name), consts, names)
+            self._step = (scalars, dtype, cached)
+        return cached
 
     def apply(self, p, g, state, scalars):
-        from . import _numba_kernels  # noqa: PLC0415 -- the numba extra; chosen only when installed
-
-        name, consts, arrays = _arguments(self.opt, self.family, state, scalars)
-        if not all(a.flags.c_contiguous and a.dtype == p.dtype for a in (p, g, *arrays)):
+        kernel, consts, names = self._kernel(state, scalars, p.dtype)
+        arrays = [state[n] for n in names]
+        if not (p.flags.c_contiguous and g.flags.c_contiguous and g.dtype == p.dtype
+                and all(a.flags.c_contiguous and a.dtype == p.dtype for a in arrays)):
             self.ufuncs.apply(p, g, state, scalars)
             return
-        dt = p.dtype.type  # constants in the arrays' dtype: float32 computes in float32, as the rule does
-        flat = (a.reshape(-1) for a in (p, g, *arrays))
-        getattr(_numba_kernels, name)(*flat, *(c if isinstance(c, int) else dt(c) for c in consts))
+        kernel(p.reshape(-1), g.reshape(-1), *[a.reshape(-1) for a in arrays], *consts)
 
 
 #: Why the NumPy forms run as ufunc blocks rather than one compiled pass, or None when Numba serves them.
