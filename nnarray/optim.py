@@ -85,8 +85,8 @@ class FusedForm:
       subclass defines ``apply(p, g, state, scalars) -> None``, which must leave ``p`` and the arrays of
       ``state`` (``{state name: array}``, every one present, created by :meth:`Optimizer.init_state`) equal
       to what :meth:`Optimizer.rule` returns for the same arguments, and must not change ``g``.
-      :meth:`Optimizer.update` uses it when the parameters are writeable. ``apply`` stays None in a form
-      that only describes the rule.
+      :meth:`Optimizer.update` uses it when the parameters and the state arrays are writeable. ``apply``
+      stays None in a form that only describes the rule.
     * **a description** for a fast path whose own kernels compute the update (the CuPy graph step):
       ``kind`` names the algorithm (with its state layout), subclasses add the hyperparameters it needs,
       and :meth:`buffers` hands out the optimizer's state arrays, whose *contents* those kernels may then
@@ -194,7 +194,9 @@ class Optimizer:
 
     def fused(self, backend):
         """A :class:`FusedForm` of this optimizer's rule for ``backend`` (a :class:`nnarray.backend.Backend`),
-        or None when it has none there (the functional :meth:`rule` then serves)."""
+        or None when it has none there (the functional :meth:`rule` then serves). A form belongs to the rule it
+        was written for: a subclass that redefines :meth:`rule` or :meth:`scalars` gets None from its parent's
+        ``fused`` (``_own_rule``) unless it defines its own."""
         return None
 
     # ---------------------------------------------------------------- hooks
@@ -251,9 +253,13 @@ class Optimizer:
         return {name: self.state[name][k] for name in names}
 
     def _in_place_form(self, params, grads):
-        """The fused form that updates in place, when this backend has one and every parameter is writeable."""
+        """The fused form that updates in place, when this backend has one and every parameter and state array is
+        writeable (a capability of the arrays: NumPy's read-only flag, JAX's immutable arrays)."""
+        if type(self).fused is Optimizer.fused:  # no fused form anywhere
+            return None
         ps = [params[k] for k in grads]
-        if not all(array_api_compat.is_writeable_array(p) for p in ps):
+        states = [v for arrays in self.state.values() for v in arrays.values()]
+        if not all(array_api_compat.is_writeable_array(a) for a in ps + states):
             return None
         form = self.fused(_backend_of(ps[0]))
         return form if form is not None and form.apply is not None else None
@@ -337,11 +343,19 @@ _NAMESPACE_TESTS = (
 )
 
 
+_BACKENDS: dict = {}  # (array type, device name) -> Backend: update() asks once per step
+
+
 def _backend_of(x) -> Backend:
     """The Backend ``x`` lives on (its namespace and device), named as :func:`nnarray.get_backend` names it."""
-    xp = array_api_compat.array_namespace(x)
-    name = next((n for n, test in _NAMESPACE_TESTS if test(xp)), getattr(xp, "__name__", "array_api"))
-    return Backend(name, xp, array_api_compat.device(x))
+    device = array_api_compat.device(x)
+    key = (type(x), str(device))  # str: the standard does not require devices to be hashable
+    be = _BACKENDS.get(key)
+    if be is None:
+        xp = array_api_compat.array_namespace(x)
+        name = next((n for n, test in _NAMESPACE_TESTS if test(xp)), getattr(xp, "__name__", "array_api"))
+        be = _BACKENDS[key] = Backend(name, xp, device)
+    return be
 
 
 def _check_bool(value, name):

@@ -33,7 +33,8 @@ A step object is made once per :func:`nnarray.fit` call for the whole training s
 
 Backend-specific fast paths (:mod:`nnarray.fast`) subclass :class:`TrainStep`: they may replace *how* a piece
 is computed (buffers, fused kernels, a CUDA graph that replays whole batches), not the algorithm, and are
-tested against the generic step. They register with :func:`register_fast_path`; :func:`make_step` picks one.
+tested against the generic step. One whose kernels apply the update learns the rule from the optimizer's
+fused form (``opt.fused(backend)``) and refuses an optimizer with gradient hooks. They register with :func:`register_fast_path`; :func:`make_step` picks one.
 """
 
 from __future__ import annotations

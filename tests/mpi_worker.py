@@ -254,6 +254,7 @@ def fit_sync(comm, outdir):
             raise nn.StopTraining
 
     hist = nn.fit(net, opt, X, t, epochs=5, batch_size=32, seed=g, history=hist, callbacks=cb, comm=comm)
+    assert opt.hooks == [], f"fit left its all-reduce hook on the optimizer: {opt.hooks}"
     params = {k: v.copy() for k, v in net.params.items()}
     out = {"calls": calls, "epochs": hist.epoch, "train_loss": hist.train_loss}
     if comm.rank == 0:
@@ -271,11 +272,13 @@ def fit_sync(comm, outdir):
         out["loss_rel"] = max(abs(a - b) / abs(b) for a, b in zip(hist.train_loss, rhist.train_loss))
     # Divergence: every rank must raise at the same epoch (decided from all-reduced metrics).
     net2 = nn.MLP([6, 16, 3], backend="numpy", dtype="float32", seed=0)
+    opt2 = nn.SGD(lr=1e3)
     try:
-        nn.fit(net2, nn.SGD(lr=1e3), X * 50, t, epochs=3, batch_size=20, comm=comm)
+        nn.fit(net2, opt2, X * 50, t, epochs=3, batch_size=20, comm=comm)
         out["diverged"] = False
     except nn.TrainingDivergedError as exc:
         out["diverged"] = str(exc).split(":")[0]
+    assert opt2.hooks == [], f"fit left its all-reduce hook on the optimizer after an error: {opt2.hooks}"
     _out(outdir, "fit_sync", comm.rank, out)
 
 

@@ -725,3 +725,34 @@ def test_graph_step_with_fewer_samples_than_a_batch(blobs):
         net = nn.MLP(sizes, backend="cupy", dtype="float64", seed=1)
         runs[fast] = (net, nn.fit(net, nn.SGD(0.05, momentum=0.9), X, t, epochs=5, batch_size=32, seed=2, fast=fast))
     _assert_gpu_runs_agree("float64", runs[False], runs[True], len(t))
+
+
+def test_a_hook_added_after_the_step_was_made_is_refused_when_the_epoch_starts(fake_cupy, blobs):
+    """The kernels apply the update without the optimizer's hooks: a hook added later must stop the step."""
+    step = _graph_step(fake_cupy, blobs, momentum=0.9)
+    step.opt.add_hook(nn.optim.ClipGradNorm(1.0))
+    with pytest.raises(ValueError, match=r"opt: optimizer with gradient hooks \(ClipGradNorm"):
+        step.epoch(np.arange(40), 16)
+
+
+def test_masks_are_refused_by_the_call(fake_cupy, blobs):
+    step = _graph_step(fake_cupy, blobs)
+    with pytest.raises(ValueError, match="masks: the CuPy graph step has no dropout"):
+        step(np.arange(8), masks=[np.ones((8, 9))])
+
+
+def test_a_replaced_velocity_is_copied_into_the_captured_buffer(fake_cupy, blobs):
+    """η changed (SGD stores rescaled velocities as new arrays): the graph keeps its buffers, now holding the
+    rescaled values, and the optimizer's state is the buffer again; no new capture."""
+    step = _graph_step(fake_cupy, blobs, momentum=0.9)
+    step.epoch(np.arange(40), 16)
+    captured = len(fake_cupy.captured)
+    buffers = dict(step.opt.velocity)
+    expected = {k: v * 0.5 for k, v in buffers.items()}
+    step.opt.lr = 0.05  # from 0.1
+    assert all(step.opt.velocity[k] is not buffers[k] for k in buffers)
+    step._prepare()
+    assert len(fake_cupy.captured) == captured and step._graphs
+    for k, v in buffers.items():
+        assert step.opt.velocity[k] is v
+        np.testing.assert_array_equal(v, expected[k])

@@ -24,7 +24,7 @@ def test_writeable_and_read_only_parameters_give_the_same_values(momentum):
     originals = {k: v.copy() for k, v in b.items()}
     frozen = dict(b)
     opt_a, opt_b = nn.SGD(0.1, momentum=momentum), nn.SGD(0.1, momentum=momentum)
-    for step in range(3):
+    for _ in range(3):
         g = {k: rng.normal(size=v.shape) for k, v in a.items()}
         opt_a.update(a, g)
         opt_b.update(b, g)

@@ -203,6 +203,21 @@ def test_alpha_is_sklearns_l2(data):
         np.testing.assert_allclose(clf.coefs_[l - 1], W - lr * (g[f"W{l}"] + alpha * W / n), rtol=0, atol=1e-12)
         np.testing.assert_allclose(clf.intercepts_[l - 1], b - lr * g[f"b{l}"], rtol=0, atol=1e-12)
     assert clf.loss_curve_[0] == pytest.approx(loss0, rel=1e-12)
+    assert clf._optimizer.hooks == [], "the L2 hook is the optimizer's for the duration of one fit only"
+
+
+def test_the_l2_penalty_hook_adds_alpha_w_over_n_to_the_weights_only():
+    """L2Penalty(α, N, B, weights): α·W/n on the named keys, n the batch's own length (the epoch's last is shorter)."""
+    from nnarray.sklearn import L2Penalty  # noqa: PLC0415
+
+    hook = L2Penalty(2.0, n_samples=5, batch_size=2, weights=["W1"])  # batches of 2, 2, 1
+    params = {"W1": np.full((2, 2), 3.0), "b1": np.ones(2)}
+    grads = {"W1": np.zeros((2, 2)), "b1": np.zeros(2)}
+    for n in (2, 2, 1, 2):
+        out = hook(params, grads)
+        np.testing.assert_array_equal(out["W1"], np.full((2, 2), 2.0 * 3.0 / n))
+        assert out["b1"] is grads["b1"] and np.all(grads["W1"] == 0.0)
+    assert hook.take_penalty() == 4 * 36.0 and hook.take_penalty() == 0.0
 
 
 @pytest.mark.parametrize("solver", ["sgd", "adam"])
