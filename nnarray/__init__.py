@@ -8,6 +8,7 @@ Python Array API standard, so the same code runs on NumPy (CPU) and CuPy (NVIDIA
 
 from . import callbacks, datasets, distributed, functions, optim, schedules, step
 from . import fast  # noqa: F401 -- registers the backend-specific fast paths with nnarray.step
+from . import fused  # noqa: F401 -- registers the optimizers' fused forms with nnarray.optim
 from .backend import Backend, BackendUnavailableError, cupy_available, get_backend, to_numpy
 from .export import export_onnx
 from .history import History
