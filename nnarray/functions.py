@@ -32,7 +32,7 @@ def relu_backward(xp, h, H, inplace: bool = False):
     Returns a new array, or ``h`` itself masked in place when ``inplace`` (for a fresh ``h`` that the
     caller owns: it saves a temporary of the layer's size per step).
     """
-    # Multiplying by the 0/1 mask is ~10× faster on NumPy than ``xp.where(H > 0, h, 0.0)``.
+    # Multiplying by the 0/1 mask is much faster on NumPy than ``xp.where(H > 0, h, 0.0)``.
     # The mask is cast explicitly: bool×float promotion is unspecified by the standard (strict raises).
     mask = xp.astype(H > 0, h.dtype)
     if inplace:

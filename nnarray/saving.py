@@ -89,7 +89,7 @@ def _net_from(header, arrays, path, backend, prefix=""):
     except KeyError as exc:
         raise CheckpointError(f"{path}: header lacks {exc}") from None
     try:
-        # Files written before dropout existed have none.
+        # A header without a dropout rate describes a network without dropout.
         net = MLP(sizes, backend=backend, dtype=dtype, seed=0, dropout=header.get("dropout") or 0.0)
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: corrupt model header ({exc})") from None

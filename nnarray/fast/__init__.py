@@ -19,8 +19,8 @@ jax        :class:`~nnarray.fast.jax_jit.JaxJitStep`              by default (``
                                                                   optimizer without gradient hooks
 =========  =====================================================  ==========================================
 
-NumPy has no fast path: a buffered NumPy step (preallocated ``out=`` arrays) measured between 3 % slower and
-6 % faster than the generic step at 784-100-10 and 784-1000-10, too little for a second copy of the step.
+NumPy has no fast path: a buffered NumPy step (preallocated ``out=`` arrays) did not gain enough over the generic
+step to justify a second copy of it (docs/speed.md).
 """
 
 from __future__ import annotations
