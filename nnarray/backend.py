@@ -262,7 +262,7 @@ def get_backend(name=None, device=None) -> Backend:
     >>> get_backend("tensorflow")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    ValueError: backend: unknown backend 'tensorflow' (from argument); expected one of numpy, ..., auto, or an Array API namespace ...
+    ValueError: backend: unknown backend 'tensorflow' (from argument); expected one of numpy, ..., auto, ...
     """
     if isinstance(name, Backend):
         return name if device is None else Backend(name.name, name.xp, device)
@@ -335,7 +335,8 @@ def _named_backend(name, device):
         if version < MIN_API_VERSION:
             raise BackendUnavailableError(
                 f"backend 'array_api_strict' is set to the standard's {version} revision; nnarray needs "
-                f"{MIN_API_VERSION} or later (array_api_strict.set_array_api_strict_flags(api_version={MIN_API_VERSION!r}))"
+                f"{MIN_API_VERSION} or later "
+                f"(array_api_strict.set_array_api_strict_flags(api_version={MIN_API_VERSION!r}))"
             )
     return _namespace_backend(xp, device)
 

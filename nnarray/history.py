@@ -59,7 +59,7 @@ class History:
         return {k: list(getattr(self, k)) for k in self.KEYS}
 
     @classmethod
-    def from_dict(cls, d) -> "History":
+    def from_dict(cls, d) -> History:
         """Inverse of :meth:`to_dict`; columns an older file lacks are filled with None."""
         h = cls()
         n = len(d.get("epoch", []))

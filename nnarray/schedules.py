@@ -173,7 +173,9 @@ class Warmup(Schedule):
         if isinstance(schedule, dict):
             schedule = from_config(schedule)
         if not isinstance(schedule, Schedule):
-            raise TypeError(f"schedule: expected a Schedule (e.g. Cosine(0.1, epochs=40)), got {type(schedule).__name__}")
+            raise TypeError(
+                f"schedule: expected a Schedule (e.g. Cosine(0.1, epochs=40)), got {type(schedule).__name__}"
+            )
         self.schedule = schedule
         self.epochs = validate({"epochs": epochs}, PARAMETERS["Warmup"])["epochs"]
         self.lr = schedule(1)

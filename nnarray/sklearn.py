@@ -47,12 +47,13 @@ import array_api_compat
 from . import checks
 from . import functions as F
 from . import optim as _optim
+from .backend import Backend, BackendUnavailableError, get_backend, library_name, to_numpy
 from .callbacks import Callback, DivergenceGuard, EarlyStopping
 from .checks import LabelWarning
-from .backend import Backend, BackendUnavailableError, get_backend, library_name, to_numpy
 from .history import History
 from .model import MLP
-from .train import FitOptions, fit as _nn_fit
+from .train import FitOptions
+from .train import fit as _nn_fit
 
 __all__ = ["MLPClassifier", "L2Penalty"]
 
@@ -316,7 +317,9 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
                 "(use activation='relu', or sklearn.neural_network.MLPClassifier for other activations)"
             )
         if self.solver == "lbfgs":
-            raise ValueError("solver: 'lbfgs' is not supported by nnarray (mini-batch solvers only); use 'adam' or 'sgd'")
+            raise ValueError(
+                "solver: 'lbfgs' is not supported by nnarray (mini-batch solvers only); use 'adam' or 'sgd'"
+            )
         checks.check_option(self.solver, tuple(_optim.by_name()), "solver")
         sizes = self.hidden_layer_sizes
         sizes = [sizes] if isinstance(sizes, numbers.Integral) else list(sizes)
@@ -577,7 +580,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         be = _restore_backend(*recorded)
         net = MLP(sizes, backend=be, dtype=dtype, seed=0)
         params = {}
-        for l, (W, b) in enumerate(zip(self.coefs_, self.intercepts_), start=1):
+        for l, (W, b) in enumerate(zip(self.coefs_, self.intercepts_, strict=True), start=1):
             params[f"W{l}"], params[f"b{l}"] = W, b
         net.load_state_dict(params)
         self._net = net

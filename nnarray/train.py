@@ -342,7 +342,8 @@ def _epoch(run, step, hooks, guard, epoch, lrs, shuffle, reduction, val):
     # NumPy warns on inf − inf etc. once a run diverges; divergence is detected (and reported with
     # advice) after the epoch instead, so the warnings are only noise here.
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        step.epoch(net.backend.asarray(order, dtype=net.backend.index_dtype), run.batch_size, comm, hooks.on_batches, hooks.log_every)
+        order_d = net.backend.asarray(order, dtype=net.backend.index_dtype)  # the permutation on the device
+        step.epoch(order_d, run.batch_size, comm, hooks.on_batches, hooks.log_every)
     # The epoch's only synchronisation: read the accumulated metrics (sums over this rank's rows,
     # summed over the ranks by one tiny all-reduce, so every rank decides alike).
     loss_sum, correct = comm.allreduce_sum(np.asarray([float(step.loss_sum), float(int(step.correct))]))

@@ -22,8 +22,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import nnarray as nn
-
 
 def _importable(module):
     """True when ``module`` imports (a broken install counts as missing)."""

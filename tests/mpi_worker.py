@@ -17,9 +17,9 @@ def _out(outdir, scenario, rank, payload):
 
 
 def allreduce(comm, outdir):
+    import array_api_compat.numpy as xp
     import numpy as np
 
-    import array_api_compat.numpy as xp
     from nnarray.distributed import allreduce_gradients
 
     r, P = comm.rank, comm.size
@@ -139,10 +139,10 @@ def gpu_paths(comm, outdir):
     on one GPU (two ranks share its PCI bus id, and NCCL refuses two ranks on one device, so
     ``nccl=None`` stages through the host).
     """
+    import array_api_compat.cupy as xp
     import cupy
     import numpy as np
 
-    import array_api_compat.cupy as xp
     from nnarray.distributed import MPIComm, allreduce_gradients
 
     paths = {}
@@ -233,7 +233,7 @@ def fit_exact(comm, outdir, backend="numpy", name="fit_exact"):
                 rel = max(
                     float(np.max(np.abs(params[k] - ref_params[k])) / np.max(np.abs(ref_params[k]))) for k in params
                 )
-                loss_rel = max(abs(a - b) / abs(b) for a, b in zip(hist.train_loss, ref_hist.train_loss))
+                loss_rel = max(abs(a - b) / abs(b) for a, b in zip(hist.train_loss, ref_hist.train_loss, strict=True))
                 results.append(
                     dict(
                         case={k: v for k, v in case.items()},
@@ -293,7 +293,7 @@ def fit_sync(comm, outdir):
         rhist = nn.fit(rnet, ropt, X, t, epochs=5, batch_size=32, seed=rg, callbacks=cb0, options=nn.FitOptions(history=rhist))
         out["ref_epochs"] = rhist.epoch
         out["param_rel"] = max(float(np.max(np.abs(params[k] - rnet.params[k])) / np.max(np.abs(rnet.params[k]))) for k in params)
-        out["loss_rel"] = max(abs(a - b) / abs(b) for a, b in zip(hist.train_loss, rhist.train_loss))
+        out["loss_rel"] = max(abs(a - b) / abs(b) for a, b in zip(hist.train_loss, rhist.train_loss, strict=True))
     # Divergence: every rank must raise at the same epoch (decided from all-reduced metrics).
     net2 = nn.MLP([6, 16, 3], backend="numpy", dtype="float32", seed=0)
     opt2 = nn.SGD(lr=1e3)

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 import nnarray as nn
-from nnarray import cli, train as train_module
+from nnarray import cli
+from nnarray import train as train_module
 from nnarray.datasets import loaders
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -107,8 +108,8 @@ def test_history_is_also_written_as_csv(tmp_path):
     hist, _ = nn.load_history(out / "history.json")
     lines = (out / "history.csv").read_text().splitlines()
     assert lines[0] == ",".join(nn.History.KEYS) and len(lines) == 4
-    rows = [dict(zip(lines[0].split(","), line.split(","))) for line in lines[1:]]
-    for row, rec in zip(rows, hist.records()):
+    rows = [dict(zip(lines[0].split(","), line.split(","), strict=True)) for line in lines[1:]]
+    for row, rec in zip(rows, hist.records(), strict=True):
         for k, v in rec.items():
             assert float(row[k]) == pytest.approx(v, rel=1e-15), k
 

@@ -85,7 +85,7 @@ def test_graph_step_matches_the_generic_step(sizes, momentum, reduction, lr, dty
         ref = nn.to_numpy(v)
         np.testing.assert_allclose(nn.to_numpy(f_net.params[k]), ref, rtol=rtol, atol=atol * np.max(np.abs(ref)))
     np.testing.assert_allclose(f_hist.train_loss, g_hist.train_loss, rtol=rtol * 10)
-    assert all(abs(a - b) <= 2 / 1000 for a, b in zip(f_hist.train_accuracy, g_hist.train_accuracy))
+    assert all(abs(a - b) <= 2 / 1000 for a, b in zip(f_hist.train_accuracy, g_hist.train_accuracy, strict=True))
 
 
 @pytest.mark.gpu
@@ -156,7 +156,7 @@ def _flat(buf):
 def _strided(buf, shape, strides):
     """The (rows, cols) matrix a kernel reads as buf[i*strides[0] + j*strides[1]] (bounds-checked)."""
     flat = _flat(buf)
-    last = sum((n - 1) * s for n, s in zip(shape, strides))
+    last = sum((n - 1) * s for n, s in zip(shape, strides, strict=True))
     assert 0 <= last < flat.size, f"kernel would read element {last} of a buffer of {flat.size}"
     return as_strided(flat, shape, tuple(s * flat.itemsize for s in strides), writeable=True)
 
@@ -502,7 +502,7 @@ def test_an_error_inside_capture_is_raised_as_itself(fake_cupy, blobs, end_fails
 
 def _stub_net(fake, sizes, dtype="float32"):
     params = {}
-    for l, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]), start=1):
+    for l, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True), start=1):
         params[f"W{l}"], params[f"b{l}"] = fake.zeros((a, b), dtype), fake.zeros((b,), dtype)
     return types.SimpleNamespace(backend=types.SimpleNamespace(name="cupy"), params=params, layer_sizes=list(sizes),
                                  dtype_name=dtype), fake.zeros((4, sizes[0]), dtype), fake.zeros((4, sizes[-1]), dtype)
@@ -691,7 +691,7 @@ def test_graph_step_called_per_batch_matches_the_generic_step(blobs, reduction, 
     rng = np.random.default_rng(0)
     for i, b in enumerate([32, 32, 7, 32, 1, 50, 32] * 30):
         idx = cp.asarray(rng.choice(X.shape[0], size=b, replace=False), dtype=cp.int64)
-        for step, net, opt in steps.values():
+        for step, _net, opt in steps.values():
             if i % 50 == 0:
                 opt.lr = lr * 0.8 ** (i // 50)
             step(idx)

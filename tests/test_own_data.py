@@ -7,7 +7,6 @@ import warnings
 import numpy as np
 import pytest
 
-import nnarray as nn
 from nnarray.datasets import DatasetError, check_file_record, file_record, load_file
 
 

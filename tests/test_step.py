@@ -66,13 +66,14 @@ def test_the_epoch_driver_splits_every_global_batch_into_contiguous_shares(size)
         got = calls[rank] = []
 
         class Recorder(TrainStep):
-            def __init__(self):
+            def __init__(self, got):
                 self.net = None  # no model: the driver's slicing alone is under test
+                self.got = got
 
             def __call__(self, idx, n=None, masks=None):
-                got.append((list(np.asarray(idx)), n))
+                self.got.append((list(np.asarray(idx)), n))
 
-        Recorder().epoch(np.arange(10, 32), 10, comm=_FakeComm(rank, size))
+        Recorder(got).epoch(np.arange(10, 32), 10, comm=_FakeComm(rank, size))
     for b, (start, n) in enumerate([(10, 10), (20, 10), (30, 2)]):
         rows = [r for rank in range(size) for r in calls[rank][b][0]]
         assert rows == list(range(start, start + n)), "the shares cover the global batch once, in order"

@@ -31,10 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DatasetError, DatasetNotFoundError
 from .._files import atomic_write
-from .idx import _read_idx
 from ..words import arg
+from .errors import DatasetError, DatasetNotFoundError
+from .idx import _read_idx
 
 __all__ = [
     "FILES",
@@ -189,7 +189,8 @@ def _how_to(name: str) -> str:
     lines = ["To get the files, do one of:"]
     if name == "fashion-mnist":
         lines.append(
-            "  - apt-get install dataset-fashion-mnist   (Debian/Ubuntu: puts them in /usr/share/datasets/fashion-mnist/)"
+            "  - apt-get install dataset-fashion-mnist   "
+            "(Debian/Ubuntu: puts them in /usr/share/datasets/fashion-mnist/)"
         )
     lines += [
         f"  - put the four files (gzipped or not) in a directory DIR and pass {arg('data_dir', 'DIR')}, "
@@ -234,7 +235,7 @@ def _download(name: str, dest: Path, missing: list[str]) -> None:
                 mismatch = (url, actual, len(blob))
                 continue
             dest.mkdir(parents=True, exist_ok=True)
-            atomic_write(target, lambda f: f.write(blob))
+            atomic_write(target, lambda f, data=blob: f.write(data))
             break
         else:
             if mismatch is not None:
@@ -278,7 +279,8 @@ def _resolve(name: str, data_dir, download: bool) -> dict[str, Path]:
         f"  - {label}: {d}  ({_describe(d)})" if d is not None else f"  - {label}: {note}"
         for label, d, note in candidates
     )
-    head = f"{title} not found: no searched directory holds all four files.\n{_files_line()}\nSearched, in order:\n{searched}\n"
+    head = (f"{title} not found: no searched directory holds all four files.\n{_files_line()}\n"
+            f"Searched, in order:\n{searched}\n")
     if not download:
         raise DatasetNotFoundError(f"{head}Download not attempted ({arg('download', 'False')}).\n{_how_to(name)}")
     try:

@@ -297,7 +297,8 @@ class CupyGraphStep(TrainStep):
         self.backend = net.backend
         self.dtype = cp.dtype(net.dtype_name)
         self.mod = _module(net.dtype_name)
-        self.k = {name: self.mod.get_function(name) for name in ("gemm", "gather", "softmax_ce", "bias_update", "axpy", "advance")}
+        kernels = ("gemm", "gather", "softmax_ce", "bias_update", "axpy", "advance")
+        self.k = {name: self.mod.get_function(name) for name in kernels}
         self.Xd = Xd
         self.labels = cp.argmax(Td, axis=1).astype(cp.int32)  # once per fit: the kernels use class indices
         self.perm = cp.zeros((Xd.shape[0],), cp.int64)
