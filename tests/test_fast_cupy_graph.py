@@ -27,7 +27,8 @@ def test_gemm_geometry_reads_the_intended_operands(trans_a, trans_b):
     M, N, K, sa0, sa1, sb0, sb1 = cupy_graph.gemm_geometry(A.shape, trans_a, B.shape, trans_b)
     assert (M, N, K) == (5, 3, 7)
     a, b = A.reshape(-1), B.reshape(-1)
-    C = np.array([[sum(a[i * sa0 + k * sa1] * b[k * sb0 + j * sb1] for k in range(K)) for j in range(N)] for i in range(M)])
+    C = np.array([[sum(a[i * sa0 + k * sa1] * b[k * sb0 + j * sb1] for k in range(K)) for j in range(N)]
+                  for i in range(M)])
     np.testing.assert_allclose(C, opA @ opB, rtol=1e-13)
     with pytest.raises(ValueError, match="inner dimensions differ"):
         cupy_graph.gemm_geometry((5, 7), False, (6, 3), False)
@@ -39,7 +40,8 @@ def test_kernels_compile(tmp_path, real):
     """The kernel source compiles for Hopper (sm_90) with nvcc, no GPU needed."""
     src = cupy_graph._SOURCE.replace("REAL", real).replace("TILE", str(cupy_graph._TILE))
     (tmp_path / "k.cu").write_text(src)
-    res = subprocess.run(["nvcc", "--std=c++14", "-arch=sm_90", "-ptx", str(tmp_path / "k.cu"), "-o", str(tmp_path / "k.ptx")],
+    res = subprocess.run(["nvcc", "--std=c++14", "-arch=sm_90", "-ptx", str(tmp_path / "k.cu"), "-o",
+                          str(tmp_path / "k.ptx")],
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     ptx = (tmp_path / "k.ptx").read_text()
@@ -126,9 +128,9 @@ def test_graph_step_on_fashion_mnist_shapes_and_progress_reads():
 # replay time). What it does not check: the kernels' arithmetic. Each transliteration computes its result
 # with the same NumPy operations, in the same order, as the generic step (e.g. the GEMM as op(A) @ op(B) then
 # the epilogue; ΔB as xp.sum(a, axis=0) where the CUDA kernel sums sequentially), so the parameters must come
-# out bit-identical to nn.fit(options=nn.FitOptions(fast=False)) — any difference is an orchestration error (a wrong buffer, order,
-# offset, mode or η), not rounding. The CUDA arithmetic itself is compared with the generic step on a GPU
-# (the `gpu` tests above).
+# out bit-identical to nn.fit(options=nn.FitOptions(fast=False)) — any difference is an orchestration error (a
+# wrong buffer, order, offset, mode or η), not rounding. The CUDA arithmetic itself is compared with the generic
+# step on a GPU (the `gpu` tests above).
 # ------------------------------------------------------------------------------------------------------
 class _Ptr:
     def __init__(self, ptr):
@@ -299,7 +301,8 @@ class FakeCupy(types.ModuleType):
                     KERNELS[name](*args)
 
         self._null = Stream()
-        self.cuda = types.SimpleNamespace(Stream=Stream, Event=Event, get_current_stream=lambda: (fake._streams or [fake._null])[-1])
+        self.cuda = types.SimpleNamespace(Stream=Stream, Event=Event,
+                                          get_current_stream=lambda: (fake._streams or [fake._null])[-1])
 
         class Kernel:
             def __init__(self, name):
@@ -378,7 +381,8 @@ def _fit_pair(monkeypatch, blobs, sizes, dtype, momentum, reduction, n, batch_si
         if fast:
             net.params = {k: v.view(FakeDeviceArray) for k, v in net.params.items()}
             monkeypatch.setitem(nn_step._FAST_PATHS, "numpy", lambda: _HostGraphStep)
-        hist = nn.fit(net, opt, X, t, epochs=epochs, batch_size=batch_size, seed=2, reduction=reduction, schedule=sched, options=nn.FitOptions(fast=fast))
+        hist = nn.fit(net, opt, X, t, epochs=epochs, batch_size=batch_size, seed=2, reduction=reduction, schedule=sched,
+                      options=nn.FitOptions(fast=fast))
         out.append((net, opt, hist))
     return out
 
@@ -646,7 +650,8 @@ def test_graph_step_captures_again_when_parameters_or_state_are_replaced(blobs, 
     for fast in (False, True):
         net = nn.MLP(sizes, backend="cupy", dtype=dtype, seed=1)
         opt = nn.SGD(0.05, momentum=0.9)
-        hist = nn.fit(net, opt, X, t, epochs=4, batch_size=32, seed=2, callbacks=replacer(net, opt), options=nn.FitOptions(fast=fast))
+        hist = nn.fit(net, opt, X, t, epochs=4, batch_size=32, seed=2, callbacks=replacer(net, opt),
+                      options=nn.FitOptions(fast=fast))
         net.params = {k: v * 0.5 for k, v in net.params.items()}
         hist = nn.fit(net, opt, X, t, epochs=4, batch_size=32, seed=3,
                       callbacks=replacer(net, opt), options=nn.FitOptions(fast=fast, history=hist))
@@ -739,7 +744,9 @@ def test_graph_step_with_fewer_samples_than_a_batch(blobs):
     runs = {}
     for fast in (False, True):
         net = nn.MLP(sizes, backend="cupy", dtype="float64", seed=1)
-        runs[fast] = (net, nn.fit(net, nn.SGD(0.05, momentum=0.9), X, t, epochs=5, batch_size=32, seed=2, options=nn.FitOptions(fast=fast)))
+        runs[fast] = (net,
+                      nn.fit(net, nn.SGD(0.05, momentum=0.9), X, t, epochs=5, batch_size=32, seed=2,
+                             options=nn.FitOptions(fast=fast)))
     _assert_gpu_runs_agree("float64", runs[False], runs[True], len(t))
 
 
