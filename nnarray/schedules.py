@@ -221,7 +221,7 @@ def make(name, lr, epochs, warmup=0, **settings) -> Schedule:
     0.05
     """
     epochs = check_positive_int(epochs, "epochs")
-    if isinstance(warmup, bool) or not isinstance(warmup, numbers.Integral) or not 0 <= warmup < epochs:
+    if isinstance(warmup, bool) or not isinstance(warmup, numbers.Integral) or not 0 <= int(warmup) < epochs:
         raise ValueError(f"warmup: expected a number of epochs in 0..{epochs - 1} (fewer than epochs={epochs}), "
                          f"got {warmup!r}")
     names = parameters(name)

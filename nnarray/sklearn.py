@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import numbers
 import warnings
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np  # host side: labels, the random generator, fitted attributes
 
@@ -47,7 +49,7 @@ import array_api_compat
 from . import checks
 from . import functions as F
 from . import optim as _optim
-from .backend import Backend, BackendUnavailableError, get_backend, library_name, to_numpy
+from .backend import Array, Backend, BackendUnavailableError, get_backend, library_name, to_numpy
 from .callbacks import Callback, DivergenceGuard, EarlyStopping
 from .checks import LabelWarning
 from .history import History
@@ -244,32 +246,32 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
 
     def __init__(
         self,
-        hidden_layer_sizes=(100,),
-        activation="relu",
+        hidden_layer_sizes: int | Sequence[int] = (100,),
+        activation: str = "relu",
         *,
-        solver="adam",
-        alpha=0.0001,
-        batch_size="auto",
-        learning_rate="constant",
-        learning_rate_init=0.001,
-        power_t=0.5,
-        max_iter=200,
-        shuffle=True,
-        random_state=None,
-        tol=1e-4,
-        verbose=False,
-        warm_start=False,
-        momentum=0.9,
-        nesterovs_momentum=True,
-        early_stopping=False,
-        validation_fraction=0.1,
-        beta_1=0.9,
-        beta_2=0.999,
-        epsilon=1e-8,
-        n_iter_no_change=10,
-        backend="auto",
-        dtype=None,
-    ):
+        solver: str = "adam",
+        alpha: float = 0.0001,
+        batch_size: int | str = "auto",
+        learning_rate: str = "constant",
+        learning_rate_init: float = 0.001,
+        power_t: float = 0.5,
+        max_iter: int = 200,
+        shuffle: bool = True,
+        random_state: int | np.random.RandomState | None = None,
+        tol: float = 1e-4,
+        verbose: bool = False,
+        warm_start: bool = False,
+        momentum: float = 0.9,
+        nesterovs_momentum: bool = True,
+        early_stopping: bool = False,
+        validation_fraction: float = 0.1,
+        beta_1: float = 0.9,
+        beta_2: float = 0.999,
+        epsilon: float = 1e-8,
+        n_iter_no_change: int = 10,
+        backend: str | Backend | Any = "auto",
+        dtype: str | None = None,
+    ) -> None:
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -336,14 +338,14 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         return [int(n) for n in sizes]
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, X, y):
+    def fit(self, X: Array, y: Array) -> MLPClassifier:
         """Train on ``X`` (n_samples, n_features) and labels ``y`` (n_samples,) for up to ``max_iter`` epochs.
 
         Starts from new weights unless ``warm_start``. Returns ``self``.
         """
         return self._fit(X, y, incremental=False)
 
-    def partial_fit(self, X, y, classes=None):
+    def partial_fit(self, X: Array, y: Array, classes: Array | None = None) -> MLPClassifier:
         """One epoch over (X, y), continuing the weights, the optimizer state and the random generator.
 
         ``classes`` (all labels that will ever occur) is required on the first call. Returns ``self``.
@@ -531,17 +533,17 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
     def _out(self, a, keep):
         return a if keep else np.asarray(to_numpy(a))
 
-    def predict_proba(self, X):
+    def predict_proba(self, X: Array) -> Array:
         """Class probabilities (n_samples, n_classes), columns in the order of ``classes_``."""
         A, keep = self._logits(X, "predict_proba")
         return self._out(F.softmax(self._net.xp, A), keep)
 
-    def predict_log_proba(self, X):
+    def predict_log_proba(self, X: Array) -> Array:
         """Log of the class probabilities (n_samples, n_classes), computed as log-softmax."""
         A, keep = self._logits(X, "predict_log_proba")
         return self._out(F.log_softmax(self._net.xp, A), keep)
 
-    def predict(self, X):
+    def predict(self, X: Array) -> Array:
         """Predicted labels (n_samples,), elements of ``classes_``."""
         A, keep = self._logits(X, "predict")
         xp = self._net.xp
@@ -695,7 +697,7 @@ def _generator(random_state) -> np.random.Generator:
     if isinstance(random_state, np.random.RandomState):
         return np.random.default_rng(random_state.randint(2**31 - 1))
     if random_state is None or isinstance(random_state, numbers.Integral):
-        return np.random.default_rng(random_state)
+        return np.random.default_rng(None if random_state is None else int(random_state))
     raise ValueError(f"random_state: expected None, an int, a RandomState or a Generator, got {random_state!r}")
 
 

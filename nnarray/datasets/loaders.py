@@ -165,6 +165,7 @@ def find_dataset_dir(name: str, data_dir: str | os.PathLike | None = None) -> Pa
     that order. Never downloads.
     """
     name = _canonical(name)
+    d: Path | None
     if data_dir is not None:
         d = Path(data_dir).expanduser()
         return d if not _locate(d)[1] else None
@@ -250,6 +251,7 @@ def _download(name: str, dest: Path, missing: list[str]) -> None:
 def _resolve(name: str, data_dir, download: bool) -> dict[str, Path]:
     """Paths of the four files, downloading them if allowed and needed."""
     title = _TITLES[name]
+    d: Path | None
     if data_dir is not None:
         d = Path(data_dir).expanduser()
         found, missing = _locate(d)

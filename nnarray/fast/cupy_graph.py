@@ -38,6 +38,7 @@ the kernels' own arithmetic only on a GPU.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import numpy as np
 
@@ -163,7 +164,7 @@ extern "C" __global__ void axpy(real* W, const real* V, long long n)
 extern "C" __global__ void advance(long long* off_p, long long B) { *off_p += B; }
 """
 
-_MODULES = {}
+_MODULES: dict[str, Any] = {}
 
 
 def gemm_geometry(a_shape, trans_a, b_shape, trans_b):
