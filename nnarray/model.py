@@ -141,21 +141,45 @@ class MLP:
         return any(p > 0.0 for p in self.dropout)
 
     def dropout_masks(self, rng, n):
-        """Host masks for ``n`` rows: per hidden layer l a (n, n_l) float64 array M/(1 − p) — 0 for a dropped
-        unit, 1/(1 − p) for a kept one — or None where p = 0.
+        """Host masks for ``n`` rows: per hidden layer l a (n, n_l) array M/(1 − p) of the compute dtype — 0 for
+        a dropped unit, 1/(1 − p) (rounded to the dtype) for a kept one — or None where p = 0.
 
-        ``rng`` is a ``numpy.random.Generator``; a unit is dropped where its uniform draw u ∈ [0, 1) is < p
-        (probability p). Drawn layer by layer, row-major, so the same generator state gives the same masks
-        for any backend or dtype.
+        ``rng`` is a ``numpy.random.Generator``; a unit is dropped where its float64 uniform draw u ∈ [0, 1) is
+        < p (probability p). Drawn layer by layer, row-major, so the same generator state gives the same masks
+        for any backend or dtype. One batch of :meth:`draw_dropout`.
         """
-        masks = []
-        for width, p in zip(self.layer_sizes[1:-1], self.dropout):
-            if p == 0.0:
-                masks.append(None)
-                continue
-            M = rng.random((n, width)) >= p
-            masks.append(M * (1.0 / (1.0 - p)))
-        return masks
+        return self.draw_dropout(rng, [n])
+
+    def draw_dropout(self, rng, rows):
+        """The masks of consecutive batches of ``rows[0]``, ``rows[1]``, ... rows, drawn in one go.
+
+        Returns per hidden layer one host buffer (Σ rows, n_l) of the compute dtype (None where p = 0): batch b's
+        masks are its rows ``sum(rows[:b])`` … ``sum(rows[:b + 1])``, the values :meth:`dropout_masks` gives
+        batch after batch from the same generator (the uniforms u are drawn in the same order: batch by batch,
+        layer by layer, row-major). u lives only in a float64 scratch of one batch; each buffer is written once.
+        """
+        layers = [(l, w, p) for l, (w, p) in enumerate(zip(self.layer_sizes[1:-1], self.dropout)) if p > 0.0]
+        dtype = np.dtype(self.dtype_name)
+        bufs = [None] * len(self.dropout)
+        if not layers:
+            return bufs
+        total, width = sum(rows), sum(w for _, w, _ in layers)
+        for l, w, _ in layers:
+            bufs[l] = np.empty((total, w), dtype=dtype)
+        scale = {l: dtype.type(1.0 / (1.0 - p)) for l, _, p in layers}  # the float64 1/(1 − p), rounded once
+        u = np.empty(max(rows, default=0) * width)  # float64: u ≥ p decides exactly as before
+        keep = np.empty(u.shape, dtype=bool)
+        r = 0
+        for n in rows:
+            rng.random(out=u[: n * width])
+            off = 0
+            for l, w, p in layers:
+                k = keep[off : off + n * w].reshape(n, w)
+                np.greater_equal(u[off : off + n * w].reshape(n, w), p, out=k)
+                np.multiply(k, scale[l], out=bufs[l][r : r + n])  # M/(1 − p) in the compute dtype, one pass
+                off += n * w
+            r += n
+        return bufs
 
     # ----------------------------------------------------------------- forward / backward on device arrays
     def forward(self, X, masks=None):

@@ -378,6 +378,22 @@ def _own_rule(opt, cls) -> bool:
     return kind.rule is cls.rule and kind.scalars is cls.scalars and kind.state_names is cls.state_names
 
 
+def _fused_for(opt, cls, family, backend):
+    """``opt``'s fused form of ``cls``'s rule on ``backend`` (NumPy, torch, CuPy; :mod:`nnarray.fused`), or None: made
+    once per backend and configuration and kept (a NumPy form keeps its scratch buffers)."""
+    if backend.name not in ("numpy", "cupy", "torch") or not _own_rule(opt, cls):
+        return None
+    from . import fused  # noqa: PLC0415 -- imports this module
+
+    device = str(getattr(backend, "device", None))
+    key = (backend.name, device, family, bool(getattr(opt, "nesterov", False)), bool(opt.weight_decay))
+    forms = opt.__dict__.setdefault("_fused_forms", {})
+    if key not in forms:
+        make = {"numpy": fused.numpy_form, "cupy": fused.cupy_form, "torch": fused.torch_form}[backend.name]
+        forms[key] = make(opt, family, backend)
+    return forms[key]
+
+
 class HeavyBallSGD(FusedForm):
     """SGD with or without heavy-ball momentum, as a fast path's own kernels compute it (:meth:`SGD.fused`).
 
@@ -478,10 +494,9 @@ class SGD(Optimizer):
         return p + (mu * v - lr * g if self.nesterov else v), {"velocity": v}  # Nesterov: −η (g + μ b)
 
     def fused(self, backend):
-        """:class:`HeavyBallSGD` on CuPy (the graph step's kernels) without Nesterov and weight decay, else None."""
-        if backend.name == "cupy" and not self.nesterov and not self.weight_decay and _own_rule(self, SGD):
-            return HeavyBallSGD(self, backend)
-        return None
+        """The in-place form on NumPy, torch and CuPy (:mod:`nnarray.fused`); on CuPy without Nesterov and weight decay
+        it is also the :class:`HeavyBallSGD` the graph step's kernels compute. None elsewhere."""
+        return _fused_for(self, SGD, "sgd", backend)
 
 
 class Adam(Optimizer):
@@ -522,6 +537,10 @@ class Adam(Optimizer):
         """η, the step size η / (1 − β1^t) and √(1 − β2^t), as Python floats (a NumPy scalar would promote float32)."""
         b1, b2 = self.betas
         return {"lr": self.lr, "step_size": self.lr / (1.0 - b1**self.t), "bc2_sqrt": math.sqrt(1.0 - b2**self.t)}
+
+    def fused(self, backend):
+        """The in-place form on NumPy, torch and CuPy (:mod:`nnarray.fused`), else None."""
+        return _fused_for(self, Adam, "adam", backend)
 
     def rule(self, p, g, state, scalars):
         xp = _xp(p)
@@ -601,6 +620,10 @@ class RMSprop(Optimizer):
     def state_names(self):
         return ("square_avg", "momentum_buffer") if self.momentum else ("square_avg",)
 
+    def fused(self, backend):
+        """The in-place form on NumPy, torch and CuPy (:mod:`nnarray.fused`), else None."""
+        return _fused_for(self, RMSprop, "rmsprop", backend)
+
     def rule(self, p, g, state, scalars):
         xp = _xp(p)
         alpha, lr, mu = self.alpha, scalars["lr"], self.momentum
@@ -656,6 +679,10 @@ class AdaGrad(Optimizer):
     def _initial(self, name, p):
         h = _zeros_like(p)
         return h + self.initial_accumulator_value if self.initial_accumulator_value else h
+
+    def fused(self, backend):
+        """The in-place form on NumPy, torch and CuPy (:mod:`nnarray.fused`), else None."""
+        return _fused_for(self, AdaGrad, "adagrad", backend)
 
     def rule(self, p, g, state, scalars):
         xp = _xp(p)

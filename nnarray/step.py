@@ -7,9 +7,10 @@ A step object is made once per :func:`nnarray.fit` call for the whole training s
 
 * ``step(idx, n=None, masks=None)`` — one mini-batch, the rows ``idx`` of the data:
 
-  0. for a net with dropout, the batch's masks M/(1 − p): given (host arrays, one row per row of ``idx``)
-     or drawn here from the host generator ``mask_rng`` (:meth:`nnarray.MLP.dropout_masks`), then sent to
-     the device — every backend trains with the same masks;
+  0. for a net with dropout, the batch's masks M/(1 − p) in the compute dtype: given (host or device arrays,
+     one row per row of ``idx``; :meth:`TrainStep.epoch` passes slices of buffers drawn for many batches at
+     once and sent to the device once, :meth:`TrainStep.epoch_masks`) or drawn here from the host generator
+     ``mask_rng`` (:meth:`nnarray.MLP.dropout_masks`) and sent — every backend trains with the same masks;
   1. forward through the model's layer loop: A = MLP.forward(X, masks) (:meth:`nnarray.MLP.forward`);
   2. the loss head: a = Y − T (÷ n for ``reduction="mean"``), the summed cross-entropy E and the number
      correct (:func:`nnarray.functions.softmax_cross_entropy`), added to ``loss_sum`` / ``correct``;
@@ -46,6 +47,10 @@ from . import functions as F
 from .words import arg
 
 __all__ = ["TrainStep", "make_step", "register_fast_path", "fast_path_for", "fast_enabled_by_env"]
+
+#: The largest host buffer of dropout masks :meth:`TrainStep.epoch_masks` draws at once (bytes): the whole
+#: epoch's masks for most networks; for wide ones (784-2048-10 at batch 128: 1 MiB per batch) a few transfers.
+MASK_BUFFER_BYTES = 128 * 2**20
 
 
 class TrainStep:
@@ -86,6 +91,34 @@ class TrainStep:
             self.mask_rng = np.random.default_rng(0)
         return self.net.dropout_masks(self.mask_rng, n)
 
+    def epoch_masks(self, N, batch_size):
+        """Per global batch of an epoch of ``N`` rows, its dropout masks on the device (None without dropout).
+
+        Drawn from ``mask_rng`` as :meth:`draw_masks` draws them batch after batch (the same values), but for
+        many batches at once (:meth:`nnarray.MLP.draw_dropout`): one host buffer per hidden layer in the compute
+        dtype, sent to the device in one transfer and sliced there per batch. A buffer holds the whole epoch
+        when it fits in ``MASK_BUFFER_BYTES``, else as many batches as fit (at least one).
+        """
+        net = self.net
+        starts = range(0, N, batch_size)
+        if not getattr(net, "uses_dropout", False):
+            yield from (None for _ in starts)
+            return
+        if self.mask_rng is None:
+            self.mask_rng = np.random.default_rng(0)
+        row_bytes = np.dtype(net.dtype_name).itemsize * sum(
+            w for w, p in zip(net.layer_sizes[1:-1], net.dropout) if p > 0.0
+        )
+        per_buffer = max(1, MASK_BUFFER_BYTES // (row_bytes * batch_size))
+        for g in range(0, len(starts), per_buffer):
+            rows = [min(batch_size, N - s) for s in starts[g : g + per_buffer]]
+            host = net.draw_dropout(self.mask_rng, rows)
+            device = [None if M is None else net.backend.asarray(M, dtype=net.dtype) for M in host]
+            r = 0
+            for n in rows:
+                yield [None if M is None else M[r : r + n, ...] for M in device]
+                r += n
+
     def __call__(self, idx, n=None, masks=None):
         """One mini-batch: the rows ``idx`` (1-D device array of the backend's index dtype); ``n`` the global batch size.
 
@@ -114,12 +147,13 @@ class TrainStep:
         rank, size = (0, 1) if comm is None else (comm.rank, comm.size)
         n_batches = -(-N // batch_size)
         seen = 0
+        mask_batches = self.epoch_masks(N, batch_size)
         for b, s in enumerate(range(0, N, batch_size), start=1):
             n = min(batch_size, N - s)  # the standard leaves out-of-bounds slice stops unspecified
             lo, hi = s + n * rank // size, s + n * (rank + 1) // size
-            masks = self.draw_masks(n)  # the global batch's, so that every rank draws the same
+            masks = next(mask_batches)  # the global batch's, so that every rank draws the same
             if masks is not None:
-                masks = [None if M is None else M[lo - s : hi - s] for M in masks]
+                masks = [None if M is None else M[lo - s : hi - s, ...] for M in masks]
             self(order_d[lo:hi], n, masks)
             seen += hi - lo
             if on_batches is not None and (b % log_every == 0 or b == n_batches):

@@ -12,7 +12,9 @@ reading its loss, which synchronises with the device. Rows:
   with a GPU);
 * ``plain-numpy`` / ``cupy-plain`` — :func:`yardsticks.plain_train_epoch`, the network written directly;
 * ``torch-eager`` (CUDA when available, else the CPU) and ``torch-cudagraph`` (CUDA only):
-  :class:`yardsticks.TorchTrainer`. ``--yardsticks`` picks among these four.
+  :class:`yardsticks.TorchTrainer`;
+* ``gemm-numpy`` — the GEMM floor: only the epoch's matrix products in NumPy (:func:`gemm_row`), so the ratio
+  nnarray-numpy / gemm-numpy says how far the whole step is from its products. ``--yardsticks`` picks among these.
 
 All start from ``nn.MLP``'s initial weights. Method: each row is prepared (data on its device once) and warmed
 up (20 batches plus the last batch's shape); then ``--repeats`` timed epochs run round-robin, rotating who goes
@@ -21,11 +23,18 @@ another library's thread pool ran, the first few hundred ms measured up to 2x sl
 table gives medians and the ratios nnarray / yardstick (> 1: nnarray slower). ``--samples N`` times epochs of
 N samples and scales to 60 000.
 
+``--recipes`` times the recipes people train instead (:data:`RECIPES`): 784-2048-10 at batch 128 with dropout 0.5
+and AdamW(1e-3, weight decay 0.05) — the README's best recipe —, the same network with SGD momentum 0.9, and
+784-100-10 at batch 100 with SGD; each nnarray row against ``torch-eager`` with torch's fused optimizer where it
+has one on the CPU (else foreach; the report says which). Every table also gives the GEMM floor: the epoch's
+matrix products at the rate NumPy's float32 matmul reaches at 1000³ in the same run.
+
 Usage::
 
     python scripts/bench.py                                  # CPU: 100x100,1000x100; GPU: all three
     python scripts/bench.py --configs 100x100 --repeats 5 --json bench.json
     python scripts/bench.py --backends cupy,cupy:fast --yardsticks torch-eager,torch-cudagraph   # GPU rows only
+    python scripts/bench.py --recipes all --repeats 3                        # the recipes against torch
 """
 
 from __future__ import annotations
@@ -41,11 +50,12 @@ import numpy as np
 import yardsticks as ys
 
 import nnarray as nn
+from nnarray import fused
 
 EPOCH_SAMPLES, LR, SEED = 60000, 0.1, 0
 WARMUP_BATCHES = SETTLE_BATCHES = 20
 SETTLE_SECONDS = 0.3
-YARDSTICKS = ("plain-numpy", "cupy-plain", "torch-eager", "torch-cudagraph")
+YARDSTICKS = ("plain-numpy", "cupy-plain", "torch-eager", "torch-cudagraph", "gemm-numpy")
 
 
 def load_data(kind="auto", n_samples=EPOCH_SAMPLES, seed=SEED):
@@ -115,6 +125,32 @@ def plain_row(xp_name, sizes, B, X, t, dtype):
     return epoch
 
 
+def gemm_row(_, sizes, B, X, t, dtype):
+    """The GEMM floor of NumPy's BLAS: only the epoch's matrix products (forward X·W1, H·W2; backward Hᵀ·a,
+    a·W2ᵀ, Xᵀ·h) with this library's layouts, on contiguous batches — no gather, bias, ReLU, loss or update."""
+    if len(sizes) != 3:
+        raise ys.Unavailable("for one hidden layer")
+    params = ys.initial_params(sizes, SEED, dtype)
+    W1, W2 = params["W1"], params["W2"]
+    rng = np.random.default_rng(SEED)
+    Xd = np.ascontiguousarray(X, dtype=dtype)
+    a_full = (rng.standard_normal((B, sizes[-1])) / B).astype(dtype)
+
+    def epoch(n):
+        start = time.perf_counter()
+        for s in range(0, n, B):
+            Xb = Xd[s : s + B]
+            a = a_full[: Xb.shape[0]]
+            H = Xb @ W1
+            H @ W2
+            H.T @ a
+            h = a @ W2.T
+            Xb.T @ h
+        return time.perf_counter() - start, float("nan")
+
+    return epoch
+
+
 def torch_row(graph, sizes, B, X, t, dtype):
     tr = ys.TorchTrainer(ys.import_torch(), ys.initial_params(sizes, SEED, dtype), X, t, B, LR, dtype=dtype,
                          graph=graph)
@@ -136,14 +172,115 @@ def jax_rows():
     import importlib.util  # noqa: PLC0415
 
     return ["jax:generic", "jax:fast"] if importlib.util.find_spec("jax") is not None else []
+# --------------------------------------------------------------------------- recipes: optimizer and dropout
+#: The recipes people train, each against PyTorch's best CPU configuration of the same optimizer (fused where
+#: torch offers it): the README's best recipe, its network with momentum, and the seed network.
+RECIPES = {
+    "adamw-dropout": {"hidden": 2048, "batch": 128, "dropout": 0.5,
+                      "optimizer": ("AdamW", {"lr": 1e-3, "weight_decay": 0.05})},
+    "momentum": {"hidden": 2048, "batch": 128, "dropout": 0.0, "optimizer": ("SGD", {"lr": 0.05, "momentum": 0.9})},
+    "sgd": {"hidden": 100, "batch": 100, "dropout": 0.0, "optimizer": ("SGD", {"lr": 0.1})},
+}
+
+
+def parse_recipes(text):
+    """``"adamw-dropout,sgd"`` or ``"all"`` -> config dicts with the recipe's optimizer and dropout."""
+    names = list(RECIPES) if text.strip() == "all" else [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in RECIPES]
+    if unknown or not names:
+        raise SystemExit(f"--recipes: expected names among {','.join(RECIPES)} or all, got {text!r}")
+    cfgs = []
+    for n in names:
+        r = RECIPES[n]
+        name, kw = r["optimizer"]
+        desc = f"{name}({', '.join(f'{k}={v}' for k, v in kw.items())})" + (f", dropout {r['dropout']}" if r["dropout"] else "")
+        cfgs.append({"name": n, "hidden": r["hidden"], "batch": r["batch"], "layers": f"{ys.N_IN}-{r['hidden']}-{ys.N_CLASSES}",
+                     "dropout": r["dropout"], "optimizer": [name, kw], "recipe": desc})
+    return cfgs
+
+
+def nnarray_recipe_row(spec, cfg, X, t, dtype):
+    """As :func:`nnarray_row`, with the recipe's optimizer and dropout."""
+    name, _, variant = spec.partition(":")
+    try:
+        be = nn.get_backend(name)
+    except Exception as exc:  # noqa: BLE001 -- BackendUnavailableError, missing library
+        raise ys.Unavailable(str(exc)) from exc
+    sizes = [ys.N_IN, cfg["hidden"], ys.N_CLASSES]
+    net = nn.MLP(sizes, backend=be, dtype=dtype, seed=SEED, dropout=cfg["dropout"])
+    opt_name, kw = cfg["optimizer"]
+    opt, rng = getattr(nn, opt_name)(**kw), np.random.default_rng(SEED)
+    Xd, td = be.asarray(X, dtype=net.dtype), be.asarray(t, dtype=be.index_dtype)
+    fast = {"": None, "generic": False, "fast": True}[variant]
+
+    def epoch(n):
+        Xn, tn = (Xd, td) if n == X.shape[0] else (Xd[:n, ...], td[:n])
+        hist = nn.fit(net, opt, Xn, tn, epochs=1, batch_size=cfg["batch"], reduction="mean", seed=rng,
+                      options=nn.FitOptions(fast=fast))
+        return hist.seconds[-1], hist.train_loss[-1]
+
+    return epoch
+
+
+def torch_optimizer(torch, cfg):
+    """``(factory, description)``: torch's optimizer for the recipe, fused when this torch offers it on the CPU
+    (else foreach, the default multi-tensor form)."""
+    name, kw = cfg["optimizer"]
+    cls = getattr(torch.optim, name)
+    probe = torch.zeros(2, requires_grad=True)
+    probe.grad = torch.zeros(2)
+    try:
+        cls([probe], **kw, fused=True).step()
+        flag = {"fused": True}
+    except (RuntimeError, TypeError, ValueError):  # this torch has no fused CPU kernel for it
+        flag = {"foreach": True}
+    desc = f"torch.optim.{name}({', '.join(f'{k}={v}' for k, v in {**kw, **flag}.items())})"
+    return (lambda params: cls(params, **kw, **flag)), desc
+
+
+def torch_recipe_row(cfg, X, t, dtype):
+    torch = ys.import_torch()
+    factory, cfg["torch_optimizer"] = torch_optimizer(torch, cfg)
+    lr = cfg["optimizer"][1]["lr"]
+    tr = ys.TorchTrainer(torch, ys.initial_params([ys.N_IN, cfg["hidden"], ys.N_CLASSES], SEED, dtype), X, t,
+                         cfg["batch"], lr, dtype=dtype, optimizer=factory, dropout=cfg["dropout"])
+    rng = np.random.default_rng(SEED)
+
+    def epoch(n):
+        start = time.perf_counter()
+        loss = tr.epoch(rng.permutation(X.shape[0])[:n], lr)  # synchronises
+        return time.perf_counter() - start, loss / n
+
+    return epoch
+
+
+def make_recipe_rows(cfg, X, t, backends, yard, dtype):
+    """{name: epoch function or reason}: nnarray on each backend and ``torch-eager`` with the recipe's optimizer."""
+    rows = {}
+    makers = {f"nnarray-{b.replace(':', '-')}": (lambda b=b: nnarray_recipe_row(b, cfg, X, t, dtype)) for b in backends}
+    if "torch-eager" in yard:
+        makers["torch-eager"] = lambda: torch_recipe_row(cfg, X, t, dtype)
+    if "gemm-numpy" in yard:
+        makers["gemm-numpy"] = lambda: gemm_row(None, [ys.N_IN, cfg["hidden"], ys.N_CLASSES], cfg["batch"], X, t, dtype)
+    for name, make in makers.items():
+        try:
+            rows[name] = make()
+        except ys.Unavailable as exc:
+            rows[name] = str(exc)
+        except Exception as exc:  # noqa: BLE001 -- one broken row must not stop the others
+            rows[name] = f"failed to prepare: {type(exc).__name__}: {exc}"
+    return rows
 
 
 def make_rows(cfg, X, t, backends, yard, dtype):
     """{name: epoch function, or the reason it is not available}."""
+    if "optimizer" in cfg:
+        return make_recipe_rows(cfg, X, t, backends, yard, dtype)
     sizes, B = [ys.N_IN, cfg["hidden"], ys.N_CLASSES], cfg["batch"]
     makers = {f"nnarray-{b.replace(':', '-')}": (nnarray_row, b) for b in backends}
     makers.update({"plain-numpy": (plain_row, "numpy"), "cupy-plain": (plain_row, "cupy"),
-                   "torch-eager": (torch_row, False), "torch-cudagraph": (torch_row, True)})
+                   "torch-eager": (torch_row, False), "torch-cudagraph": (torch_row, True),
+                   "gemm-numpy": (gemm_row, None)})
     rows = {}
     for name, (make, arg) in makers.items():
         if name in YARDSTICKS and name not in yard:
@@ -215,7 +352,10 @@ def parse_configs(text):
 
 
 def format_table(res):
-    lines = [f"\n== {res['layers']}, batch {res['batch']}   (load average after: {res['loadavg_after']})",
+    recipe = f", {res['recipe']}" if "recipe" in res else ", SGD lr 0.1"
+    torch_opt = f"\n   torch-eager: {res['torch_optimizer']}" if "torch_optimizer" in res else ""
+    lines = [f"\n== {res['layers']}, batch {res['batch']}{recipe}   (load average after: {res['loadavg_after']})"
+             + torch_opt,
              f"{'impl':<24}{'ms/epoch':>11}{'samples/s':>13}{'loss*':>9}   all samples (ms)"]
     for name, r in res["results"].items():
         if "median_ms_per_epoch" not in r:
@@ -225,8 +365,45 @@ def format_table(res):
         lines.append(f"{name:<24}{r['median_ms_per_epoch']:11.1f}{r['samples_per_s']:13,.0f}"
                      f"{r['last_train_loss']:9.4f}   {samples}")
     lines += [f"ratio {key:<40}{v:8.3f}" for key, v in res["ratios"].items()]
+    if "gemm_floor_ms_per_epoch" in res:
+        lines.append(f"GEMM floor (the epoch's matrix products at the 1000^3 rate): {res['gemm_floor_ms_per_epoch']:.1f} ms")
     lines.append("* mean training loss of the last timed epoch: a sanity check that every row learns, not a comparison")
     return "\n".join(lines)
+
+
+def gemm_rate(dtype, n=1000, repeats=5):
+    """GFLOP/s of NumPy's matrix product at n³ (median of ``repeats``): the machine's GEMM rate now."""
+    rng = np.random.default_rng(0)
+    A, B = rng.random((n, n)).astype(dtype), rng.random((n, n)).astype(dtype)
+    A @ B
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        A @ B
+        times.append(time.perf_counter() - start)
+    return 2.0 * n**3 / statistics.median(times) / 1e9
+
+
+def epoch_gflop(cfg):
+    """GFLOP of an epoch's matrix products (forward X·W1, H·W2; backward Hᵀ·a, a·W2ᵀ, Xᵀ·h) for 60 000 samples."""
+    h = cfg["hidden"]
+    return EPOCH_SAMPLES * 2.0 * (2 * ys.N_IN * h + 3 * h * ys.N_CLASSES) / 1e9
+
+
+def header(args, env, data_desc):
+    what = (f"recipes {args.recipes}" + (f" and seed network configs {args.configs}" if args.configs else "")
+            if args.recipes else f"seed network, SGD lr={LR} (mean)")
+    updates = ("one compiled Numba pass per parameter" if env["numpy_updates"] == "numba"
+               else f"in-place ufunc blocks ({fused.NUMBA_MISSING})")
+    return "\n".join([
+        f"nnarray benchmark: {what}, {args.dtype}, {EPOCH_SAMPLES} samples/epoch", *ys.describe(env),
+        f"gemm        NumPy {args.dtype} matmul at 1000^3: {env['gemm_gflops_1000']:.0f} GFLOP/s (the GEMM floor's rate)",
+        f"updates     NumPy optimizer updates: {updates}",
+        f"data        {data_desc}",
+        f"method      warm-up, then {args.repeats} timed epoch(s) per row, round-robin, each after "
+        f">= {args.settle:g} s of untimed batches of the same row; median"
+        + (f"; timed on {args.samples} samples/epoch, scaled" if args.samples != EPOCH_SAMPLES else ""),
+    ])
 
 
 def build_parser():
@@ -234,6 +411,8 @@ def build_parser():
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--configs", default=None, help="HIDDENxBATCH list (default 100x100,1000x100; "
                    "with a GPU 100x100,1000x100,4096x1024)")
+    p.add_argument("--recipes", default=None, help=f"time the recipes {','.join(RECIPES)} (or all) with their "
+                   "optimizer and dropout against torch's fused optimizer, instead of plain-SGD --configs")
     p.add_argument("--repeats", type=int, default=6, help="timed epochs per row, rotating who goes first (median)")
     p.add_argument("--samples", type=int, default=EPOCH_SAMPLES, help="samples per timed epoch (scaled to 60000)")
     p.add_argument("--backends", default=None, help="nnarray rows: numpy,cupy,array_api_strict,torch,jax, each with "
@@ -256,21 +435,22 @@ def main(argv=None):
     if set(yard) - set(YARDSTICKS):
         p.error(f"--yardsticks: expected names among {','.join(YARDSTICKS)}, got {args.yardsticks!r}")
     gpu = ys.gpu_present()
-    cfgs = parse_configs(args.configs or ("100x100,1000x100" + (",4096x1024" if gpu else "")))
+    if args.recipes:
+        cfgs = parse_recipes(args.recipes) + (parse_configs(args.configs) if args.configs else [])
+    else:
+        cfgs = parse_configs(args.configs or ("100x100,1000x100" + (",4096x1024" if gpu else "")))
     backends = ([b.strip() for b in args.backends.split(",") if b.strip()] if args.backends else
                 ["numpy"] + jax_rows() + (["cupy", "cupy:fast"] if nn.cupy_available() else []))
     X, t, data_desc = load_data(args.data, args.samples)
     env = ys.environment()
-    print("\n".join([f"nnarray benchmark: seed network, SGD lr={LR} (mean), {args.dtype}, {EPOCH_SAMPLES} "
-                     "samples/epoch", *ys.describe(env), f"data        {data_desc}",
-                     f"method      warm-up, then {args.repeats} timed epoch(s) per row, round-robin, each after "
-                     f">= {args.settle:g} s of untimed batches of the same row; median"
-                     + (f"; timed on {args.samples} samples/epoch, scaled" if args.samples != EPOCH_SAMPLES else "")]),
-          flush=True)
+    env["numpy_updates"] = fused.numpy_engine()
+    env["gemm_gflops_1000"] = gemm_rate(args.dtype)
+    print(header(args, env, data_desc), flush=True)
     results = []
     for cfg in cfgs:
         results.append(run_config(cfg, X, t, backends, yard, args.dtype, args.repeats, args.settle,
                                   log=lambda s: print(s, file=sys.stderr)))
+        results[-1]["gemm_floor_ms_per_epoch"] = 1000.0 * epoch_gflop(cfg) / env["gemm_gflops_1000"]
         print(format_table(results[-1]), flush=True)
     report = {
         "date": env["date"], "environment": env,

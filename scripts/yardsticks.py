@@ -112,13 +112,16 @@ class TorchTrainer:
     """The seed network in PyTorch from nnarray's weights ``params``; data moved to ``device`` once.
 
     ``graph=False``: eager (zero_grad, forward, loss, backward, step; each batch gathered by the permutation).
+    ``optimizer``: a callable ``parameters -> torch.optim.Optimizer`` instead of SGD(lr, momentum); ``dropout``:
+    p of a ``torch.nn.Dropout`` after the ReLU (0: none).
     ``graph=True`` (CUDA only): the whole step (zero_grad(set_to_none=False), forward, loss, backward, step,
     running loss) captured once per batch shape on static buffers, after 3 warm-up steps on a side stream whose
     training is undone; per batch the rows are copied into the buffers and the graph replayed. torch.optim.SGD
     bakes ``lr`` into the captured kernels (it passes it as a host scalar), so a new ``lr`` recaptures.
     """
 
-    def __init__(self, torch, params, X, t, batch_size, lr, momentum=0.0, dtype="float32", graph=False):
+    def __init__(self, torch, params, X, t, batch_size, lr, momentum=0.0, dtype="float32", graph=False,
+                 optimizer=None, dropout=0.0):
         cuda = torch_cuda(torch)
         if graph and not cuda:
             raise Unavailable("CUDA graphs need a CUDA device; torch.cuda.is_available() is False")
@@ -127,13 +130,16 @@ class TorchTrainer:
         self.dtype = getattr(torch, dtype)
         n_hidden = params["W1"].shape[1]
         lin1, lin2 = torch.nn.Linear(params["W1"].shape[0], n_hidden), torch.nn.Linear(n_hidden, params["W2"].shape[1])
-        self.model = torch.nn.Sequential(lin1, torch.nn.ReLU(), lin2).to(device=self.device, dtype=self.dtype)
+        layers = [lin1, torch.nn.ReLU()] + ([torch.nn.Dropout(dropout)] if dropout else []) + [lin2]
+        self.model = torch.nn.Sequential(*layers).to(device=self.device, dtype=self.dtype)
         with torch.no_grad():  # torch stores W as (out, in): transpose nnarray's (in, out)
             for lin, l in ((lin1, 1), (lin2, 2)):
                 lin.weight.copy_(torch.from_numpy(params[f"W{l}"].T.copy()))
                 lin.bias.copy_(torch.from_numpy(params[f"b{l}"]))
         self.loss_fn = torch.nn.CrossEntropyLoss()  # mean over the batch
-        self.opt = torch.optim.SGD(self.model.parameters(), lr=lr, momentum=momentum)
+        # ``optimizer(parameters)`` builds another torch optimizer (bench.py's recipes: fused AdamW, ...).
+        params_t = self.model.parameters()
+        self.opt = optimizer(params_t) if optimizer else torch.optim.SGD(params_t, lr=lr, momentum=momentum)
         self.Xd, self.td = self.tensor(X), self.tensor(t, torch.int64)
         self.static, self.graphs, self.captured_lr, self.captures = {}, {}, lr, 0
 

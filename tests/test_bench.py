@@ -157,3 +157,22 @@ def test_torch_yardstick_computes_what_nnarray_computes(ys, momentum):
         np.testing.assert_allclose(lin.weight.detach().numpy().T, nn.to_numpy(net.params[f"W{l}"]), rtol=1e-10, atol=1e-13)
         np.testing.assert_allclose(lin.bias.detach().numpy(), nn.to_numpy(net.params[f"b{l}"]), rtol=1e-10, atol=1e-13)
     assert tr.accuracy(tr.tensor(X), tr.tensor(t, torch.int64)) == pytest.approx(nn.evaluate(net, X, t)[1])
+
+
+def test_recipes_time_the_optimizers_and_dropout_against_torchs_best(bench):
+    argv = "--recipes adamw-dropout,sgd --samples 400 --repeats 1 --data random --settle 0".split()
+    report = bench.main(argv)
+    ada, sgd = report["configs"]
+    assert (ada["layers"], ada["batch"], ada["dropout"]) == ("784-2048-10", 128, 0.5)
+    assert ada["optimizer"] == ["AdamW", {"lr": 1e-3, "weight_decay": 0.05}]
+    assert (sgd["layers"], sgd["batch"], sgd["optimizer"][0]) == ("784-100-10", 100, "SGD")
+    assert report["environment"]["numpy_updates"] in ("numba", "ufunc")
+    for cfg in (ada, sgd):
+        assert cfg["results"]["nnarray-numpy"]["available"] is True
+        assert cfg["gemm_floor_ms_per_epoch"] > 0
+        if HAS_TORCH:
+            assert cfg["results"]["torch-eager"]["available"] is True, cfg["results"]["torch-eager"]
+            assert ("fused=True" in cfg["torch_optimizer"]) != ("foreach=True" in cfg["torch_optimizer"])
+            assert cfg["ratios"]["nnarray-numpy/torch-eager"] > 0
+    with pytest.raises(SystemExit, match="--recipes: expected names among"):
+        bench.parse_recipes("adam")

@@ -164,6 +164,61 @@ def test_data_parallel_shares_take_rows_of_the_global_batchs_masks(blobs):
         np.testing.assert_array_equal(seen[1, 2][b], M[h:])
 
 
+def _masks_batch_by_batch(net, rng, n):
+    """The reference: each batch's masks drawn by their own calls, u in float64, M/(1 − p) made in float64
+    and cast to the compute dtype (how masks were made before they were drawn for many batches at once)."""
+    return [None if p == 0.0 else ((rng.random((n, w)) >= p) * (1.0 / (1.0 - p))).astype(net.dtype_name)
+            for w, p in zip(net.layer_sizes[1:-1], net.dropout)]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_masks_drawn_for_many_batches_equal_the_batch_by_batch_masks(dtype):
+    net = nn.MLP([5, 7, 6, 8, 2], backend="numpy", dtype=dtype, seed=0, dropout=[0.3, 0.0, 0.5])
+    rows = [4, 4, 4, 3]
+    bufs = net.draw_dropout(np.random.default_rng(9), rows)
+    ref_rng = np.random.default_rng(9)
+    r = 0
+    for n in rows:
+        for M, R in zip(bufs, _masks_batch_by_batch(net, ref_rng, n)):
+            if R is None:
+                assert M is None
+                continue
+            assert M.dtype == np.dtype(dtype)
+            np.testing.assert_array_equal(M[r : r + n], R)
+        r += n
+    assert bufs[0].shape == (15, 7) and bufs[2].shape == (15, 8)
+
+
+@pytest.mark.parametrize("buffer_bytes", [1, 100, 2**20])  # a buffer per batch, per two batches, per epoch
+@pytest.mark.parametrize("ranks", [1, 2, 3])
+def test_epoch_masks_are_the_batch_by_batch_masks_on_every_backend_and_rank_count(backend, monkeypatch,
+                                                                                 buffer_bytes, ranks):
+    """One buffer per epoch (or per few batches), sent once: the same values as one draw per batch, and each
+    rank's share is its rows of the global batch's masks."""
+    from nnarray import step as step_mod  # noqa: PLC0415
+
+    monkeypatch.setattr(step_mod, "MASK_BUFFER_BYTES", buffer_bytes)
+    X, t = np.zeros((23, 3)), np.zeros(23, dtype=np.int64)
+    net = nn.MLP([3, 3, 2, 2], backend=backend, dtype="float32", seed=0, dropout=[0.5, 0.25])
+    Xd, Td = net.backend.asarray(X, dtype=net.dtype), F.one_hot(net.xp, net.backend.asarray(t), 2, net.dtype)
+    ref_rng = np.random.default_rng(4)
+    reference = [_masks_batch_by_batch(net, ref_rng, min(5, 23 - s)) for s in range(0, 23, 5)]
+    for rank in range(ranks):
+        step = step_mod.TrainStep(net, nn.SGD(1e-12), Xd, Td, "mean")
+        step.mask_rng = np.random.default_rng(4)
+        calls = []
+        _recording_forward(net, calls)
+        comm = dataclasses.make_dataclass("C", ["rank", "size"])(rank, ranks)
+        step.epoch(net.backend.asarray(np.arange(23)), 5, comm=comm)
+        del net.forward
+        assert len(calls) == len(reference)
+        for b, (got, want) in enumerate(zip(calls, reference)):
+            n = want[0].shape[0]
+            lo, hi = n * rank // ranks, n * (rank + 1) // ranks
+            for M, R in zip(got, want):
+                np.testing.assert_array_equal(nn.to_numpy(M), R[lo:hi])
+
+
 @pytest.mark.parametrize(
     "dropout,error,match",
     [

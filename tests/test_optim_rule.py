@@ -306,13 +306,18 @@ def test_no_fused_form_on_jax(counted, jax_backend):
     np.testing.assert_array_equal(nn.to_numpy(p["W"]), np.full((2, 3), -0.1))
 
 
-def test_sgds_fused_form_is_the_heavy_ball_description_on_cupy_only():
+def test_sgds_cupy_form_is_the_heavy_ball_description_where_the_graph_can_run_it():
+    """On CuPy, SGD's fused form (an ElementwiseKernel, nnarray.fused) is also the graph step's heavy-ball
+    description without Nesterov and weight decay; with either it is a form of kind "" (the graph refuses it)."""
+    from nnarray import fused  # noqa: PLC0415
+
     cupy_like = Backend("cupy", None, None)
     form = nn.SGD(0.1, momentum=0.9).fused(cupy_like)
-    assert form.kind == "sgd-heavy-ball" and form.apply is None and (form.lr, form.momentum) == (0.1, 0.9)
-    assert nn.SGD(0.1).fused(nn.get_backend("numpy")) is None
-    assert nn.SGD(0.1, momentum=0.9, nesterov=True).fused(cupy_like) is None
-    assert nn.SGD(0.1, weight_decay=0.1).fused(cupy_like) is None
+    assert form.kind == "sgd-heavy-ball" and form.apply is not None and (form.lr, form.momentum) == (0.1, 0.9)
+    assert isinstance(form, fused.CupyHeavyBallSGD)
+    assert nn.SGD(0.1, momentum=0.9, nesterov=True).fused(cupy_like).kind == ""
+    assert nn.SGD(0.1, weight_decay=0.1).fused(cupy_like).kind == ""
+    assert nn.SGD(0.1).fused(nn.get_backend("numpy")).kind == ""  # NumPy's in-place form describes nothing
     opt = nn.SGD(0.1, momentum=0.9)
     params = {"W": np.ones((2, 2)), "b": np.ones(2)}
     buffers = opt.fused(cupy_like).buffers(params)

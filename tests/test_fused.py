@@ -1,0 +1,210 @@
+"""The optimizers' fused forms (nnarray/fused.py) against their functional rules: NumPy in-place blocks to
+1e-12 in float64 for every optimizer and option, over several steps and a change of η; the CuPy kernels the
+same on a GPU."""
+
+import numpy as np
+import pytest
+
+import nnarray as nn
+from nnarray import fused
+
+CONFIGS = [
+    ("SGD", {}),
+    ("SGD", {"weight_decay": 0.1}),
+    ("SGD", {"momentum": 0.9}),
+    ("SGD", {"momentum": 0.9, "nesterov": True}),
+    ("SGD", {"momentum": 0.8, "weight_decay": 0.05}),
+    ("SGD", {"momentum": 0.9, "nesterov": True, "weight_decay": 0.05}),
+    ("Adam", {}),
+    ("Adam", {"weight_decay": 0.1}),
+    ("Adam", {"betas": (0.8, 0.99), "eps": 1e-6}),
+    ("AdamW", {}),
+    ("AdamW", {"weight_decay": 0.05}),
+    ("AdamW", {"weight_decay": 0.0}),
+    ("RMSprop", {}),
+    ("RMSprop", {"momentum": 0.9}),
+    ("RMSprop", {"alpha": 0.9, "eps": 1e-6, "weight_decay": 0.1}),
+    ("RMSprop", {"momentum": 0.5, "weight_decay": 0.1}),
+    ("AdaGrad", {}),
+    ("AdaGrad", {"lr_decay": 0.1}),
+    ("AdaGrad", {"initial_accumulator_value": 0.5}),
+    ("AdaGrad", {"lr_decay": 0.05, "initial_accumulator_value": 0.1, "weight_decay": 0.1, "eps": 1e-6}),
+]
+LR = {"SGD": 0.1, "Adam": 1e-2, "AdamW": 1e-2, "RMSprop": 1e-2, "AdaGrad": 0.1}
+
+
+def _params(rng, xp=np):
+    base = rng.standard_normal((9, 13))
+    return {
+        "W1": xp.asarray(rng.standard_normal((37, 11))),  # several blocks of whole rows, the last one partial
+        "b1": xp.asarray(rng.standard_normal(11)),
+        "W2": xp.asarray(base).T,  # a strided view: blocks are views, in place reaches it
+        "b2": xp.asarray(rng.standard_normal(1)),
+    }
+
+
+def _read_only(params):
+    """Copies the optimizer cannot write to: :meth:`nnarray.optim.Optimizer.update` then takes the functional rule."""
+    out = {k: np.array(v, copy=True) for k, v in params.items()}
+    for v in out.values():
+        v.flags.writeable = False
+    return out
+
+
+def _engine(request, monkeypatch):
+    """Select the NumPy forms' engine for the optimizers made after this call."""
+    if request == "numba":
+        pytest.importorskip("numba", reason="the numba extra (pip install 'nnarray[numba]')")
+    monkeypatch.setenv("NNARRAY_NUMBA", "1" if request == "numba" else "0")
+    assert fused.numpy_engine() == request
+
+
+IDS = [f"{n}-{'-'.join(f'{k}={v}' for k, v in kw.items()) or 'default'}" for n, kw in CONFIGS]
+
+
+@pytest.mark.parametrize("engine", ["ufunc", "numba"])
+@pytest.mark.parametrize("name,kw", CONFIGS, ids=IDS)
+def test_numpy_fused_form_equals_the_functional_rule(name, kw, engine, monkeypatch):
+    """W1, b1, b2 contiguous (Numba's loops), W2 a strided view (ufunc blocks under either engine)."""
+    _engine(engine, monkeypatch)
+    monkeypatch.setattr(fused, "BLOCK", 40)  # blocks of 3 rows of W1, 4 of W2.T: boundaries and a partial block
+    rng = np.random.default_rng(0)
+    params = _params(rng)
+    ref_params = _read_only(params)
+    grads = [{k: rng.standard_normal(v.shape) for k, v in params.items()} for _ in range(6)]
+    lrs = [LR[name]] * 3 + [LR[name] * 0.5] * 3  # a schedule's change of η mid-run (SGD rescales its velocity)
+    opt, ref = getattr(nn, name)(lr=LR[name], **kw), getattr(nn, name)(lr=LR[name], **kw)
+    form = opt.fused(nn.get_backend("numpy"))
+    assert form is not None and form.apply is not None
+    assert isinstance(form, fused.NumbaForm) == (engine == "numba")
+    calls = []
+    apply = form.apply
+    form.apply = lambda *args: (calls.append(1), apply(*args))
+    for g_step, lr in zip(grads, lrs):
+        g_copy = {k: g.copy() for k, g in g_step.items()}
+        opt.lr = ref.lr = lr
+        opt.update(params, g_step)
+        ref_params = _read_only(ref_params)
+        ref.update(ref_params, g_copy)
+        for k in g_step:
+            np.testing.assert_array_equal(g_step[k], g_copy[k])  # the gradient is never changed
+    assert len(calls) == 6 * len(params)  # the fused form made every update, the reference none
+    assert opt.state_names() == ref.state_names() and opt.t == ref.t == 6
+    for k in params:
+        np.testing.assert_allclose(params[k], ref_params[k], rtol=1e-12, atol=1e-15, err_msg=k)
+        for n in ref.state_names():
+            np.testing.assert_allclose(opt.state[n][k], ref.state[n][k], rtol=1e-12, atol=1e-15, err_msg=f"{n} {k}")
+
+
+@pytest.mark.parametrize("engine", ["ufunc", "numba"])
+@pytest.mark.parametrize("name,kw", [c for c in CONFIGS if c[1]], ids=[i for i, c in zip(IDS, CONFIGS) if c[1]])
+def test_numpy_fused_form_in_float32_is_the_functional_rule_to_rounding(name, kw, engine, monkeypatch):
+    """float32 stays float32: both compute in float32 (the rule's weak scalars, the forms' cast constants)."""
+    _engine(engine, monkeypatch)
+    rng = np.random.default_rng(1)
+    params = {k: v.astype(np.float32) for k, v in _params(rng).items()}
+    ref_params = _read_only(params)
+    opt, ref = getattr(nn, name)(lr=LR[name], **kw), getattr(nn, name)(lr=LR[name], **kw)
+    for _ in range(5):
+        g = {k: rng.standard_normal(v.shape).astype(np.float32) for k, v in params.items()}
+        opt.update(params, g)
+        ref_params = _read_only(ref_params)
+        ref.update(ref_params, g)
+    for k in params:
+        assert params[k].dtype == np.float32 and all(opt.state[n][k].dtype == np.float32 for n in opt.state_names())
+        np.testing.assert_allclose(params[k], ref_params[k], rtol=2e-6, atol=1e-7, err_msg=k)
+
+
+def test_numpy_engine_names_the_missing_extra(monkeypatch):
+    monkeypatch.setattr(fused.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.delenv("NNARRAY_NUMBA", raising=False)
+    assert fused.numpy_engine() == "ufunc"
+    assert "pip install 'nnarray[numba]'" in fused.NUMBA_MISSING
+    assert type(nn.Adam().fused(nn.get_backend("numpy"))) is fused.NumpyAdam
+
+
+def test_numpy_fused_form_keeps_float32_and_its_scratch(monkeypatch):
+    _engine("ufunc", monkeypatch)
+    opt = nn.AdamW(1e-3, weight_decay=0.05)
+    p = {"W": np.ones((3, 4), dtype=np.float32)}
+    opt.update(p, {"W": np.full((3, 4), 0.5, dtype=np.float32)})
+    assert p["W"].dtype == np.float32 and opt.state["exp_avg"]["W"].dtype == np.float32
+    form = opt.fused(nn.get_backend("numpy"))
+    assert form is opt.fused(nn.get_backend("numpy"))  # made once: its scratch buffers serve every step
+    assert all(b.dtype == np.float32 for b in form._scratch[np.dtype(np.float32)])
+
+
+def test_read_only_parameters_take_the_functional_rule():
+    opt = nn.Adam(1e-2)
+    W = np.ones(3)
+    W.flags.writeable = False
+    p = {"W": W}
+    opt.update(p, {"W": np.full(3, 0.5)})
+    assert p["W"] is not W and np.all(W == 1.0)
+
+
+def test_cupy_kernels_are_defined_for_every_family_without_cupy():
+    """The kernel sources exist for every optimizer and state layout; compiling them needs CuPy (gpu tests)."""
+    assert set(fused._CUPY_SOURCES) == {"sgd", "sgd_momentum", "adam", "rmsprop", "rmsprop_momentum", "adagrad"}
+    for name, kw in CONFIGS:
+        opt = getattr(nn, name)(lr=LR[name], **kw)
+        family = {"SGD": "sgd", "Adam": "adam", "AdamW": "adam", "RMSprop": "rmsprop", "AdaGrad": "adagrad"}[name]
+        state = {n: None for n in opt.state_names()}
+        opt.t = 1
+        kernel, args, arrays = fused._arguments(opt, family, state, opt.scalars())
+        params_in, params_out, _ = fused._CUPY_SOURCES[kernel]
+        assert len(params_in.split(",")) == 1 + len(args)  # g and the constants
+        assert len(params_out.split(",")) == 1 + len(arrays)  # p and the state
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name,kw", CONFIGS)
+def test_cupy_fused_form_equals_the_functional_rule(name, kw):
+    if not nn.cupy_available():
+        pytest.skip("needs CuPy and a CUDA device")
+    import cupy as cp  # noqa: PLC0415
+
+    rng = np.random.default_rng(0)
+    host = _params(rng)
+    grads = [{k: rng.standard_normal(v.shape) for k, v in host.items()} for _ in range(4)]
+    opt, ref = getattr(nn, name)(lr=LR[name], **kw), getattr(nn, name)(lr=LR[name], **kw)
+    assert opt.fused(nn.get_backend("cupy")).apply is not None
+    dev = {k: cp.ascontiguousarray(cp.asarray(v)) for k, v in host.items()}
+    cpu = {k: np.array(v) for k, v in host.items()}
+    with np.errstate(all="ignore"):
+        for g in grads:
+            opt.update(dev, {k: cp.asarray(v) for k, v in g.items()})
+            cpu_ro = {k: v.copy() for k, v in cpu.items()}
+            for v in cpu_ro.values():
+                v.flags.writeable = False  # the functional rule on the host
+            ref.update(cpu_ro, g)
+            cpu = cpu_ro
+    for k in cpu:
+        np.testing.assert_allclose(cp.asnumpy(dev[k]), cpu[k], rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("name,kw", CONFIGS, ids=IDS)
+def test_torch_fused_form_equals_the_functional_rule(name, kw):
+    import torch  # noqa: PLC0415
+
+    rng = np.random.default_rng(2)
+    host = _params(rng)
+    params = {k: torch.asarray(np.ascontiguousarray(v)) for k, v in host.items()}
+    ref_params = _read_only(host)
+    opt, ref = getattr(nn, name)(lr=LR[name], **kw), getattr(nn, name)(lr=LR[name], **kw)
+    assert isinstance(opt.fused(nn.get_backend("torch")), fused.TorchForm)
+    lrs = [LR[name]] * 3 + [LR[name] * 0.5] * 3
+    for lr in lrs:
+        g = {k: rng.standard_normal(v.shape) for k, v in host.items()}
+        g_t = {k: torch.asarray(v) for k, v in g.items()}
+        opt.lr = ref.lr = lr
+        opt.update(params, g_t)
+        ref_params = _read_only(ref_params)
+        ref.update(ref_params, g)
+        for k in g:
+            np.testing.assert_array_equal(g_t[k].numpy(), g[k])  # the gradient is never changed
+    for k in params:
+        np.testing.assert_allclose(params[k].numpy(), ref_params[k], rtol=1e-12, atol=1e-15, err_msg=k)
+        for n in ref.state_names():
+            np.testing.assert_allclose(opt.state[n][k].numpy(), ref.state[n][k], rtol=1e-12, atol=1e-15)
