@@ -44,11 +44,18 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Callable
+from typing import Any, TypeAlias
 
 import array_api_compat
 
-from .backend import Backend, to_numpy
+from .backend import Array, Backend, to_numpy
 from .checks import check_lr
+
+#: ``{parameter key: array}``: a network's parameters (``"W1"``, ``"b1"``, ...) or their gradients.
+Params: TypeAlias = dict[str, Array]
+#: A gradient hook ``hook(params, grads) -> grads`` (see :meth:`Optimizer.add_hook`).
+Hook: TypeAlias = Callable[[Params, Params], Params]
 
 __all__ = ["Optimizer", "FusedForm", "HeavyBallSGD", "SGD", "Adam", "AdamW", "RMSprop", "AdaGrad", "Adagrad",
            "ClipGradNorm", "from_state_dict", "OPTIMIZERS"]
@@ -98,20 +105,20 @@ class FusedForm:
     #: The algorithm this form computes, e.g. ``"sgd-heavy-ball"``; "" when it only applies the rule.
     kind = ""
     #: ``apply(p, g, state, scalars) -> None`` in a subclass that updates in place, else None.
-    apply = None
+    apply: Callable[..., None] | None = None
 
-    def __init__(self, opt, backend):
+    def __init__(self, opt: Optimizer, backend: Backend) -> None:
         self.opt, self.backend = opt, backend
 
-    def scalars(self) -> dict:
+    def scalars(self) -> dict[str, float]:
         """The optimizer's :meth:`Optimizer.scalars` for its current step count."""
         return self.opt.scalars()
 
-    def state(self) -> dict:
+    def state(self) -> dict[str, Params]:
         """``{state name: {key: array}}``: the optimizer's state arrays this form uses, as they are (none created)."""
         return {name: self.opt.state[name] for name in self.opt.state_names()}
 
-    def buffers(self, params) -> dict:
+    def buffers(self, params: Params) -> dict[str, Params]:
         """``{state name: {key: array}}``: the optimizer's state arrays for every key of ``params``, created
         (:meth:`Optimizer.init_state`, on the parameters' device) where missing; the dicts are the optimizer's."""
         opt = self.opt
@@ -119,7 +126,7 @@ class FusedForm:
             opt._created_state(k, p)
         return {name: opt.state[name] for name in opt.state_names()}
 
-    def store(self, name, key, array):
+    def store(self, name: str, key: str, array: Array) -> None:
         """Make ``array`` (holding the current values) the optimizer's state ``name`` of ``key``: for a fast path
         whose kernels update buffers of their own."""
         self.opt.state[name][key] = array
@@ -139,11 +146,11 @@ class Optimizer:
         super().__init_subclass__(**kw)
         OPTIMIZERS[cls.__name__] = cls
 
-    def __init__(self, lr):
+    def __init__(self, lr: float) -> None:
         self.lr = lr
-        self.state = {name: {} for name in self._state_names}
+        self.state: dict[str, Params] = {name: {} for name in self._state_names}
         self.t = 0  # number of updates made (Adam's bias correction needs it)
-        self.hooks = []
+        self.hooks: list[Hook] = []
 
     # ---------------------------------------------------------------- hyperparameters
     @property
@@ -152,7 +159,7 @@ class Optimizer:
         return self._lr
 
     @lr.setter
-    def lr(self, value):
+    def lr(self, value: float) -> None:
         value = check_lr(value)
         old = getattr(self, "_lr", None)
         self._lr = value
@@ -162,26 +169,28 @@ class Optimizer:
     def _lr_changed(self, old, new):
         """Hook: η changed from ``old`` to ``new`` (SGD rescales its velocities; see :class:`SGD`)."""
 
-    def hyperparameters(self) -> dict:
+    def hyperparameters(self) -> dict[str, Any]:
         """``{"lr": η, ...}``: every constructor argument, as plain Python values."""
         return {"lr": self.lr, **{k: getattr(self, k) for k in self._hyper}}
 
     def __repr__(self):
         from .words import number  # noqa: PLC0415 -- floats as written (0.045, not 0.045000000000000005)
 
-        args = ", ".join(f"{k}={number(v) if isinstance(v, float) else repr(v)}" for k, v in self.hyperparameters().items())
+        args = ", ".join(f"{k}={number(v) if isinstance(v, float) else repr(v)}"
+                         for k, v in self.hyperparameters().items())
         return f"{type(self).__name__}({args})"
 
     # ---------------------------------------------------------------- the rule
-    def scalars(self) -> dict:
+    def scalars(self) -> dict[str, float]:
         """The current step's Python floats for :meth:`rule` (η at least), from ``t`` and the hyperparameters."""
         return {"lr": self.lr}
 
-    def rule(self, p, g, state, scalars):  # pragma: no cover - abstract
+    def rule(self, p: Array, g: Array, state: dict[str, Array | None],
+             scalars: dict[str, float]) -> tuple[Array, dict[str, Array]]:  # pragma: no cover - abstract
         """``(new_p, new_state)`` for parameter ``p`` with gradient ``g`` (pure: nothing is modified)."""
         raise NotImplementedError
 
-    def state_names(self) -> tuple:
+    def state_names(self) -> tuple[str, ...]:
         """The states this configuration keeps per parameter (e.g. SGD without momentum: none)."""
         return self._state_names
 
@@ -189,12 +198,12 @@ class Optimizer:
         """The initial value of state ``name`` for parameter ``p``: zeros like ``p`` (AdaGrad overrides)."""
         return _zeros_like(p)
 
-    def init_state(self, p) -> dict:
+    def init_state(self, p: Array) -> dict[str, Array]:
         """``{state name: initial array}`` for parameter ``p``, on its device: the arrays :meth:`rule` treats a
         None state as, and what a fused form or a traced (jit) step starts from."""
         return {name: self._initial(name, p) for name in self.state_names()}
 
-    def fused(self, backend):
+    def fused(self, backend: Backend) -> FusedForm | None:
         """A :class:`FusedForm` of this optimizer's rule for ``backend`` (a :class:`nnarray.backend.Backend`),
         or None when it has none there (the functional :meth:`rule` then serves). A form belongs to the rule it
         was written for: a subclass that redefines :meth:`rule` or :meth:`scalars` gets None from its parent's
@@ -202,7 +211,7 @@ class Optimizer:
         return None
 
     # ---------------------------------------------------------------- hooks
-    def add_hook(self, hook, first=False):
+    def add_hook(self, hook: Hook, first: bool = False) -> Hook:
         """Run ``hook(params, grads) -> grads`` before every update, after the hooks already added (``first``:
         before them, as the data-parallel all-reduce must, so that every later hook sees the global gradient)."""
         if not callable(hook):
@@ -213,7 +222,7 @@ class Optimizer:
             self.hooks.append(hook)
         return hook
 
-    def remove_hook(self, hook):
+    def remove_hook(self, hook: Hook) -> None:
         """Stop running ``hook`` (ValueError when it was not added)."""
         for i, h in enumerate(self.hooks):
             if h is hook:
@@ -222,7 +231,7 @@ class Optimizer:
         raise ValueError(f"hook: {hook!r} is not one of this optimizer's hooks")
 
     # ---------------------------------------------------------------- the update
-    def update(self, params, grads):
+    def update(self, params: Params, grads: Params) -> None:
         """One step for every ``params[k]`` that has a gradient ``grads[k]``; results are stored in ``params``
         and ``state`` (new arrays, or the same arrays changed in place by a fused form). ``grads`` is not
         modified."""
@@ -267,7 +276,7 @@ class Optimizer:
         return form if form is not None and form.apply is not None else None
 
     # ---------------------------------------------------------------- state
-    def snapshot(self) -> dict:
+    def snapshot(self) -> dict[str, Any]:
         """Device copies of the state, with ``t`` and η: what :meth:`restore` goes back to."""
         return {
             "t": self.t,
@@ -275,13 +284,13 @@ class Optimizer:
             "state": {name: {k: _copy(v) for k, v in arrays.items()} for name, arrays in self.state.items()},
         }
 
-    def restore(self, snap):
+    def restore(self, snap: dict[str, Any]) -> None:
         """Go back to :meth:`snapshot`'s ``snap`` (copied again, so ``snap`` can serve once more). η is set
         without :meth:`_lr_changed`: the state restored belongs to the η restored."""
         self._lr, self.t = snap["lr"], snap["t"]
         self.state = {name: {k: _copy(v) for k, v in arrays.items()} for name, arrays in snap["state"].items()}
 
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue: type, hyperparameters, step count and host copies of the state."""
         return {
             "type": type(self).__name__,
@@ -290,7 +299,7 @@ class Optimizer:
             "state": {name: {k: to_numpy(v).copy() for k, v in arrays.items()} for name, arrays in self.state.items()},
         }
 
-    def load_state_dict(self, sd, backend=None, dtype=None):
+    def load_state_dict(self, sd: dict[str, Any], backend: Backend | None = None, dtype: Any = None) -> None:
         """Restore from :meth:`state_dict`; state arrays are copied onto ``backend`` (a Backend) when given."""
         if sd.get("type", type(self).__name__) != type(self).__name__:
             raise ValueError(f"state: a {sd['type']} state cannot be loaded into {type(self).__name__}")
@@ -404,6 +413,7 @@ class HeavyBallSGD(FusedForm):
     """
 
     kind = "sgd-heavy-ball"
+    opt: SGD
 
     @property
     def lr(self) -> float:
@@ -460,7 +470,8 @@ class SGD(Optimizer):
     _hyper = ("momentum", "nesterov", "weight_decay")
     _state_names = ("velocity",)
 
-    def __init__(self, lr=0.1, momentum=0.0, nesterov=False, weight_decay=0.0):
+    def __init__(self, lr: float = 0.1, momentum: float = 0.0, nesterov: bool = False,
+                 weight_decay: float = 0.0) -> None:
         super().__init__(lr)
         self.momentum = _check_fraction(momentum, "momentum")
         self.nesterov = _check_bool(nesterov, "nesterov")
@@ -473,7 +484,7 @@ class SGD(Optimizer):
         """The velocities v = −η b per parameter key (``state["velocity"]``)."""
         return self.state["velocity"]
 
-    def state_names(self):
+    def state_names(self) -> tuple[str, ...]:
         return ("velocity",) if self.momentum else ()
 
     def _lr_changed(self, old, new):
@@ -483,7 +494,8 @@ class SGD(Optimizer):
         for k, v in velocity.items():
             velocity[k] = v * ratio
 
-    def rule(self, p, g, state, scalars):
+    def rule(self, p: Array, g: Array, state: dict[str, Array | None],
+             scalars: dict[str, float]) -> tuple[Array, dict[str, Array]]:
         lr, mu = scalars["lr"], self.momentum
         if self.weight_decay:
             g = g + self.weight_decay * p
@@ -493,7 +505,7 @@ class SGD(Optimizer):
         v = -lr * g if v is None else mu * v - lr * g  # v ← μv − ηg  (= −η b, b ← μb + g)
         return p + (mu * v - lr * g if self.nesterov else v), {"velocity": v}  # Nesterov: −η (g + μ b)
 
-    def fused(self, backend):
+    def fused(self, backend: Backend) -> FusedForm | None:
         """The in-place form on NumPy, torch and CuPy (:mod:`nnarray.fused`); on CuPy without Nesterov and weight decay
         it is also the :class:`HeavyBallSGD` the graph step's kernels compute. None elsewhere."""
         return _fused_for(self, SGD, "sgd", backend)
@@ -527,22 +539,24 @@ class Adam(Optimizer):
     _state_names = ("exp_avg", "exp_avg_sq")
     _decoupled = False
 
-    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+    def __init__(self, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0) -> None:
         super().__init__(lr)
         self.betas = _check_betas(betas)
         self.eps = _check_nonnegative(eps, "eps")
         self.weight_decay = _check_nonnegative(weight_decay, "weight_decay")
 
-    def scalars(self):
+    def scalars(self) -> dict[str, float]:
         """η, the step size η / (1 − β1^t) and √(1 − β2^t), as Python floats (a NumPy scalar would promote float32)."""
         b1, b2 = self.betas
         return {"lr": self.lr, "step_size": self.lr / (1.0 - b1**self.t), "bc2_sqrt": math.sqrt(1.0 - b2**self.t)}
 
-    def fused(self, backend):
+    def fused(self, backend: Backend) -> FusedForm | None:
         """The in-place form on NumPy, torch and CuPy (:mod:`nnarray.fused`), else None."""
         return _fused_for(self, Adam, "adam", backend)
 
-    def rule(self, p, g, state, scalars):
+    def rule(self, p: Array, g: Array, state: dict[str, Array | None],
+             scalars: dict[str, float]) -> tuple[Array, dict[str, Array]]:
         xp = _xp(p)
         (b1, b2), wd = self.betas, self.weight_decay
         if wd and not self._decoupled:
@@ -577,7 +591,8 @@ class AdamW(Adam):
 
     _decoupled = True
 
-    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
+    def __init__(self, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 1e-2) -> None:
         super().__init__(lr, betas=betas, eps=eps, weight_decay=weight_decay)
 
 
@@ -610,21 +625,23 @@ class RMSprop(Optimizer):
     _hyper = ("alpha", "eps", "momentum", "weight_decay")
     _state_names = ("square_avg", "momentum_buffer")
 
-    def __init__(self, lr=1e-2, alpha=0.99, eps=1e-8, momentum=0.0, weight_decay=0.0):
+    def __init__(self, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8, momentum: float = 0.0,
+                 weight_decay: float = 0.0) -> None:
         super().__init__(lr)
         self.alpha = _check_fraction(alpha, "alpha")
         self.eps = _check_nonnegative(eps, "eps")
         self.momentum = _check_fraction(momentum, "momentum")
         self.weight_decay = _check_nonnegative(weight_decay, "weight_decay")
 
-    def state_names(self):
+    def state_names(self) -> tuple[str, ...]:
         return ("square_avg", "momentum_buffer") if self.momentum else ("square_avg",)
 
-    def fused(self, backend):
+    def fused(self, backend: Backend) -> FusedForm | None:
         """The in-place form on NumPy, torch and CuPy (:mod:`nnarray.fused`), else None."""
         return _fused_for(self, RMSprop, "rmsprop", backend)
 
-    def rule(self, p, g, state, scalars):
+    def rule(self, p: Array, g: Array, state: dict[str, Array | None],
+             scalars: dict[str, float]) -> tuple[Array, dict[str, Array]]:
         xp = _xp(p)
         alpha, lr, mu = self.alpha, scalars["lr"], self.momentum
         if self.weight_decay:
@@ -665,14 +682,15 @@ class AdaGrad(Optimizer):
     _hyper = ("eps", "weight_decay", "lr_decay", "initial_accumulator_value")
     _state_names = ("sum",)
 
-    def __init__(self, lr=1e-2, eps=1e-10, weight_decay=0.0, lr_decay=0.0, initial_accumulator_value=0.0):
+    def __init__(self, lr: float = 1e-2, eps: float = 1e-10, weight_decay: float = 0.0, lr_decay: float = 0.0,
+                 initial_accumulator_value: float = 0.0) -> None:
         super().__init__(lr)
         self.eps = _check_nonnegative(eps, "eps")
         self.weight_decay = _check_nonnegative(weight_decay, "weight_decay")
         self.lr_decay = _check_nonnegative(lr_decay, "lr_decay")
         self.initial_accumulator_value = _check_nonnegative(initial_accumulator_value, "initial_accumulator_value")
 
-    def scalars(self):
+    def scalars(self) -> dict[str, float]:
         """η and this step's decayed η_t, Python floats."""
         return {"lr": self.lr, "clr": self.lr / (1.0 + (self.t - 1) * self.lr_decay)}
 
@@ -680,11 +698,12 @@ class AdaGrad(Optimizer):
         h = _zeros_like(p)
         return h + self.initial_accumulator_value if self.initial_accumulator_value else h
 
-    def fused(self, backend):
+    def fused(self, backend: Backend) -> FusedForm | None:
         """The in-place form on NumPy, torch and CuPy (:mod:`nnarray.fused`), else None."""
         return _fused_for(self, AdaGrad, "adagrad", backend)
 
-    def rule(self, p, g, state, scalars):
+    def rule(self, p: Array, g: Array, state: dict[str, Array | None],
+             scalars: dict[str, float]) -> tuple[Array, dict[str, Array]]:
         xp = _xp(p)
         if self.weight_decay:
             g = g + self.weight_decay * p
