@@ -736,15 +736,15 @@ class ClipGradNorm:
     (array([-0.6, -0.8]), 5.0)
     """
 
-    def __init__(self, max_norm):
+    def __init__(self, max_norm: float) -> None:
         if isinstance(max_norm, bool) or not isinstance(max_norm, numbers.Real):
             raise TypeError(f"max_norm: expected a number, got {max_norm!r}")
         if not (0.0 < float(max_norm) < float("inf")):
             raise ValueError(f"max_norm: expected a finite value > 0, got {max_norm!r}")
-        self.max_norm = float(max_norm)
-        self.total_norm = None
+        self.max_norm: float = float(max_norm)
+        self.total_norm: Array | None = None
 
-    def __call__(self, params, grads):
+    def __call__(self, params: Params, grads: Params) -> Params:
         if not grads:
             return grads
         xp = _xp(next(iter(grads.values())))
