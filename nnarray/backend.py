@@ -205,7 +205,7 @@ class Backend:
         return hash((self.name, str(self.device)))
 
 
-def _belongs_to(x, be: Backend) -> bool:
+def _belongs_to(x: Any, be: Backend) -> bool:
     """True when ``x`` is an array of ``be``'s own namespace (array-api-compat's view of its library)."""
     if not array_api_compat.is_array_api_obj(x):
         return False
@@ -222,7 +222,7 @@ def cupy_available() -> bool:
         return False
 
 
-def _import_or_explain(module: str, backend: str, how: str):
+def _import_or_explain(module: str, backend: str, how: str) -> Any:
     try:
         return importlib.import_module(module)
     except ImportError as exc:
@@ -438,7 +438,7 @@ def _from_dlpack(x):
     return np.from_dlpack(x, device="cpu", copy=None)
 
 
-def _library_of(x) -> str:
+def _library_of(x: Any) -> str:
     if array_api_compat.is_array_api_obj(x):
         return library_name(array_api_compat.array_namespace(x))
     return type(x).__module__.split(".")[0]

@@ -38,6 +38,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+from typing import Any
 
 from . import checks
 from ._files import check_writable
@@ -117,7 +118,7 @@ class _Function(Callback):
         return f"{type(self).__name__}({self.fn!r})"
 
 
-def as_callbacks(callbacks) -> list:
+def as_callbacks(callbacks: Any) -> list:
     """``callbacks`` of :func:`nnarray.fit` as a list of :class:`Callback` (plain callables wrapped)."""
     if callbacks is None:
         return []

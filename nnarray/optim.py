@@ -253,7 +253,7 @@ class Optimizer:
             for name, v in new_state.items():
                 self.state[name][k] = v
 
-    def _created_state(self, k, p) -> dict:
+    def _created_state(self, k: str, p: Array) -> dict:
         """``{state name: array}`` of parameter ``k``, each created (:meth:`init_state`) and stored where missing."""
         names = self.state_names()
         missing = [name for name in names if k not in self.state[name]]
@@ -322,7 +322,7 @@ class Optimizer:
         }
 
 
-def from_state_dict(sd, backend=None, dtype=None) -> Optimizer:
+def from_state_dict(sd: dict[str, Any], backend: Backend | None = None, dtype: Any = None) -> Optimizer:
     """The optimizer a :meth:`Optimizer.state_dict` describes, with its state on ``backend``."""
     cls = OPTIMIZERS.get(sd.get("type"))
     if cls is None:
@@ -357,7 +357,7 @@ _NAMESPACE_TESTS = (
 _BACKENDS: dict = {}  # (array type, device name) -> Backend: update() asks once per step
 
 
-def _backend_of(x) -> Backend:
+def _backend_of(x: Array) -> Backend:
     """The Backend ``x`` lives on (its namespace and device), named as :func:`nnarray.get_backend` names it."""
     device = array_api_compat.device(x)
     key = (type(x), str(device))  # str: the standard does not require devices to be hashable
@@ -381,7 +381,7 @@ def _check_betas(betas):
     return (_check_fraction(betas[0], "betas[0]"), _check_fraction(betas[1], "betas[1]"))
 
 
-def _own_rule(opt, cls) -> bool:
+def _own_rule(opt: Optimizer, cls: type[Optimizer]) -> bool:
     """True when ``opt`` computes ``cls``'s rule (a subclass that redefines it has no fused form of ``cls``)."""
     kind = type(opt)
     return kind.rule is cls.rule and kind.scalars is cls.scalars and kind.state_names is cls.state_names

@@ -22,6 +22,7 @@ from __future__ import annotations
 import inspect
 import math
 import numbers
+from typing import Any
 
 from .checks import PARAMETERS, check_lr, check_option, check_positive_int, validate
 
@@ -203,13 +204,13 @@ def from_config(config: dict) -> Schedule:
     return SCHEDULES[name](**config)
 
 
-def parameters(name) -> tuple:
+def parameters(name: str) -> tuple:
     """The names of the settings of schedule ``name`` besides ``lr`` (its constructor's arguments)."""
     check_option(name, tuple(SCHEDULES), "schedule")
     return tuple(p for p in inspect.signature(SCHEDULES[name]).parameters if p not in ("self", "lr", "schedule"))
 
 
-def make(name, lr, epochs, warmup=0, **settings) -> Schedule:
+def make(name: str, lr: float, epochs: int, warmup: int = 0, **settings: Any) -> Schedule:
     """The schedule ``name`` (a key of :data:`SCHEDULES`) for a run of ``epochs`` epochs, with an optional linear
     warm-up over its first ``warmup`` epochs (:class:`Warmup`). ``settings`` holds any of the schedule's own
     arguments (``gamma``, ``step_size``, ...); None values and those it does not take are left out; a schedule

@@ -75,12 +75,12 @@ def _float_dtypes(X):
     return (np.float64, np.float32)
 
 
-def _is_foreign_array(x) -> bool:
+def _is_foreign_array(x: Any) -> bool:
     """True for an array of an Array API library other than NumPy (torch, CuPy, array-api-strict, ...)."""
     return array_api_compat.is_array_api_obj(x) and not array_api_compat.is_numpy_array(x)
 
 
-def _backend_of(x) -> Backend:
+def _backend_of(x: Any) -> Backend:
     """The nnarray Backend that computes in ``x``'s namespace and on its device (array-API dispatch)."""
     xp = array_api_compat.array_namespace(x)
     dev = array_api_compat.device(x)
@@ -690,7 +690,7 @@ def _restore_backend(name, device):
         return fallback
 
 
-def _generator(random_state) -> np.random.Generator:
+def _generator(random_state: Any) -> np.random.Generator:
     """One numpy Generator from sklearn's ``random_state`` (None, int, RandomState or Generator)."""
     if isinstance(random_state, np.random.Generator):
         return random_state

@@ -78,7 +78,7 @@ def schedule_names() -> list:
     return [name for name in schedules.SCHEDULES if name != "warmup"]
 
 
-def _arguments(cls) -> dict:
+def _arguments(cls: type) -> dict:
     """Constructor arguments of ``cls`` and their defaults."""
     return {k: p.default for k, p in inspect.signature(cls).parameters.items() if k != "self"}
 

@@ -45,7 +45,7 @@ __all__ = [
 NAMES = ("mnist", "fashion-mnist", "digits")
 
 
-def load(name: str, data_dir: str | os.PathLike | None = None, download: bool = True):
+def load(name: str, data_dir: str | os.PathLike | None = None, download: bool = True) -> tuple:
     """Load a dataset by name: ``"mnist"``, ``"fashion-mnist"`` (or ``"fashion_mnist"``) or ``"digits"``.
 
     ``data_dir`` and ``download`` are passed to :func:`load_mnist` / :func:`load_fashion_mnist`;
@@ -66,7 +66,7 @@ def load(name: str, data_dir: str | os.PathLike | None = None, download: bool = 
     raise ValueError(f"unknown dataset {name!r}: expected one of {', '.join(NAMES)}")
 
 
-def choose(name: str = "auto", data_dir: str | os.PathLike | None = None):
+def choose(name: str = "auto", data_dir: str | os.PathLike | None = None) -> tuple[str, tuple, str]:
     """Resolve a dataset choice and load it: returns ``(name, data, why)``.
 
     ``"auto"`` takes MNIST when its files are found or can be downloaded, else a local Fashion-MNIST, else

@@ -248,7 +248,7 @@ def _download(name: str, dest: Path, missing: list[str]) -> None:
             raise _DownloadFailed("; ".join(errors) or "no mirror configured")
 
 
-def _resolve(name: str, data_dir, download: bool) -> dict[str, Path]:
+def _resolve(name: str, data_dir: str | os.PathLike | None, download: bool) -> dict[str, Path]:
     """Paths of the four files, downloading them if allowed and needed."""
     title = _TITLES[name]
     d: Path | None
@@ -325,14 +325,18 @@ def _read_split(images_path: Path, labels_path: Path, normalize: bool) -> tuple[
     return X, labels.astype(np.int64)
 
 
-def _load(name: str, data_dir, download: bool, normalize: bool):
+def _load(
+    name: str, data_dir: str | os.PathLike | None, download: bool, normalize: bool
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     paths = _resolve(name, data_dir, download)
     train = _read_split(paths[FILES[0]], paths[FILES[1]], normalize)
     test = _read_split(paths[FILES[2]], paths[FILES[3]], normalize)
     return train, test
 
 
-def load_mnist(data_dir: str | os.PathLike | None = None, download: bool = True, normalize: bool = True):
+def load_mnist(
+    data_dir: str | os.PathLike | None = None, download: bool = True, normalize: bool = True
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """Load MNIST handwritten digits.
 
     Parameters
@@ -367,7 +371,7 @@ def load_mnist(data_dir: str | os.PathLike | None = None, download: bool = True,
 
 def load_fashion_mnist(
     data_dir: str | os.PathLike | None = None, download: bool = True, normalize: bool = True
-):
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """Load Fashion-MNIST (Zalando's 28×28 clothing images, 10 classes), same format as MNIST.
 
     Searched as :func:`load_mnist` does (with ``fashion-mnist`` as the sub-directory name), plus,
