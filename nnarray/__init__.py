@@ -12,6 +12,7 @@ from . import (
     distributed,
     fast,  # noqa: F401 -- registers the backend-specific fast paths with nnarray.step
     functions,
+    fused,  # noqa: F401 -- registers the optimizers' fused forms with nnarray.optim
     optim,
     schedules,
     step,

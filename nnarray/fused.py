@@ -25,7 +25,7 @@ from __future__ import annotations
 import importlib.util
 import os
 
-from .optim import FusedForm, HeavyBallSGD
+from .optim import FusedForm, HeavyBallSGD, register_fused_forms
 
 __all__ = ["BLOCK", "NUMBA_MISSING", "numpy_engine", "numpy_form", "torch_form", "cupy_form"]
 
@@ -416,3 +416,8 @@ def cupy_form(opt, family, backend):
     if family == "sgd" and not opt.nesterov and not opt.weight_decay:
         return CupyHeavyBallSGD(opt, backend)
     return CupyForm(opt, backend, family)
+
+
+register_fused_forms("numpy", numpy_form)
+register_fused_forms("torch", torch_form)
+register_fused_forms("cupy", cupy_form)

@@ -43,44 +43,25 @@ float32 (a NumPy scalar would promote them to float64 under NEP 50).
 from __future__ import annotations
 
 import math
-import numbers
+import os
 from collections.abc import Callable
 from typing import Any, TypeAlias
 
 import array_api_compat
 
 from .backend import Array, Backend, to_numpy
-from .checks import check_lr
+from .checks import FRACTION, PARAMETERS, POSITIVE, check_lr, validate
 
 #: ``{parameter key: array}``: a network's parameters (``"W1"``, ``"b1"``, ...) or their gradients.
 Params: TypeAlias = dict[str, Array]
 #: A gradient hook ``hook(params, grads) -> grads`` (see :meth:`Optimizer.add_hook`).
 Hook: TypeAlias = Callable[[Params, Params], Params]
 
-__all__ = ["Optimizer", "FusedForm", "HeavyBallSGD", "SGD", "Adam", "AdamW", "RMSprop", "AdaGrad", "Adagrad",
-           "ClipGradNorm", "from_state_dict", "OPTIMIZERS"]
+__all__ = ["register_fused_forms", "Optimizer", "FusedForm", "HeavyBallSGD", "SGD", "Adam", "AdamW", "RMSprop",
+           "AdaGrad", "Adagrad", "ClipGradNorm", "from_state_dict", "OPTIMIZERS"]
 
 #: Optimizer classes by name, for checkpoints (:func:`from_state_dict`). Subclasses register themselves.
 OPTIMIZERS: dict = {}
-
-
-def _check_fraction(value, name, upper_open=True):
-    """A float in [0, 1) (or [0, 1] with ``upper_open=False``), with an error naming the argument."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name}: expected a number, got {value!r}")
-    value = float(value)
-    if not (0.0 <= value < 1.0 if upper_open else 0.0 <= value <= 1.0):
-        raise ValueError(f"{name}: expected a value in [0, {'1)' if upper_open else '1]'}, got {value!r}")
-    return value
-
-
-def _check_nonnegative(value, name):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name}: expected a number, got {value!r}")
-    value = float(value)
-    if not (0.0 <= value < float("inf")):
-        raise ValueError(f"{name}: expected a finite value ≥ 0, got {value!r}")
-    return value
 
 
 class FusedForm:
@@ -168,6 +149,11 @@ class Optimizer:
 
     def _lr_changed(self, old, new):
         """Hook: η changed from ``old`` to ``new`` (SGD rescales its velocities; see :class:`SGD`)."""
+
+    def _set_checked(self, table: str, **settings: Any) -> None:
+        """Each setting checked against ``checks.PARAMETERS[table]`` (errors name the argument), then set."""
+        for name, value in validate(settings, PARAMETERS[table]).items():
+            setattr(self, name, value)
 
     def hyperparameters(self) -> dict[str, Any]:
         """``{"lr": η, ...}``: every constructor argument, as plain Python values."""
@@ -266,7 +252,7 @@ class Optimizer:
     def _in_place_form(self, params, grads):
         """The fused form that updates in place, when this backend has one and every parameter and state array is
         writeable (a capability of the arrays: NumPy's read-only flag, JAX's immutable arrays)."""
-        if type(self).fused is Optimizer.fused:  # no fused form anywhere
+        if type(self).fused is Optimizer.fused or not fused_updates_enabled():
             return None
         ps = [params[k] for k in grads]
         states = [v for arrays in self.state.values() for v in arrays.values()]
@@ -369,16 +355,10 @@ def _backend_of(x: Array) -> Backend:
     return be
 
 
-def _check_bool(value, name):
-    if not isinstance(value, bool):
-        raise TypeError(f"{name}: expected True or False, got {value!r}")
-    return value
-
-
 def _check_betas(betas):
     if isinstance(betas, (str, bytes)) or not hasattr(betas, "__len__") or len(betas) != 2:
         raise ValueError(f"betas: expected a pair (β1, β2) such as (0.9, 0.999), got {betas!r}")
-    return (_check_fraction(betas[0], "betas[0]"), _check_fraction(betas[1], "betas[1]"))
+    return (FRACTION(betas[0], "betas[0]"), FRACTION(betas[1], "betas[1]"))
 
 
 def _own_rule(opt: Optimizer, cls: type[Optimizer]) -> bool:
@@ -387,18 +367,32 @@ def _own_rule(opt: Optimizer, cls: type[Optimizer]) -> bool:
     return kind.rule is cls.rule and kind.scalars is cls.scalars and kind.state_names is cls.state_names
 
 
+def fused_updates_enabled() -> bool:
+    """False when ``$NNARRAY_FUSED`` is ``0``/``false``/``no``/``off``: every update then runs the functional
+    :meth:`Optimizer.rule` (the reference), e.g. to compare the two in ``scripts/bench.py``."""
+    return os.environ.get("NNARRAY_FUSED", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+#: Makers of fused forms by backend name, ``make(opt, family, backend) -> FusedForm or None``: registered by
+#: :mod:`nnarray.fused` (imported with the package), so that this module does not import it.
+_FUSED_MAKERS: dict = {}
+
+
+def register_fused_forms(backend_name, make):
+    """Register ``make(opt, family, backend)``, the maker of the fused forms on ``backend_name``."""
+    _FUSED_MAKERS[backend_name] = make
+
+
 def _fused_for(opt, cls, family, backend):
     """``opt``'s fused form of ``cls``'s rule on ``backend`` (NumPy, torch, CuPy; :mod:`nnarray.fused`), or None: made
     once per backend and configuration and kept (a NumPy form keeps its scratch buffers)."""
-    if backend.name not in ("numpy", "cupy", "torch") or not _own_rule(opt, cls):
+    make = _FUSED_MAKERS.get(backend.name)
+    if make is None or not _own_rule(opt, cls):
         return None
-    from . import fused  # noqa: PLC0415 -- imports this module
-
     device = str(getattr(backend, "device", None))
     key = (backend.name, device, family, bool(getattr(opt, "nesterov", False)), bool(opt.weight_decay))
     forms = opt.__dict__.setdefault("_fused_forms", {})
     if key not in forms:
-        make = {"numpy": fused.numpy_form, "cupy": fused.cupy_form, "torch": fused.torch_form}[backend.name]
         forms[key] = make(opt, family, backend)
     return forms[key]
 
@@ -469,13 +463,14 @@ class SGD(Optimizer):
 
     _hyper = ("momentum", "nesterov", "weight_decay")
     _state_names = ("velocity",)
+    momentum: float
+    nesterov: bool
+    weight_decay: float
 
     def __init__(self, lr: float = 0.1, momentum: float = 0.0, nesterov: bool = False,
                  weight_decay: float = 0.0) -> None:
         super().__init__(lr)
-        self.momentum = _check_fraction(momentum, "momentum")
-        self.nesterov = _check_bool(nesterov, "nesterov")
-        self.weight_decay = _check_nonnegative(weight_decay, "weight_decay")
+        self._set_checked("SGD", momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
         if self.nesterov and self.momentum == 0.0:
             raise ValueError("nesterov: Nesterov momentum needs momentum > 0, got momentum=0.0")
 
@@ -537,14 +532,16 @@ class Adam(Optimizer):
 
     _hyper = ("betas", "eps", "weight_decay")
     _state_names = ("exp_avg", "exp_avg_sq")
+    betas: tuple[float, float]
+    eps: float
+    weight_decay: float
     _decoupled = False
 
     def __init__(self, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0) -> None:
         super().__init__(lr)
         self.betas = _check_betas(betas)
-        self.eps = _check_nonnegative(eps, "eps")
-        self.weight_decay = _check_nonnegative(weight_decay, "weight_decay")
+        self._set_checked("Adam", eps=eps, weight_decay=weight_decay)
 
     def scalars(self) -> dict[str, float]:
         """η, the step size η / (1 − β1^t) and √(1 − β2^t), as Python floats (a NumPy scalar would promote float32)."""
@@ -624,14 +621,15 @@ class RMSprop(Optimizer):
 
     _hyper = ("alpha", "eps", "momentum", "weight_decay")
     _state_names = ("square_avg", "momentum_buffer")
+    alpha: float
+    eps: float
+    momentum: float
+    weight_decay: float
 
     def __init__(self, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8, momentum: float = 0.0,
                  weight_decay: float = 0.0) -> None:
         super().__init__(lr)
-        self.alpha = _check_fraction(alpha, "alpha")
-        self.eps = _check_nonnegative(eps, "eps")
-        self.momentum = _check_fraction(momentum, "momentum")
-        self.weight_decay = _check_nonnegative(weight_decay, "weight_decay")
+        self._set_checked("RMSprop", alpha=alpha, eps=eps, momentum=momentum, weight_decay=weight_decay)
 
     def state_names(self) -> tuple[str, ...]:
         return ("square_avg", "momentum_buffer") if self.momentum else ("square_avg",)
@@ -681,14 +679,16 @@ class AdaGrad(Optimizer):
 
     _hyper = ("eps", "weight_decay", "lr_decay", "initial_accumulator_value")
     _state_names = ("sum",)
+    eps: float
+    weight_decay: float
+    lr_decay: float
+    initial_accumulator_value: float
 
     def __init__(self, lr: float = 1e-2, eps: float = 1e-10, weight_decay: float = 0.0, lr_decay: float = 0.0,
                  initial_accumulator_value: float = 0.0) -> None:
         super().__init__(lr)
-        self.eps = _check_nonnegative(eps, "eps")
-        self.weight_decay = _check_nonnegative(weight_decay, "weight_decay")
-        self.lr_decay = _check_nonnegative(lr_decay, "lr_decay")
-        self.initial_accumulator_value = _check_nonnegative(initial_accumulator_value, "initial_accumulator_value")
+        self._set_checked("AdaGrad", eps=eps, weight_decay=weight_decay, lr_decay=lr_decay,
+                          initial_accumulator_value=initial_accumulator_value)
 
     def scalars(self) -> dict[str, float]:
         """η and this step's decayed η_t, Python floats."""
@@ -737,11 +737,7 @@ class ClipGradNorm:
     """
 
     def __init__(self, max_norm: float) -> None:
-        if isinstance(max_norm, bool) or not isinstance(max_norm, numbers.Real):
-            raise TypeError(f"max_norm: expected a number, got {max_norm!r}")
-        if not (0.0 < float(max_norm) < float("inf")):
-            raise ValueError(f"max_norm: expected a finite value > 0, got {max_norm!r}")
-        self.max_norm: float = float(max_norm)
+        self.max_norm: float = POSITIVE(max_norm, "max_norm")
         self.total_norm: Array | None = None
 
     def __call__(self, params: Params, grads: Params) -> Params:

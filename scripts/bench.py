@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -80,10 +81,40 @@ def load_data(kind="auto", n_samples=EPOCH_SAMPLES, seed=SEED):
 
 
 # --------------------------------------------------------------------------- rows: epoch(n) -> (seconds, mean loss)
+#: Row variants: the step (``generic`` / ``fast``, :func:`nnarray.fit`'s ``fast``) or, on NumPy, the optimizer's
+#: update engine (``functional``: the pure rule; ``ufunc``: the fused in-place ufunc blocks; the plain row uses
+#: the default, Numba loops when the extra is installed), chosen by the switches nnarray reads.
+VARIANTS = {"": ({}, None), "generic": ({}, False), "fast": ({}, True),
+            "functional": ({"NNARRAY_FUSED": "0"}, None), "ufunc": ({"NNARRAY_NUMBA": "0"}, None)}
+
+
+def _variant(variant):
+    """``(environment switches, fast)`` of a row variant."""
+    if variant not in VARIANTS:
+        raise ys.Unavailable(f"unknown variant {variant!r} ({', '.join(v for v in VARIANTS if v)})")
+    return VARIANTS[variant]
+
+
+def _fit_epoch(net, opt, X, t, batch_size, rng, variant):
+    """One :func:`nnarray.fit` epoch under the row variant's switches; ``(seconds, mean loss)``."""
+    env, fast = _variant(variant)
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        hist = nn.fit(net, opt, X, t, epochs=1, batch_size=batch_size, reduction="mean", seed=rng,
+                      options=nn.FitOptions(fast=fast))
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return hist.seconds[-1], hist.train_loss[-1]
+
+
 def nnarray_row(spec, sizes, B, X, t, dtype):
     name, _, variant = spec.partition(":")
-    if variant not in ("", "generic", "fast"):
-        raise ys.Unavailable(f"unknown variant {variant!r} (generic or fast)")
+    _variant(variant)
     try:
         be = nn.get_backend(name)
     except Exception as exc:  # noqa: BLE001 -- BackendUnavailableError, missing library
@@ -91,13 +122,10 @@ def nnarray_row(spec, sizes, B, X, t, dtype):
     net = nn.MLP(sizes, backend=be, dtype=dtype, seed=SEED)
     opt, rng = nn.SGD(lr=LR), np.random.default_rng(SEED)
     Xd, td = be.asarray(X, dtype=net.dtype), be.asarray(t, dtype=be.index_dtype)  # moved once; fit does not copy
-    fast = {"": None, "generic": False, "fast": True}[variant]
 
     def epoch(n):
         Xn, tn = (Xd, td) if n == X.shape[0] else (Xd[:n, ...], td[:n])
-        hist = nn.fit(net, opt, Xn, tn, epochs=1, batch_size=B, reduction="mean", seed=rng,
-                      options=nn.FitOptions(fast=fast))
-        return hist.seconds[-1], hist.train_loss[-1]
+        return _fit_epoch(net, opt, Xn, tn, B, rng, variant)
 
     return epoch
 
@@ -181,25 +209,41 @@ RECIPES = {
                       "optimizer": ("AdamW", {"lr": 1e-3, "weight_decay": 0.05})},
     "momentum": {"hidden": 2048, "batch": 128, "dropout": 0.0, "optimizer": ("SGD", {"lr": 0.05, "momentum": 0.9})},
     "sgd": {"hidden": 100, "batch": 100, "dropout": 0.0, "optimizer": ("SGD", {"lr": 0.1})},
+    # the other optimizers at the seed network's size, for the update engines' comparison (@HIDDENxBATCH)
+    "adam": {"hidden": 100, "batch": 100, "dropout": 0.0, "optimizer": ("Adam", {"lr": 1e-3})},
+    "rmsprop": {"hidden": 100, "batch": 100, "dropout": 0.0, "optimizer": ("RMSprop", {"lr": 1e-3})},
+    "adagrad": {"hidden": 100, "batch": 100, "dropout": 0.0, "optimizer": ("Adagrad", {"lr": 1e-2})},
 }
 
 
+#: What ``--recipes all`` times: the recipes people train (the others serve the update engines' comparison).
+TRAINED_RECIPES = ("adamw-dropout", "momentum", "sgd")
+
+
 def parse_recipes(text):
-    """``"adamw-dropout,sgd"`` or ``"all"`` -> config dicts with the recipe's optimizer and dropout."""
-    names = list(RECIPES) if text.strip() == "all" else [n.strip() for n in text.split(",") if n.strip()]
-    unknown = [n for n in names if n not in RECIPES]
-    if unknown or not names:
+    """``"adamw-dropout,sgd"``, ``"all"``, or items ``NAME@HIDDENxBATCH`` (the recipe's optimizer and dropout at
+    another size, e.g. ``momentum@100x100``) -> config dicts with the recipe's optimizer and dropout."""
+    items = list(TRAINED_RECIPES) if text.strip() == "all" else [n.strip() for n in text.split(",") if n.strip()]
+    if not items:
         raise SystemExit(f"--recipes: expected names among {','.join(RECIPES)} or all, got {text!r}")
-    cfgs = []
-    for n in names:
-        r = RECIPES[n]
-        name, kw = r["optimizer"]
-        desc = f"{name}({', '.join(f'{k}={v}' for k, v in kw.items())})"
-        desc += f", dropout {r['dropout']}" if r["dropout"] else ""
-        cfgs.append({"name": n, "hidden": r["hidden"], "batch": r["batch"],
-                     "layers": f"{ys.N_IN}-{r['hidden']}-{ys.N_CLASSES}",
-                     "dropout": r["dropout"], "optimizer": [name, kw], "recipe": desc})
-    return cfgs
+    return [_recipe(item) for item in items]
+
+
+def _recipe(item):
+    """One ``--recipes`` item as a config dict."""
+    name, _, size = item.partition("@")
+    if name not in RECIPES:
+        raise SystemExit(f"--recipes: expected names among {','.join(RECIPES)} or all, got {item!r}")
+    r = dict(RECIPES[name])
+    if size:
+        size_cfg = parse_configs(size)[0]
+        r["hidden"], r["batch"] = size_cfg["hidden"], size_cfg["batch"]
+    opt, kw = r["optimizer"]
+    desc = f"{opt}({', '.join(f'{k}={v}' for k, v in kw.items())})"
+    desc += f", dropout {r['dropout']}" if r["dropout"] else ""
+    return {"name": item, "hidden": r["hidden"], "batch": r["batch"],
+            "layers": f"{ys.N_IN}-{r['hidden']}-{ys.N_CLASSES}",
+            "dropout": r["dropout"], "optimizer": [opt, kw], "recipe": desc}
 
 
 def nnarray_recipe_row(spec, cfg, X, t, dtype):
@@ -212,15 +256,13 @@ def nnarray_recipe_row(spec, cfg, X, t, dtype):
     sizes = [ys.N_IN, cfg["hidden"], ys.N_CLASSES]
     net = nn.MLP(sizes, backend=be, dtype=dtype, seed=SEED, dropout=cfg["dropout"])
     opt_name, kw = cfg["optimizer"]
-    opt, rng = getattr(nn, opt_name)(**kw), np.random.default_rng(SEED)
+    opt, rng = getattr(nn.optim, opt_name)(**kw), np.random.default_rng(SEED)
     Xd, td = be.asarray(X, dtype=net.dtype), be.asarray(t, dtype=be.index_dtype)
-    fast = {"": None, "generic": False, "fast": True}[variant]
+    _variant(variant)
 
     def epoch(n):
         Xn, tn = (Xd, td) if n == X.shape[0] else (Xd[:n, ...], td[:n])
-        hist = nn.fit(net, opt, Xn, tn, epochs=1, batch_size=cfg["batch"], reduction="mean", seed=rng,
-                      options=nn.FitOptions(fast=fast))
-        return hist.seconds[-1], hist.train_loss[-1]
+        return _fit_epoch(net, opt, Xn, tn, cfg["batch"], rng, variant)
 
     return epoch
 
@@ -421,7 +463,8 @@ def build_parser():
     p.add_argument("--repeats", type=int, default=6, help="timed epochs per row, rotating who goes first (median)")
     p.add_argument("--samples", type=int, default=EPOCH_SAMPLES, help="samples per timed epoch (scaled to 60000)")
     p.add_argument("--backends", default=None, help="nnarray rows: numpy,cupy,array_api_strict,torch,jax, each with "
-                   "optional :generic or :fast (default numpy, jax:generic,jax:fast, plus cupy,cupy:fast with a GPU)")
+                   "optional :generic or :fast (the step) or, on NumPy, :functional or :ufunc (the optimizer's update "
+                   "engine) (default numpy, jax:generic,jax:fast, plus cupy,cupy:fast with a GPU)")
     p.add_argument("--yardsticks", default=",".join(YARDSTICKS), help=f"among {','.join(YARDSTICKS)} (default all)")
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     p.add_argument("--data", default="auto", choices=["auto", "fashion-mnist", "random"])

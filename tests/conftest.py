@@ -117,6 +117,14 @@ def backend(request):
     return request.param
 
 
+@pytest.fixture(params=[p for p in BACKENDS if p.values[0] != "numpy"])
+def other_backend(request):
+    """Every backend of :data:`BACKENDS` but NumPy: for tests that compare a backend's run with NumPy's."""
+    if request.param == "jax":
+        enable_jax_x64()
+    return request.param
+
+
 def make_blobs(n=600, n_in=12, n_classes=3, seed=0, dtype=np.float64):
     """A small, learnable classification problem: Gaussian blobs around random centres."""
     rng = np.random.default_rng(seed)

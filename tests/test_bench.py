@@ -175,4 +175,9 @@ def test_recipes_time_the_optimizers_and_dropout_against_torchs_best(bench):
             assert ("fused=True" in cfg["torch_optimizer"]) != ("foreach=True" in cfg["torch_optimizer"])
             assert cfg["ratios"]["nnarray-numpy/torch-eager"] > 0
     with pytest.raises(SystemExit, match="--recipes: expected names among"):
-        bench.parse_recipes("adam")
+        bench.parse_recipes("lamb")
+    assert [c["name"] for c in bench.parse_recipes("all")] == ["adamw-dropout", "momentum", "sgd"]
+    (at,) = bench.parse_recipes("momentum@1000x100")  # the recipe's optimizer at another size
+    assert (at["layers"], at["batch"], at["optimizer"][0], at["dropout"]) == ("784-1000-10", 100, "SGD", 0.0)
+    with pytest.raises(SystemExit, match="--configs: expected HIDDENxBATCH"):
+        bench.parse_recipes("momentum@1000")

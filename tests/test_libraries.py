@@ -179,11 +179,11 @@ def _train(backend, make_opt, dropout, X, t, dtype="float64"):
 
 
 @pytest.mark.parametrize("make_opt,dropout", OPTIMIZERS)
-def test_every_optimizer_matches_numpy_after_two_epochs(backend, make_opt, dropout, blobs):
+def test_every_optimizer_matches_numpy_after_two_epochs(other_backend, make_opt, dropout, blobs):
     """Float64, 2 epochs of 8 steps (a schedule or dropout): parameters and losses as on NumPy to 1e-10."""
     X, t = blobs(n=200, n_in=12, n_classes=4, seed=5)
     ref_net, ref_hist = _train("numpy", make_opt, dropout, X, t)
-    net, hist = _train(backend, make_opt, dropout, X, t)
+    net, hist = _train(other_backend, make_opt, dropout, X, t)
     np.testing.assert_allclose(hist.train_loss, ref_hist.train_loss, rtol=RTOL)
     for k, v in ref_net.params.items():
         ref = nn.to_numpy(v)

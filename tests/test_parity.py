@@ -17,6 +17,12 @@ import nnarray as nn
 RTOL = 1e-10
 
 
+@pytest.fixture
+def backend(other_backend):
+    """Each test here compares a backend's run with NumPy's: every backend but NumPy itself."""
+    return other_backend
+
+
 @pytest.fixture(autouse=True)
 def tf32_off():
     # TF32 keeps ~10 mantissa bits in float32 matmuls on CuPy and breaks every tolerance below.
