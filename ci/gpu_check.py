@@ -98,8 +98,8 @@ def warm(backend):
         for fast in (False, True) if backend == "cupy" else (False,):  # the CUDA-graph path: CuPy only
             t0 = time.perf_counter()
             net = nn.MLP([784, 64, 10], backend=backend, dtype=dtype, seed=0)
-            hist = nn.fit(net, nn.SGD(0.05, momentum=0.9), X, t, epochs=2, batch_size=100, seed=0, options=nn.FitOptions(fast=fast),
-                          validation=(X[:100], t[:100]))
+            hist = nn.fit(net, nn.SGD(0.05, momentum=0.9), X, t, epochs=2, batch_size=100, seed=0,
+                          options=nn.FitOptions(fast=fast), validation=(X[:100], t[:100]))
             print(f"warm-up {backend} {dtype} fast={fast}: {time.perf_counter() - t0:.1f} s, "
                   f"loss {hist.train_loss[-1]:.4f}", flush=True)
     return 0

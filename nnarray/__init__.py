@@ -1,20 +1,28 @@
-"""nnarray: neural-network classifiers trained by back-propagation and SGD (or Adam, AdamW, RMSprop, AdaGrad), written once against the
-Python Array API standard, so the same code runs on NumPy (CPU) and CuPy (NVIDIA GPU).
+"""nnarray: neural-network classifiers trained by back-propagation and SGD (or Adam, AdamW, RMSprop, AdaGrad),
+written once against the Python Array API standard, so the same code runs on NumPy (CPU) and CuPy (NVIDIA GPU).
 
 >>> import nnarray as nn
 >>> be = nn.get_backend("numpy")
 >>> net = nn.MLP([784, 100, 10], backend=be, seed=0)
 """
 
-from . import callbacks, datasets, distributed, functions, optim, schedules, step
-from . import fast  # noqa: F401 -- registers the backend-specific fast paths with nnarray.step
-from . import fused  # noqa: F401 -- registers the optimizers' fused forms with nnarray.optim
+from . import (
+    callbacks,
+    datasets,
+    distributed,
+    fast,  # noqa: F401 -- registers the backend-specific fast paths with nnarray.step
+    functions,
+    fused,  # noqa: F401 -- registers the optimizers' fused forms with nnarray.optim
+    optim,
+    schedules,
+    step,
+)
 from .backend import Backend, BackendUnavailableError, cupy_available, get_backend, to_numpy
 from .export import export_onnx
 from .history import History
-from .saving import CheckpointError, load, load_checkpoint, load_history, save, save_checkpoint, save_history
 from .model import MLP
 from .optim import SGD, AdaGrad, Adam, AdamW, Optimizer, RMSprop
+from .saving import CheckpointError, load, load_checkpoint, load_history, save, save_checkpoint, save_history
 from .train import FitOptions, StopTraining, TrainingDivergedError, evaluate, fit
 
 __version__ = "0.1.0"

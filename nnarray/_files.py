@@ -27,7 +27,7 @@ ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a zip member, an empty zip
 NPY_MAGIC = b"\x93NUMPY"
 
 
-def read_npz(path) -> dict:
+def read_npz(path: str | os.PathLike[str]) -> dict:
     """Every array of the ``.npz`` archive at ``path``, as host NumPy arrays; never unpickles.
 
     The file's first bytes say what it is before NumPy reads it, and each member's header says its dtype

@@ -38,7 +38,7 @@ import importlib
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias
 
 import array_api_compat
 
@@ -53,6 +53,11 @@ __all__ = [
     "index_dtype",
     "to_numpy",
 ]
+
+#: An array of one of the Array API libraries (the standard defines no static array type).
+Array: TypeAlias = Any
+#: An Array API namespace (``numpy``, ``array_api_strict``, ``array_api_compat.torch``, ...).
+Namespace: TypeAlias = Any
 
 BACKEND_NAMES = ("numpy", "cupy", "array_api_strict", "torch", "jax", "dask", "ndonnx", "auto")
 
@@ -81,7 +86,7 @@ class BackendUnavailableError(RuntimeError):
     """A known backend was asked for, but its library or its device is missing here."""
 
 
-def library_name(xp) -> str:
+def library_name(xp: Namespace) -> str:
     """The short name of namespace ``xp``'s library: ``"numpy"`` for ``array_api_compat.numpy``,
     ``"jax"`` for ``jax.numpy``, ``"dask"`` for ``array_api_compat.dask.array``, ``"sparse"``, ...
 
@@ -93,7 +98,7 @@ def library_name(xp) -> str:
     return name.removeprefix("array_api_compat.").split(".")[0]
 
 
-def index_dtype(xp, device=None):
+def index_dtype(xp: Namespace, device: Any = None) -> Any:
     """The namespace's default index dtype on ``device`` (``int64`` on most libraries; ``int32`` on JAX
     outside its 64-bit mode), from the standard's inspection API; ``xp.int64`` for a namespace without it."""
     if hasattr(xp, "__array_namespace_info__"):
@@ -129,7 +134,7 @@ class Backend:
         return str(kind) in ("cuda", "gpu")
 
     @property
-    def index_dtype(self):
+    def index_dtype(self) -> Any:
         """The dtype of index and label arrays here (:func:`index_dtype`): int32 on JAX without 64-bit mode."""
         return index_dtype(self.xp, self.device)
 
@@ -149,7 +154,7 @@ class Backend:
         version = getattr(sys.modules.get(self.name), "__version__", None)
         return f"{self.name}{' ' + version if version else ''} ({self.device})"
 
-    def asarray(self, x, dtype=None, copy=None):
+    def asarray(self, x: Any, dtype: Any = None, copy: bool | None = None) -> Array:
         """Move ``x`` (host NumPy or this backend's array) onto this backend, as ``dtype``.
 
         ``copy=None`` copies only when needed (so a host float32 array on NumPy is used as is);
@@ -164,7 +169,7 @@ class Backend:
             return xp.asarray(x, device=self.device, copy=copy)
         return xp.asarray(x, dtype=dtype, device=self.device, copy=copy)
 
-    def dtype(self, name) -> Any:
+    def dtype(self, name: str | Any) -> Any:
         """The namespace's dtype for ``name`` (``"float32"``, ``"float64"``) or a dtype object.
 
         A dtype the library does not offer on this device (the inspection API's ``dtypes()``) is refused
@@ -200,7 +205,7 @@ class Backend:
         return hash((self.name, str(self.device)))
 
 
-def _belongs_to(x, be: Backend) -> bool:
+def _belongs_to(x: Any, be: Backend) -> bool:
     """True when ``x`` is an array of ``be``'s own namespace (array-api-compat's view of its library)."""
     if not array_api_compat.is_array_api_obj(x):
         return False
@@ -217,7 +222,7 @@ def cupy_available() -> bool:
         return False
 
 
-def _import_or_explain(module: str, backend: str, how: str):
+def _import_or_explain(module: str, backend: str, how: str) -> Any:
     try:
         return importlib.import_module(module)
     except ImportError as exc:
@@ -227,7 +232,7 @@ def _import_or_explain(module: str, backend: str, how: str):
         ) from exc
 
 
-def get_backend(name=None, device=None) -> Backend:
+def get_backend(name: str | Backend | Namespace | Array | None = None, device: Any = None) -> Backend:
     """Return the :class:`Backend` for ``name``: a library's name, a namespace, an array, or a Backend.
 
     Parameters
@@ -262,7 +267,7 @@ def get_backend(name=None, device=None) -> Backend:
     >>> get_backend("tensorflow")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    ValueError: backend: unknown backend 'tensorflow' (from argument); expected one of numpy, ..., auto, or an Array API namespace ...
+    ValueError: backend: unknown backend 'tensorflow' (from argument); expected one of numpy, ..., auto, ...
     """
     if isinstance(name, Backend):
         return name if device is None else Backend(name.name, name.xp, device)
@@ -335,7 +340,8 @@ def _named_backend(name, device):
         if version < MIN_API_VERSION:
             raise BackendUnavailableError(
                 f"backend 'array_api_strict' is set to the standard's {version} revision; nnarray needs "
-                f"{MIN_API_VERSION} or later (array_api_strict.set_array_api_strict_flags(api_version={MIN_API_VERSION!r}))"
+                f"{MIN_API_VERSION} or later "
+                f"(array_api_strict.set_array_api_strict_flags(api_version={MIN_API_VERSION!r}))"
             )
     return _namespace_backend(xp, device)
 
@@ -384,7 +390,7 @@ _HOST_ROUTES = (
 )
 
 
-def to_numpy(x):
+def to_numpy(x: Array) -> Any:
     """A host NumPy copy (or view) of ``x`` from any backend, of a numeric or boolean dtype (NumPy input as is).
 
     For reporting, saving and tests. Python scalars and sequences become NumPy arrays. See the table of
@@ -432,7 +438,7 @@ def _from_dlpack(x):
     return np.from_dlpack(x, device="cpu", copy=None)
 
 
-def _library_of(x) -> str:
+def _library_of(x: Any) -> str:
     if array_api_compat.is_array_api_obj(x):
         return library_name(array_api_compat.array_namespace(x))
     return type(x).__module__.split(".")[0]

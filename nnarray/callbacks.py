@@ -38,6 +38,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+from typing import Any
 
 from . import checks
 from ._files import check_writable
@@ -117,7 +118,7 @@ class _Function(Callback):
         return f"{type(self).__name__}({self.fn!r})"
 
 
-def as_callbacks(callbacks) -> list:
+def as_callbacks(callbacks: Any) -> list:
     """``callbacks`` of :func:`nnarray.fit` as a list of :class:`Callback` (plain callables wrapped)."""
     if callbacks is None:
         return []
@@ -151,7 +152,9 @@ def _check_monitor(monitor, run, owner):
     if monitor not in History.KEYS:
         raise ValueError(f"{owner} monitor: expected one of {', '.join(History.KEYS)}, got {monitor!r}")
     if monitor.startswith("val_") and not run.has_validation:
-        raise ValueError(f"{owner} monitor: {monitor!r} needs validation data (fit's validation=(X_val, t_val)), got none")
+        raise ValueError(
+            f"{owner} monitor: {monitor!r} needs validation data (fit's validation=(X_val, t_val)), got none"
+        )
 
 
 class _Best:
@@ -167,7 +170,7 @@ class _Best:
 
     def replay(self, history, monitor):
         """Take the best from an earlier run's history (a resumed run continues its bookkeeping)."""
-        for e, v in zip(history.epoch, history[monitor]):
+        for e, v in zip(history.epoch, history[monitor], strict=True):
             if self.better(v):
                 self.value, self.epoch = v, e
 
@@ -376,7 +379,9 @@ class ProgressBar(Callback):
         try:
             import tqdm  # noqa: F401, PLC0415
         except ImportError:
-            raise ImportError(f"ProgressBar needs tqdm, which is not installed; install it with: {TQDM_INSTALL}") from None
+            raise ImportError(
+                f"ProgressBar needs tqdm, which is not installed; install it with: {TQDM_INSTALL}"
+            ) from None
         if not self._fixed:
             self.log_every = max(1, run.n_batches // 50)
 
@@ -411,8 +416,9 @@ class DivergenceGuard(Callback):
     the loss before the first update of this ``fit`` call and log C (C classes) is the loss of a uniform guess
     — the default ``factor=10`` allows a mean cross-entropy ten uniform guesses above the start, far beyond
     anything a converging run shows, far below the 1e15 a too-large η reaches. ``fit`` always checks with one:
-    this, if given in ``callbacks``, else ``DivergenceGuard()``; ``factor=None`` stops on NaN and inf only. It is consulted on every rank (the loss is
-    all-reduced, so all stop together); the parameters and optimizer state of the last finished epoch are kept.
+    this, if given in ``callbacks``, else ``DivergenceGuard()``; ``factor=None`` stops on NaN and inf only. It is
+    consulted on every rank (the loss is all-reduced, so all stop together); the parameters and optimizer state
+    of the last finished epoch are kept.
     """
 
     def __init__(self, factor=10.0):

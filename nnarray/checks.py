@@ -29,8 +29,8 @@ import array_api_compat
 
 from .backend import index_dtype
 
-__all__ = ["check_X", "check_t", "check_Xt", "check_reduction", "check_positive_int", "check_lr", "check_seed", "as_array",
-           "check_option", "check_bool", "check_dropout", "Interval", "Options", "validate", "PARAMETERS",
+__all__ = ["check_X", "check_t", "check_Xt", "check_reduction", "check_positive_int", "check_lr", "check_seed",
+           "as_array", "check_option", "check_bool", "check_dropout", "Interval", "Options", "validate", "PARAMETERS",
            "POSITIVE", "NONNEGATIVE", "FRACTION", "FACTOR", "PROBABILITY", "LEARNING_RATE", "POSITIVE_INT",
            "NONNEGATIVE_INT", "class_count", "warn_absent_classes", "check_optimizer", "LabelWarning"]
 
@@ -59,7 +59,9 @@ def check_X(X, n_in=None, name="X"):
     X = as_array(X, name)
     xp = array_api_compat.array_namespace(X)
     if X.ndim != 2:
-        raise ValueError(f"{name}: expected a 2-D array of shape (N, {n_in if n_in else 'n_in'}), got shape {tuple(X.shape)}")
+        raise ValueError(
+            f"{name}: expected a 2-D array of shape (N, {n_in if n_in else 'n_in'}), got shape {tuple(X.shape)}"
+        )
     if n_in is not None and X.shape[1] != n_in:
         raise ValueError(
             f"{name}: expected {n_in} columns (the network's input width), got shape {tuple(X.shape)}"
@@ -207,7 +209,9 @@ def class_count(t, name="t", others=(), where=None):
     for h, nm in sets:
         if h.size and h.min() < 0:
             i = int(np.argmin(h))
-            raise ValueError(f"{nm}: expected class indices 0..C−1 (whole numbers ≥ 0), got {int(h[i])} at {where(nm, i)}")
+            raise ValueError(
+                f"{nm}: expected class indices 0..C−1 (whole numbers ≥ 0), got {int(h[i])} at {where(nm, i)}"
+            )
     present = np.unique(np.concatenate([h.astype(np.int64) for h, _ in sets]))
     if present.size == 0:
         raise ValueError(f"{name}: expected at least one label, got none")
@@ -235,7 +239,8 @@ def class_count(t, name="t", others=(), where=None):
 def _absent_message(name, absent, C):
     one = len(absent) == 1
     return (
-        f"{name}: class{'' if one else 'es'} {_listed(absent)} of 0..{C - 1} ha{'s' if one else 've'} no training sample; "
+        f"{name}: class{'' if one else 'es'} {_listed(absent)} of 0..{C - 1} "
+        f"ha{'s' if one else 've'} no training sample; "
         f"the network has an output for {'it' if one else 'each'} that training never rewards "
         "(are the labels numbered from 0?)"
     )
@@ -272,7 +277,8 @@ def check_optimizer(opt, params, name="opt"):
         stray = [k for k, v in arrays.items() if v is not None and k not in params]
         if stray:
             raise ValueError(
-                f"{name}: its state {state_name!r} holds key {stray[0]!r}, but the network has no parameter {stray[0]!r} "
+                f"{name}: its state {state_name!r} holds key {stray[0]!r}, "
+                f"but the network has no parameter {stray[0]!r} "
                 f"(it has {', '.join(params)}); an optimizer keeps the state of the network it trained: "
                 "make a new optimizer for this network"
             )
@@ -307,7 +313,9 @@ class Interval:
         left, right = self.closed in ("both", "left"), self.closed in ("both", "right")
         if self.high is None and self.low is not None:
             if integer:
-                return "a positive integer" if (self.low, left) in ((1, True), (0, False)) else f"an integer ≥ {self.low}"
+                if (self.low, left) in ((1, True), (0, False)):
+                    return "a positive integer"
+                return f"an integer ≥ {self.low}"
             return f"a number {'≥' if left else '>'} {self.low}"
         lo = "(-inf" if self.low is None else ("[" if left else "(") + f"{self.low}"
         hi = "inf)" if self.high is None else f"{self.high}" + ("]" if right else ")")

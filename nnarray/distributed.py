@@ -77,19 +77,22 @@ class Communicator(Protocol):
     size: int
     local_rank: int
 
-    def allreduce_sum(self, buf): ...
+    def allreduce_sum(self, buf: Any) -> Any: ...
 
-    def bcast_array(self, buf, root: int = 0): ...
+    def bcast_array(self, buf: Any, root: int = 0) -> Any: ...
 
     def bcast_object(self, obj: Any, root: int = 0) -> Any: ...
 
     def barrier(self) -> None: ...
 
-    def abort(self, code: int = 1): ...
+    def abort(self, code: int = 1) -> None: ...
 
 
 #: The attributes of the protocol, named in get_comm's error.
-_PROTOCOL_MEMBERS = (*Communicator.__annotations__, *(n for n, v in vars(Communicator).items() if callable(v) and not n.startswith("_")))
+_PROTOCOL_MEMBERS = (
+    *Communicator.__annotations__,
+    *(n for n, v in vars(Communicator).items() if callable(v) and not n.startswith("_")),
+)
 
 
 class LocalComm:
@@ -321,7 +324,8 @@ class MPIComm:
             if self._nccl_wanted is True:
                 raise RuntimeError(f"MPIComm(nccl=True): NCCL cannot be used: {reason}")
             if self._nccl_wanted is None and self.rank == 0:
-                warnings.warn(f"MPIComm: CuPy arrays are staged through host memory: {reason}", RuntimeWarning, stacklevel=3)
+                warnings.warn(f"MPIComm: CuPy arrays are staged through host memory: {reason}", RuntimeWarning,
+                              stacklevel=3)
             self.gpu_path = "host-staged"
             return self.gpu_path
         uid = nccl.get_unique_id() if self.rank == 0 else None
@@ -374,7 +378,8 @@ def _shared_gpu_reason(buses):
         if bus is None:
             continue
         if bus in first:
-            return f"local ranks {first[bus]} and {r} share the GPU at PCI bus {bus} (NCCL needs a GPU of its own per rank)"
+            return (f"local ranks {first[bus]} and {r} share the GPU at PCI bus {bus} "
+                    "(NCCL needs a GPU of its own per rank)")
         first[bus] = r
     return None
 
@@ -525,7 +530,7 @@ def allreduce_gradients(grads, comm, xp):
     flat = comm.allreduce_sum(flat)
     out = {}
     offset = 0
-    for k, shape in zip(keys, shapes):
+    for k, shape in zip(keys, shapes, strict=True):
         n = math.prod(shape)
         out[k] = xp.reshape(flat[offset : offset + n], shape)
         offset += n

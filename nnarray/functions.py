@@ -6,6 +6,8 @@ uses only ``xp.*`` and never imports NumPy or CuPy. Shapes: ``N`` images per bat
 
 from __future__ import annotations
 
+from typing import Any
+
 from .backend import index_dtype
 
 __all__ = [
@@ -25,7 +27,7 @@ def relu(xp, Z):
     return xp.maximum(Z, 0.0)
 
 
-def relu_backward(xp, h, H, inplace: bool = False):
+def relu_backward(xp: Any, h: Any, H: Any, inplace: bool = False) -> Any:
     """ReLU backward: h stays where H > 0 and becomes 0 where H ≤ 0 (the seed's mask).
 
     ``h`` : (N, n) gradient arriving at the layer's output; ``H`` : (N, n) the layer's forward output.
@@ -60,7 +62,7 @@ def log_softmax(xp, A):
     return S - xp.log(xp.sum(xp.exp(S), axis=1, keepdims=True))
 
 
-def one_hot(xp, t, num_classes: int, dtype):
+def one_hot(xp: Any, t: Any, num_classes: int, dtype: Any) -> Any:
     """Teacher T (N, C): 1.0 at the correct class t_n, 0 elsewhere.
 
     Built by comparison, not by integer-array assignment, which the standard leaves unspecified.
@@ -74,7 +76,8 @@ def one_hot(xp, t, num_classes: int, dtype):
     return xp.astype(t[..., None] == classes, dtype)
 
 
-def softmax_cross_entropy(xp, A, T, reduction: str = "mean", n=None):
+def softmax_cross_entropy(xp: Any, A: Any, T: Any, reduction: str = "mean",
+                          n: int | None = None) -> tuple[Any, Any, Any]:
     """The loss head: softmax, cross-entropy, its gradient and the number correct, from one pass.
 
     ``A`` : (N, C) output-layer values; ``T`` : (N, C) one-hot teacher. Returns ``(a, E, correct)``:

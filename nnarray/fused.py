@@ -382,7 +382,7 @@ def _arguments(opt, family, state, scalars):
     return "adagrad", (opt.eps, wd, -scalars["clr"]), (state["sum"],)
 
 
-class _CupyApply:
+class _CupyApply(FusedForm):
     """``apply`` of the CuPy forms: the family's kernel, one launch per parameter."""
 
     family = ""

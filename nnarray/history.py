@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 __all__ = ["History"]
 
@@ -59,7 +60,7 @@ class History:
         return {k: list(getattr(self, k)) for k in self.KEYS}
 
     @classmethod
-    def from_dict(cls, d) -> "History":
+    def from_dict(cls, d: dict[str, Any]) -> History:
         """Inverse of :meth:`to_dict`; columns an older file lacks are filled with None."""
         h = cls()
         n = len(d.get("epoch", []))

@@ -29,12 +29,14 @@ trains with the same masks; ``predict``, ``loss``, ``accuracy`` and :func:`nnarr
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np  # host-side only: He initialisation is drawn from numpy.random.default_rng
 
 from . import functions as F
-from .backend import get_backend, to_numpy
-from .checks import check_dropout, check_X, check_Xt, check_reduction, check_seed
+from .backend import Array, Backend, Namespace, get_backend, to_numpy
+from .checks import check_dropout, check_reduction, check_seed, check_X, check_Xt
 
 __all__ = ["MLP"]
 
@@ -75,7 +77,9 @@ class MLP:
     (['W1', 'W2', 'b1', 'b2'], (4, 8))
     """
 
-    def __init__(self, layer_sizes, backend=None, dtype="float32", seed=None, dropout=0.0):
+    def __init__(self, layer_sizes: Sequence[int], backend: str | Backend | Namespace | None = None,
+                 dtype: str | Any = "float32", seed: int | np.random.Generator | None = None,
+                 dropout: float | Sequence[float] = 0.0) -> None:
         try:
             sizes = list(layer_sizes) if not isinstance(layer_sizes, (str, bytes)) else None
         except TypeError:  # MLP(20): a single number, not a list
@@ -86,7 +90,8 @@ class MLP:
             or not all(isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n >= 1 for n in sizes)
         ):
             raise ValueError(
-                f"layer_sizes: expected a list of at least two positive integers such as [784, 100, 10], got {layer_sizes!r}"
+                "layer_sizes: expected a list of at least two positive integers such as [784, 100, 10], "
+                f"got {layer_sizes!r}"
             )
         if sizes[-1] < 2:
             raise ValueError(
@@ -103,7 +108,7 @@ class MLP:
         seed = check_seed(seed)
         rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
         self.params = {}
-        for l, (fan_in, fan_out) in enumerate(zip(self.layer_sizes[:-1], self.layer_sizes[1:]), start=1):
+        for l, (fan_in, fan_out) in enumerate(zip(self.layer_sizes[:-1], self.layer_sizes[1:], strict=True), start=1):
             # He: std √(2/n), n = units in the previous layer. Drawn in float64 on the host, then cast,
             # so float32 and float64 nets from one seed hold the same weights up to rounding.
             W = rng.standard_normal((fan_in, fan_out)) * math.sqrt(2.0 / fan_in)
@@ -112,7 +117,7 @@ class MLP:
 
     # ----------------------------------------------------------------- introspection
     @property
-    def xp(self):
+    def xp(self) -> Namespace:
         """The Array API namespace of the backend."""
         return self.backend.xp
 
@@ -140,7 +145,7 @@ class MLP:
         """True when some hidden layer has a dropout rate p > 0."""
         return any(p > 0.0 for p in self.dropout)
 
-    def dropout_masks(self, rng, n):
+    def dropout_masks(self, rng: np.random.Generator, n: int) -> list[Any]:
         """Host masks for ``n`` rows: per hidden layer l a (n, n_l) array M/(1 − p) of the compute dtype — 0 for
         a dropped unit, 1/(1 − p) (rounded to the dtype) for a kept one — or None where p = 0.
 
@@ -150,7 +155,7 @@ class MLP:
         """
         return self.draw_dropout(rng, [n])
 
-    def draw_dropout(self, rng, rows):
+    def draw_dropout(self, rng: np.random.Generator, rows: Sequence[int]) -> list[Any]:
         """The masks of consecutive batches of ``rows[0]``, ``rows[1]``, ... rows, drawn in one go.
 
         Returns per hidden layer one host buffer (Σ rows, n_l) of the compute dtype (None where p = 0): batch b's
@@ -158,9 +163,10 @@ class MLP:
         batch after batch from the same generator (the uniforms u are drawn in the same order: batch by batch,
         layer by layer, row-major). u lives only in a float64 scratch of one batch; each buffer is written once.
         """
-        layers = [(l, w, p) for l, (w, p) in enumerate(zip(self.layer_sizes[1:-1], self.dropout)) if p > 0.0]
+        hidden = zip(self.layer_sizes[1:-1], self.dropout, strict=True)
+        layers = [(l, w, p) for l, (w, p) in enumerate(hidden) if p > 0.0]
         dtype = np.dtype(self.dtype_name)
-        bufs = [None] * len(self.dropout)
+        bufs: list[Any] = [None] * len(self.dropout)
         if not layers:
             return bufs
         total, width = sum(rows), sum(w for _, w, _ in layers)
@@ -182,7 +188,7 @@ class MLP:
         return bufs
 
     # ----------------------------------------------------------------- forward / backward on device arrays
-    def forward(self, X, masks=None):
+    def forward(self, X: Array, masks: Sequence[Array | None] | None = None) -> tuple[Array, list[Array]]:
         """Forward pass on backend arrays. Returns ``(A, Hs)``.
 
         ``X`` : (N, n_in) backend array of ``self.dtype``. ``A`` : (N, C) output-layer values.
@@ -207,7 +213,8 @@ class MLP:
         A += p[f"b{L}"]
         return A, Hs
 
-    def backward(self, a, Hs, masks=None):
+    def backward(self, a: Array, Hs: Sequence[Array],
+                 masks: Sequence[Array | None] | None = None) -> dict[str, Array]:
         """Back-propagation from ``a`` (N, C) = ∂E/∂A through the layers cached in ``Hs``.
 
         Returns the gradient dict (same keys as ``params``). Per layer, summed over the batch rows:
@@ -228,25 +235,25 @@ class MLP:
         return grads
 
     # ----------------------------------------------------------------- public API (validated input)
-    def predict(self, X):
+    def predict(self, X: Array) -> Array:
         """Class probabilities Y (N, C) = softmax(A) for input ``X`` (N, n_in), as a backend array."""
         Xd = self._to_device_X(X)
         A, _ = self.forward(Xd)
         return F.softmax(self.xp, A)
 
-    def loss(self, X, t, reduction: str = "mean") -> float:
+    def loss(self, X: Array, t: Array, reduction: str = "mean") -> float:
         """Cross-entropy E = −Σ_k T_k log Y_k, averaged over the rows (``"mean"``) or summed (``"sum"``)."""
         check_reduction(reduction)
         Xd, td = self._to_device_Xt(X, t)
         _, E, _ = self._head(Xd, td)
         return float(E) / (Xd.shape[0] if reduction == "mean" else 1)
 
-    def accuracy(self, X, t) -> float:
+    def accuracy(self, X: Array, t: Array) -> float:
         """Fraction of rows whose most probable class equals the label ``t``."""
         Xd, td = self._to_device_Xt(X, t)
         return int(F.count_correct(self.xp, self.forward(Xd)[0], td)) / Xd.shape[0]
 
-    def gradient(self, X, t, reduction: str = "mean"):
+    def gradient(self, X: Array, t: Array, reduction: str = "mean") -> dict[str, Array]:
         """ΔW, ΔB for every layer by back-propagation, as a dict with the keys of ``params``.
 
         ``reduction="sum"`` adds every image's values over the batch (the seed's accumulation);
@@ -263,7 +270,8 @@ class MLP:
         A, _ = self.forward(Xd)
         return F.softmax_cross_entropy(self.xp, A, F.one_hot(self.xp, td, self.n_classes, self.dtype), "sum")
 
-    def numerical_gradient(self, X, t, reduction: str = "mean", eps: float = 1e-6):
+    def numerical_gradient(self, X: Array, t: Array, reduction: str = "mean",
+                           eps: float = 1e-6) -> dict[str, np.ndarray]:
         """Central-difference gradient, host float64 (see :func:`nnarray.gradcheck.numerical_gradient`)."""
         from .gradcheck import numerical_gradient  # noqa: PLC0415
 
@@ -278,7 +286,7 @@ class MLP:
         X, t = check_Xt(X, t, self.n_in, self.n_classes)
         return self.backend.asarray(X, dtype=self.dtype), self.backend.asarray(t, dtype=self.backend.index_dtype)
 
-    def to(self, backend) -> "MLP":
+    def to(self, backend: str | Backend | Namespace) -> MLP:
         """A copy of this network on another backend (e.g. GPU-trained → ``"numpy"``)."""
         other = MLP.__new__(MLP)
         other.layer_sizes = list(self.layer_sizes)
@@ -286,14 +294,15 @@ class MLP:
         other.backend = get_backend(backend)
         other.dtype_name = self.dtype_name
         other.dtype = other.backend.dtype(self.dtype_name)
-        other.params = {k: other.backend.asarray(to_numpy(v), dtype=other.dtype, copy=True) for k, v in self.params.items()}
+        other.params = {k: other.backend.asarray(to_numpy(v), dtype=other.dtype, copy=True)
+                        for k, v in self.params.items()}
         return other
 
-    def state_dict(self):
+    def state_dict(self) -> dict[str, np.ndarray]:
         """Host NumPy copies of the parameters, keyed like ``params``."""
         return {k: np.array(to_numpy(v)) for k, v in self.params.items()}
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: dict[str, Array]) -> None:
         """Replace the parameters by ``state`` (host or backend arrays of the right shapes)."""
         expected = {k: tuple(v.shape) for k, v in self.params.items()}
         got = {k: tuple(np.shape(to_numpy(v))) for k, v in state.items()}

@@ -44,14 +44,21 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
+from typing import Any, TypeAlias
 
 import array_api_compat
 
-from .backend import Backend, to_numpy
+from .backend import Array, Backend, to_numpy
 from .checks import FRACTION, PARAMETERS, POSITIVE, check_lr, validate
 
-__all__ = ["register_fused_forms", "Optimizer", "FusedForm", "HeavyBallSGD", "SGD", "Adam", "AdamW", "RMSprop", "AdaGrad", "Adagrad",
-           "ClipGradNorm", "from_state_dict", "OPTIMIZERS"]
+#: ``{parameter key: array}``: a network's parameters (``"W1"``, ``"b1"``, ...) or their gradients.
+Params: TypeAlias = dict[str, Array]
+#: A gradient hook ``hook(params, grads) -> grads`` (see :meth:`Optimizer.add_hook`).
+Hook: TypeAlias = Callable[[Params, Params], Params]
+
+__all__ = ["register_fused_forms", "Optimizer", "FusedForm", "HeavyBallSGD", "SGD", "Adam", "AdamW", "RMSprop",
+           "AdaGrad", "Adagrad", "ClipGradNorm", "from_state_dict", "OPTIMIZERS"]
 
 #: Optimizer classes by name, for checkpoints (:func:`from_state_dict`). Subclasses register themselves.
 OPTIMIZERS: dict = {}
@@ -79,20 +86,20 @@ class FusedForm:
     #: The algorithm this form computes, e.g. ``"sgd-heavy-ball"``; "" when it only applies the rule.
     kind = ""
     #: ``apply(p, g, state, scalars) -> None`` in a subclass that updates in place, else None.
-    apply = None
+    apply: Callable[..., None] | None = None
 
-    def __init__(self, opt, backend):
+    def __init__(self, opt: Optimizer, backend: Backend) -> None:
         self.opt, self.backend = opt, backend
 
-    def scalars(self) -> dict:
+    def scalars(self) -> dict[str, float]:
         """The optimizer's :meth:`Optimizer.scalars` for its current step count."""
         return self.opt.scalars()
 
-    def state(self) -> dict:
+    def state(self) -> dict[str, Params]:
         """``{state name: {key: array}}``: the optimizer's state arrays this form uses, as they are (none created)."""
         return {name: self.opt.state[name] for name in self.opt.state_names()}
 
-    def buffers(self, params) -> dict:
+    def buffers(self, params: Params) -> dict[str, Params]:
         """``{state name: {key: array}}``: the optimizer's state arrays for every key of ``params``, created
         (:meth:`Optimizer.init_state`, on the parameters' device) where missing; the dicts are the optimizer's."""
         opt = self.opt
@@ -100,7 +107,7 @@ class FusedForm:
             opt._created_state(k, p)
         return {name: opt.state[name] for name in opt.state_names()}
 
-    def store(self, name, key, array):
+    def store(self, name: str, key: str, array: Array) -> None:
         """Make ``array`` (holding the current values) the optimizer's state ``name`` of ``key``: for a fast path
         whose kernels update buffers of their own."""
         self.opt.state[name][key] = array
@@ -120,11 +127,11 @@ class Optimizer:
         super().__init_subclass__(**kw)
         OPTIMIZERS[cls.__name__] = cls
 
-    def __init__(self, lr):
+    def __init__(self, lr: float) -> None:
         self.lr = lr
-        self.state = {name: {} for name in self._state_names}
+        self.state: dict[str, Params] = {name: {} for name in self._state_names}
         self.t = 0  # number of updates made (Adam's bias correction needs it)
-        self.hooks = []
+        self.hooks: list[Hook] = []
 
     # ---------------------------------------------------------------- hyperparameters
     @property
@@ -133,7 +140,7 @@ class Optimizer:
         return self._lr
 
     @lr.setter
-    def lr(self, value):
+    def lr(self, value: float) -> None:
         value = check_lr(value)
         old = getattr(self, "_lr", None)
         self._lr = value
@@ -143,31 +150,33 @@ class Optimizer:
     def _lr_changed(self, old, new):
         """Hook: η changed from ``old`` to ``new`` (SGD rescales its velocities; see :class:`SGD`)."""
 
-    def _set_checked(self, table, **settings):
+    def _set_checked(self, table: str, **settings: Any) -> None:
         """Each setting checked against ``checks.PARAMETERS[table]`` (errors name the argument), then set."""
         for name, value in validate(settings, PARAMETERS[table]).items():
             setattr(self, name, value)
 
-    def hyperparameters(self) -> dict:
+    def hyperparameters(self) -> dict[str, Any]:
         """``{"lr": η, ...}``: every constructor argument, as plain Python values."""
         return {"lr": self.lr, **{k: getattr(self, k) for k in self._hyper}}
 
     def __repr__(self):
         from .words import number  # noqa: PLC0415 -- floats as written (0.045, not 0.045000000000000005)
 
-        args = ", ".join(f"{k}={number(v) if isinstance(v, float) else repr(v)}" for k, v in self.hyperparameters().items())
+        args = ", ".join(f"{k}={number(v) if isinstance(v, float) else repr(v)}"
+                         for k, v in self.hyperparameters().items())
         return f"{type(self).__name__}({args})"
 
     # ---------------------------------------------------------------- the rule
-    def scalars(self) -> dict:
+    def scalars(self) -> dict[str, float]:
         """The current step's Python floats for :meth:`rule` (η at least), from ``t`` and the hyperparameters."""
         return {"lr": self.lr}
 
-    def rule(self, p, g, state, scalars):  # pragma: no cover - abstract
+    def rule(self, p: Array, g: Array, state: dict[str, Array | None],
+             scalars: dict[str, float]) -> tuple[Array, dict[str, Array]]:  # pragma: no cover - abstract
         """``(new_p, new_state)`` for parameter ``p`` with gradient ``g`` (pure: nothing is modified)."""
         raise NotImplementedError
 
-    def state_names(self) -> tuple:
+    def state_names(self) -> tuple[str, ...]:
         """The states this configuration keeps per parameter (e.g. SGD without momentum: none)."""
         return self._state_names
 
@@ -175,12 +184,12 @@ class Optimizer:
         """The initial value of state ``name`` for parameter ``p``: zeros like ``p`` (AdaGrad overrides)."""
         return _zeros_like(p)
 
-    def init_state(self, p) -> dict:
+    def init_state(self, p: Array) -> dict[str, Array]:
         """``{state name: initial array}`` for parameter ``p``, on its device: the arrays :meth:`rule` treats a
         None state as, and what a fused form or a traced (jit) step starts from."""
         return {name: self._initial(name, p) for name in self.state_names()}
 
-    def fused(self, backend):
+    def fused(self, backend: Backend) -> FusedForm | None:
         """A :class:`FusedForm` of this optimizer's rule for ``backend`` (a :class:`nnarray.backend.Backend`),
         or None when it has none there (the functional :meth:`rule` then serves). A form belongs to the rule it
         was written for: a subclass that redefines :meth:`rule` or :meth:`scalars` gets None from its parent's
@@ -188,7 +197,7 @@ class Optimizer:
         return None
 
     # ---------------------------------------------------------------- hooks
-    def add_hook(self, hook, first=False):
+    def add_hook(self, hook: Hook, first: bool = False) -> Hook:
         """Run ``hook(params, grads) -> grads`` before every update, after the hooks already added (``first``:
         before them, as the data-parallel all-reduce must, so that every later hook sees the global gradient)."""
         if not callable(hook):
@@ -199,7 +208,7 @@ class Optimizer:
             self.hooks.append(hook)
         return hook
 
-    def remove_hook(self, hook):
+    def remove_hook(self, hook: Hook) -> None:
         """Stop running ``hook`` (ValueError when it was not added)."""
         for i, h in enumerate(self.hooks):
             if h is hook:
@@ -208,7 +217,7 @@ class Optimizer:
         raise ValueError(f"hook: {hook!r} is not one of this optimizer's hooks")
 
     # ---------------------------------------------------------------- the update
-    def update(self, params, grads):
+    def update(self, params: Params, grads: Params) -> None:
         """One step for every ``params[k]`` that has a gradient ``grads[k]``; results are stored in ``params``
         and ``state`` (new arrays, or the same arrays changed in place by a fused form). ``grads`` is not
         modified."""
@@ -230,7 +239,7 @@ class Optimizer:
             for name, v in new_state.items():
                 self.state[name][k] = v
 
-    def _created_state(self, k, p) -> dict:
+    def _created_state(self, k: str, p: Array) -> dict:
         """``{state name: array}`` of parameter ``k``, each created (:meth:`init_state`) and stored where missing."""
         names = self.state_names()
         missing = [name for name in names if k not in self.state[name]]
@@ -253,7 +262,7 @@ class Optimizer:
         return form if form is not None and form.apply is not None else None
 
     # ---------------------------------------------------------------- state
-    def snapshot(self) -> dict:
+    def snapshot(self) -> dict[str, Any]:
         """Device copies of the state, with ``t`` and η: what :meth:`restore` goes back to."""
         return {
             "t": self.t,
@@ -261,13 +270,13 @@ class Optimizer:
             "state": {name: {k: _copy(v) for k, v in arrays.items()} for name, arrays in self.state.items()},
         }
 
-    def restore(self, snap):
+    def restore(self, snap: dict[str, Any]) -> None:
         """Go back to :meth:`snapshot`'s ``snap`` (copied again, so ``snap`` can serve once more). η is set
         without :meth:`_lr_changed`: the state restored belongs to the η restored."""
         self._lr, self.t = snap["lr"], snap["t"]
         self.state = {name: {k: _copy(v) for k, v in arrays.items()} for name, arrays in snap["state"].items()}
 
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue: type, hyperparameters, step count and host copies of the state."""
         return {
             "type": type(self).__name__,
@@ -276,7 +285,7 @@ class Optimizer:
             "state": {name: {k: to_numpy(v).copy() for k, v in arrays.items()} for name, arrays in self.state.items()},
         }
 
-    def load_state_dict(self, sd, backend=None, dtype=None):
+    def load_state_dict(self, sd: dict[str, Any], backend: Backend | None = None, dtype: Any = None) -> None:
         """Restore from :meth:`state_dict`; state arrays are copied onto ``backend`` (a Backend) when given."""
         if sd.get("type", type(self).__name__) != type(self).__name__:
             raise ValueError(f"state: a {sd['type']} state cannot be loaded into {type(self).__name__}")
@@ -299,7 +308,7 @@ class Optimizer:
         }
 
 
-def from_state_dict(sd, backend=None, dtype=None) -> Optimizer:
+def from_state_dict(sd: dict[str, Any], backend: Backend | None = None, dtype: Any = None) -> Optimizer:
     """The optimizer a :meth:`Optimizer.state_dict` describes, with its state on ``backend``."""
     cls = OPTIMIZERS.get(sd.get("type"))
     if cls is None:
@@ -334,7 +343,7 @@ _NAMESPACE_TESTS = (
 _BACKENDS: dict = {}  # (array type, device name) -> Backend: update() asks once per step
 
 
-def _backend_of(x) -> Backend:
+def _backend_of(x: Array) -> Backend:
     """The Backend ``x`` lives on (its namespace and device), named as :func:`nnarray.get_backend` names it."""
     device = array_api_compat.device(x)
     key = (type(x), str(device))  # str: the standard does not require devices to be hashable
@@ -352,7 +361,7 @@ def _check_betas(betas):
     return (FRACTION(betas[0], "betas[0]"), FRACTION(betas[1], "betas[1]"))
 
 
-def _own_rule(opt, cls) -> bool:
+def _own_rule(opt: Optimizer, cls: type[Optimizer]) -> bool:
     """True when ``opt`` computes ``cls``'s rule (a subclass that redefines it has no fused form of ``cls``)."""
     kind = type(opt)
     return kind.rule is cls.rule and kind.scalars is cls.scalars and kind.state_names is cls.state_names
@@ -398,6 +407,7 @@ class HeavyBallSGD(FusedForm):
     """
 
     kind = "sgd-heavy-ball"
+    opt: SGD
 
     @property
     def lr(self) -> float:
@@ -453,8 +463,12 @@ class SGD(Optimizer):
 
     _hyper = ("momentum", "nesterov", "weight_decay")
     _state_names = ("velocity",)
+    momentum: float
+    nesterov: bool
+    weight_decay: float
 
-    def __init__(self, lr=0.1, momentum=0.0, nesterov=False, weight_decay=0.0):
+    def __init__(self, lr: float = 0.1, momentum: float = 0.0, nesterov: bool = False,
+                 weight_decay: float = 0.0) -> None:
         super().__init__(lr)
         self._set_checked("SGD", momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
         if self.nesterov and self.momentum == 0.0:
@@ -465,7 +479,7 @@ class SGD(Optimizer):
         """The velocities v = −η b per parameter key (``state["velocity"]``)."""
         return self.state["velocity"]
 
-    def state_names(self):
+    def state_names(self) -> tuple[str, ...]:
         return ("velocity",) if self.momentum else ()
 
     def _lr_changed(self, old, new):
@@ -475,7 +489,8 @@ class SGD(Optimizer):
         for k, v in velocity.items():
             velocity[k] = v * ratio
 
-    def rule(self, p, g, state, scalars):
+    def rule(self, p: Array, g: Array, state: dict[str, Array | None],
+             scalars: dict[str, float]) -> tuple[Array, dict[str, Array]]:
         lr, mu = scalars["lr"], self.momentum
         if self.weight_decay:
             g = g + self.weight_decay * p
@@ -485,7 +500,7 @@ class SGD(Optimizer):
         v = -lr * g if v is None else mu * v - lr * g  # v ← μv − ηg  (= −η b, b ← μb + g)
         return p + (mu * v - lr * g if self.nesterov else v), {"velocity": v}  # Nesterov: −η (g + μ b)
 
-    def fused(self, backend):
+    def fused(self, backend: Backend) -> FusedForm | None:
         """The in-place form on NumPy, torch and CuPy (:mod:`nnarray.fused`); on CuPy without Nesterov and weight decay
         it is also the :class:`HeavyBallSGD` the graph step's kernels compute. None elsewhere."""
         return _fused_for(self, SGD, "sgd", backend)
@@ -517,23 +532,28 @@ class Adam(Optimizer):
 
     _hyper = ("betas", "eps", "weight_decay")
     _state_names = ("exp_avg", "exp_avg_sq")
+    betas: tuple[float, float]
+    eps: float
+    weight_decay: float
     _decoupled = False
 
-    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+    def __init__(self, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0) -> None:
         super().__init__(lr)
         self.betas = _check_betas(betas)
         self._set_checked("Adam", eps=eps, weight_decay=weight_decay)
 
-    def scalars(self):
+    def scalars(self) -> dict[str, float]:
         """η, the step size η / (1 − β1^t) and √(1 − β2^t), as Python floats (a NumPy scalar would promote float32)."""
         b1, b2 = self.betas
         return {"lr": self.lr, "step_size": self.lr / (1.0 - b1**self.t), "bc2_sqrt": math.sqrt(1.0 - b2**self.t)}
 
-    def fused(self, backend):
+    def fused(self, backend: Backend) -> FusedForm | None:
         """The in-place form on NumPy, torch and CuPy (:mod:`nnarray.fused`), else None."""
         return _fused_for(self, Adam, "adam", backend)
 
-    def rule(self, p, g, state, scalars):
+    def rule(self, p: Array, g: Array, state: dict[str, Array | None],
+             scalars: dict[str, float]) -> tuple[Array, dict[str, Array]]:
         xp = _xp(p)
         (b1, b2), wd = self.betas, self.weight_decay
         if wd and not self._decoupled:
@@ -568,7 +588,8 @@ class AdamW(Adam):
 
     _decoupled = True
 
-    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
+    def __init__(self, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 1e-2) -> None:
         super().__init__(lr, betas=betas, eps=eps, weight_decay=weight_decay)
 
 
@@ -600,19 +621,25 @@ class RMSprop(Optimizer):
 
     _hyper = ("alpha", "eps", "momentum", "weight_decay")
     _state_names = ("square_avg", "momentum_buffer")
+    alpha: float
+    eps: float
+    momentum: float
+    weight_decay: float
 
-    def __init__(self, lr=1e-2, alpha=0.99, eps=1e-8, momentum=0.0, weight_decay=0.0):
+    def __init__(self, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8, momentum: float = 0.0,
+                 weight_decay: float = 0.0) -> None:
         super().__init__(lr)
         self._set_checked("RMSprop", alpha=alpha, eps=eps, momentum=momentum, weight_decay=weight_decay)
 
-    def state_names(self):
+    def state_names(self) -> tuple[str, ...]:
         return ("square_avg", "momentum_buffer") if self.momentum else ("square_avg",)
 
-    def fused(self, backend):
+    def fused(self, backend: Backend) -> FusedForm | None:
         """The in-place form on NumPy, torch and CuPy (:mod:`nnarray.fused`), else None."""
         return _fused_for(self, RMSprop, "rmsprop", backend)
 
-    def rule(self, p, g, state, scalars):
+    def rule(self, p: Array, g: Array, state: dict[str, Array | None],
+             scalars: dict[str, float]) -> tuple[Array, dict[str, Array]]:
         xp = _xp(p)
         alpha, lr, mu = self.alpha, scalars["lr"], self.momentum
         if self.weight_decay:
@@ -652,13 +679,18 @@ class AdaGrad(Optimizer):
 
     _hyper = ("eps", "weight_decay", "lr_decay", "initial_accumulator_value")
     _state_names = ("sum",)
+    eps: float
+    weight_decay: float
+    lr_decay: float
+    initial_accumulator_value: float
 
-    def __init__(self, lr=1e-2, eps=1e-10, weight_decay=0.0, lr_decay=0.0, initial_accumulator_value=0.0):
+    def __init__(self, lr: float = 1e-2, eps: float = 1e-10, weight_decay: float = 0.0, lr_decay: float = 0.0,
+                 initial_accumulator_value: float = 0.0) -> None:
         super().__init__(lr)
         self._set_checked("AdaGrad", eps=eps, weight_decay=weight_decay, lr_decay=lr_decay,
                           initial_accumulator_value=initial_accumulator_value)
 
-    def scalars(self):
+    def scalars(self) -> dict[str, float]:
         """η and this step's decayed η_t, Python floats."""
         return {"lr": self.lr, "clr": self.lr / (1.0 + (self.t - 1) * self.lr_decay)}
 
@@ -666,11 +698,12 @@ class AdaGrad(Optimizer):
         h = _zeros_like(p)
         return h + self.initial_accumulator_value if self.initial_accumulator_value else h
 
-    def fused(self, backend):
+    def fused(self, backend: Backend) -> FusedForm | None:
         """The in-place form on NumPy, torch and CuPy (:mod:`nnarray.fused`), else None."""
         return _fused_for(self, AdaGrad, "adagrad", backend)
 
-    def rule(self, p, g, state, scalars):
+    def rule(self, p: Array, g: Array, state: dict[str, Array | None],
+             scalars: dict[str, float]) -> tuple[Array, dict[str, Array]]:
         xp = _xp(p)
         if self.weight_decay:
             g = g + self.weight_decay * p
@@ -703,11 +736,11 @@ class ClipGradNorm:
     (array([-0.6, -0.8]), 5.0)
     """
 
-    def __init__(self, max_norm):
-        self.max_norm = POSITIVE(max_norm, "max_norm")
-        self.total_norm = None
+    def __init__(self, max_norm: float) -> None:
+        self.max_norm: float = POSITIVE(max_norm, "max_norm")
+        self.total_norm: Array | None = None
 
-    def __call__(self, params, grads):
+    def __call__(self, params: Params, grads: Params) -> Params:
         if not grads:
             return grads
         xp = _xp(next(iter(grads.values())))

@@ -36,7 +36,7 @@ LOG_LOSS_RATIO = 30.0
 def best_epoch(history):
     """The epoch of the best validation accuracy (the first of ties), or None without validation."""
     h = history.to_dict() if hasattr(history, "to_dict") else history
-    scored = [(v, -e) for e, v in zip(h["epoch"], h["val_accuracy"]) if v is not None]
+    scored = [(v, -e) for e, v in zip(h["epoch"], h["val_accuracy"], strict=True) if v is not None]
     return -max(scored)[1] if scored else None
 
 

@@ -10,11 +10,17 @@ from __future__ import annotations
 
 import json
 import os
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ._files import NpzError, atomic_write, read_npz
-from .backend import get_backend
+from .backend import Backend, get_backend
+
+if TYPE_CHECKING:
+    from .history import History
+    from .model import MLP
+    from .optim import Optimizer
 
 __all__ = [
     "save",
@@ -105,13 +111,13 @@ def _net_from(header, arrays, path, backend, prefix=""):
     return net
 
 
-def save(net, path):
+def save(net: MLP, path: str | os.PathLike[str]) -> None:
     """Write the model (parameters, layer sizes, dtype, dropout rates) to ``path`` as an ``.npz``, atomically."""
     header = {"format": MODEL_FORMAT, "version": FORMAT_VERSION, **_model_header(net)}
     _write_npz(path, header, net.state_dict())
 
 
-def load(path, backend=None):
+def load(path: str | os.PathLike[str], backend: str | Backend | Any = None) -> MLP:
     """Read a model written by :func:`save` (or the model inside a checkpoint) onto ``backend``.
 
     ``backend`` is checked first (a name of :func:`~nnarray.backend.get_backend`, a Backend or None), so a wrong
@@ -126,7 +132,8 @@ def load(path, backend=None):
     return _net_from(header, arrays, path, backend, prefix)
 
 
-def save_checkpoint(path, net, opt, rng, history, config=None):
+def save_checkpoint(path: str | os.PathLike[str], net: MLP, opt: Optimizer, rng: np.random.Generator,
+                    history: History, config: dict[str, Any] | None = None) -> None:
     """Write a training checkpoint: parameters, optimizer state, RNG state, history and run config.
 
     ``rng`` is the ``numpy.random.Generator`` that draws the epoch permutations; restoring its state
@@ -149,7 +156,7 @@ def save_checkpoint(path, net, opt, rng, history, config=None):
     _write_npz(path, header, arrays)
 
 
-def load_checkpoint(path, backend=None):
+def load_checkpoint(path: str | os.PathLike[str], backend: str | Backend | Any = None) -> dict[str, Any]:
     """Read a checkpoint. Returns a dict: ``net``, ``opt``, ``rng``, ``history``, ``epoch``, ``config``.
 
     ``backend`` is checked before the file is read, as in :func:`load`.
@@ -169,7 +176,7 @@ def load_checkpoint(path, backend=None):
             "state": {"velocity": {k[len("velocity/") :]: v for k, v in arrays.items() if k.startswith("velocity/")}},
         }
     else:
-        state = {}
+        state: dict[str, Any] = {}
         for key, v in arrays.items():
             if key.startswith("opt/"):
                 name, _, k = key[len("opt/") :].partition("/")
@@ -198,7 +205,7 @@ def load_checkpoint(path, backend=None):
     }
 
 
-def save_history(path, history, meta=None):
+def save_history(path: str | os.PathLike[str], history: History, meta: dict[str, Any] | None = None) -> None:
     """Write ``history`` as JSON (columns as in :class:`~nnarray.history.History`), atomically.
 
     ``meta``: extra JSON-ready entries (the run's config, the backend, a confusion matrix, ...).
@@ -208,7 +215,7 @@ def save_history(path, history, meta=None):
     atomic_write(path, lambda f: f.write(text.encode()))
 
 
-def load_history(path):
+def load_history(path: str | os.PathLike[str]) -> tuple[History, dict[str, Any]]:
     """Read a file written by :func:`save_history`: returns ``(history, meta)``."""
     from .history import History  # noqa: PLC0415
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import inspect
 import math
 import numbers
+from typing import Any
 
 from .checks import PARAMETERS, check_lr, check_option, check_positive_int, validate
 
@@ -173,7 +174,9 @@ class Warmup(Schedule):
         if isinstance(schedule, dict):
             schedule = from_config(schedule)
         if not isinstance(schedule, Schedule):
-            raise TypeError(f"schedule: expected a Schedule (e.g. Cosine(0.1, epochs=40)), got {type(schedule).__name__}")
+            raise TypeError(
+                f"schedule: expected a Schedule (e.g. Cosine(0.1, epochs=40)), got {type(schedule).__name__}"
+            )
         self.schedule = schedule
         self.epochs = validate({"epochs": epochs}, PARAMETERS["Warmup"])["epochs"]
         self.lr = schedule(1)
@@ -201,13 +204,13 @@ def from_config(config: dict) -> Schedule:
     return SCHEDULES[name](**config)
 
 
-def parameters(name) -> tuple:
+def parameters(name: str) -> tuple:
     """The names of the settings of schedule ``name`` besides ``lr`` (its constructor's arguments)."""
     check_option(name, tuple(SCHEDULES), "schedule")
     return tuple(p for p in inspect.signature(SCHEDULES[name]).parameters if p not in ("self", "lr", "schedule"))
 
 
-def make(name, lr, epochs, warmup=0, **settings) -> Schedule:
+def make(name: str, lr: float, epochs: int, warmup: int = 0, **settings: Any) -> Schedule:
     """The schedule ``name`` (a key of :data:`SCHEDULES`) for a run of ``epochs`` epochs, with an optional linear
     warm-up over its first ``warmup`` epochs (:class:`Warmup`). ``settings`` holds any of the schedule's own
     arguments (``gamma``, ``step_size``, ...); None values and those it does not take are left out; a schedule
@@ -219,7 +222,7 @@ def make(name, lr, epochs, warmup=0, **settings) -> Schedule:
     0.05
     """
     epochs = check_positive_int(epochs, "epochs")
-    if isinstance(warmup, bool) or not isinstance(warmup, numbers.Integral) or not 0 <= warmup < epochs:
+    if isinstance(warmup, bool) or not isinstance(warmup, numbers.Integral) or not 0 <= int(warmup) < epochs:
         raise ValueError(f"warmup: expected a number of epochs in 0..{epochs - 1} (fewer than epochs={epochs}), "
                          f"got {warmup!r}")
     names = parameters(name)

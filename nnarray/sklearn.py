@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import numbers
 import warnings
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np  # host side: labels, the random generator, fitted attributes
 
@@ -47,12 +49,13 @@ import array_api_compat
 from . import checks
 from . import functions as F
 from . import optim as _optim
+from .backend import Array, Backend, BackendUnavailableError, get_backend, library_name, to_numpy
 from .callbacks import Callback, DivergenceGuard, EarlyStopping
 from .checks import LabelWarning
-from .backend import Backend, BackendUnavailableError, get_backend, library_name, to_numpy
 from .history import History
 from .model import MLP
-from .train import FitOptions, fit as _nn_fit
+from .train import FitOptions
+from .train import fit as _nn_fit
 
 __all__ = ["MLPClassifier", "L2Penalty"]
 
@@ -72,12 +75,12 @@ def _float_dtypes(X):
     return (np.float64, np.float32)
 
 
-def _is_foreign_array(x) -> bool:
+def _is_foreign_array(x: Any) -> bool:
     """True for an array of an Array API library other than NumPy (torch, CuPy, array-api-strict, ...)."""
     return array_api_compat.is_array_api_obj(x) and not array_api_compat.is_numpy_array(x)
 
 
-def _backend_of(x) -> Backend:
+def _backend_of(x: Any) -> Backend:
     """The nnarray Backend that computes in ``x``'s namespace and on its device (array-API dispatch)."""
     xp = array_api_compat.array_namespace(x)
     dev = array_api_compat.device(x)
@@ -243,32 +246,32 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
 
     def __init__(
         self,
-        hidden_layer_sizes=(100,),
-        activation="relu",
+        hidden_layer_sizes: int | Sequence[int] = (100,),
+        activation: str = "relu",
         *,
-        solver="adam",
-        alpha=0.0001,
-        batch_size="auto",
-        learning_rate="constant",
-        learning_rate_init=0.001,
-        power_t=0.5,
-        max_iter=200,
-        shuffle=True,
-        random_state=None,
-        tol=1e-4,
-        verbose=False,
-        warm_start=False,
-        momentum=0.9,
-        nesterovs_momentum=True,
-        early_stopping=False,
-        validation_fraction=0.1,
-        beta_1=0.9,
-        beta_2=0.999,
-        epsilon=1e-8,
-        n_iter_no_change=10,
-        backend="auto",
-        dtype=None,
-    ):
+        solver: str = "adam",
+        alpha: float = 0.0001,
+        batch_size: int | str = "auto",
+        learning_rate: str = "constant",
+        learning_rate_init: float = 0.001,
+        power_t: float = 0.5,
+        max_iter: int = 200,
+        shuffle: bool = True,
+        random_state: int | np.random.RandomState | None = None,
+        tol: float = 1e-4,
+        verbose: bool = False,
+        warm_start: bool = False,
+        momentum: float = 0.9,
+        nesterovs_momentum: bool = True,
+        early_stopping: bool = False,
+        validation_fraction: float = 0.1,
+        beta_1: float = 0.9,
+        beta_2: float = 0.999,
+        epsilon: float = 1e-8,
+        n_iter_no_change: int = 10,
+        backend: str | Backend | Any = "auto",
+        dtype: str | None = None,
+    ) -> None:
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -316,7 +319,9 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
                 "(use activation='relu', or sklearn.neural_network.MLPClassifier for other activations)"
             )
         if self.solver == "lbfgs":
-            raise ValueError("solver: 'lbfgs' is not supported by nnarray (mini-batch solvers only); use 'adam' or 'sgd'")
+            raise ValueError(
+                "solver: 'lbfgs' is not supported by nnarray (mini-batch solvers only); use 'adam' or 'sgd'"
+            )
         checks.check_option(self.solver, tuple(_optim.by_name()), "solver")
         sizes = self.hidden_layer_sizes
         sizes = [sizes] if isinstance(sizes, numbers.Integral) else list(sizes)
@@ -333,14 +338,14 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         return [int(n) for n in sizes]
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, X, y):
+    def fit(self, X: Array, y: Array) -> MLPClassifier:
         """Train on ``X`` (n_samples, n_features) and labels ``y`` (n_samples,) for up to ``max_iter`` epochs.
 
         Starts from new weights unless ``warm_start``. Returns ``self``.
         """
         return self._fit(X, y, incremental=False)
 
-    def partial_fit(self, X, y, classes=None):
+    def partial_fit(self, X: Array, y: Array, classes: Array | None = None) -> MLPClassifier:
         """One epoch over (X, y), continuing the weights, the optimizer state and the random generator.
 
         ``classes`` (all labels that will ever occur) is required on the first call. Returns ``self``.
@@ -528,17 +533,17 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
     def _out(self, a, keep):
         return a if keep else np.asarray(to_numpy(a))
 
-    def predict_proba(self, X):
+    def predict_proba(self, X: Array) -> Array:
         """Class probabilities (n_samples, n_classes), columns in the order of ``classes_``."""
         A, keep = self._logits(X, "predict_proba")
         return self._out(F.softmax(self._net.xp, A), keep)
 
-    def predict_log_proba(self, X):
+    def predict_log_proba(self, X: Array) -> Array:
         """Log of the class probabilities (n_samples, n_classes), computed as log-softmax."""
         A, keep = self._logits(X, "predict_log_proba")
         return self._out(F.log_softmax(self._net.xp, A), keep)
 
-    def predict(self, X):
+    def predict(self, X: Array) -> Array:
         """Predicted labels (n_samples,), elements of ``classes_``."""
         A, keep = self._logits(X, "predict")
         xp = self._net.xp
@@ -577,7 +582,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         be = _restore_backend(*recorded)
         net = MLP(sizes, backend=be, dtype=dtype, seed=0)
         params = {}
-        for l, (W, b) in enumerate(zip(self.coefs_, self.intercepts_), start=1):
+        for l, (W, b) in enumerate(zip(self.coefs_, self.intercepts_, strict=True), start=1):
             params[f"W{l}"], params[f"b{l}"] = W, b
         net.load_state_dict(params)
         self._net = net
@@ -685,14 +690,14 @@ def _restore_backend(name, device):
         return fallback
 
 
-def _generator(random_state) -> np.random.Generator:
+def _generator(random_state: Any) -> np.random.Generator:
     """One numpy Generator from sklearn's ``random_state`` (None, int, RandomState or Generator)."""
     if isinstance(random_state, np.random.Generator):
         return random_state
     if isinstance(random_state, np.random.RandomState):
         return np.random.default_rng(random_state.randint(2**31 - 1))
     if random_state is None or isinstance(random_state, numbers.Integral):
-        return np.random.default_rng(random_state)
+        return np.random.default_rng(None if random_state is None else int(random_state))
     raise ValueError(f"random_state: expected None, an int, a RandomState or a Generator, got {random_state!r}")
 
 

@@ -34,7 +34,8 @@ A step object is made once per :func:`nnarray.fit` call for the whole training s
 Backend-specific fast paths (:mod:`nnarray.fast`) subclass :class:`TrainStep`: they may replace *how* a piece
 is computed (buffers, fused kernels, a CUDA graph that replays whole batches), not the algorithm, and are
 tested against the generic step. One whose kernels apply the update learns the rule from the optimizer's
-fused form (``opt.fused(backend)``) and refuses an optimizer with gradient hooks. They register with :func:`register_fast_path`; :func:`make_step` picks one.
+fused form (``opt.fused(backend)``) and refuses an optimizer with gradient hooks. They register with
+:func:`register_fast_path`; :func:`make_step` picks one.
 """
 
 from __future__ import annotations
@@ -84,7 +85,8 @@ class TrainStep:
         self.correct = xp.zeros((), dtype=self.net.backend.index_dtype, device=dev)
 
     def draw_masks(self, n):
-        """Host dropout masks for ``n`` rows from ``mask_rng`` (:meth:`nnarray.MLP.dropout_masks`); None without dropout."""
+        """Host dropout masks for ``n`` rows from ``mask_rng`` (:meth:`nnarray.MLP.dropout_masks`); None without
+        dropout."""
         if not getattr(self.net, "uses_dropout", False):
             return None
         if self.mask_rng is None:
@@ -107,7 +109,7 @@ class TrainStep:
         if self.mask_rng is None:
             self.mask_rng = np.random.default_rng(0)
         row_bytes = np.dtype(net.dtype_name).itemsize * sum(
-            w for w, p in zip(net.layer_sizes[1:-1], net.dropout) if p > 0.0
+            w for w, p in zip(net.layer_sizes[1:-1], net.dropout, strict=True) if p > 0.0
         )
         per_buffer = max(1, MASK_BUFFER_BYTES // (row_bytes * batch_size))
         for g in range(0, len(starts), per_buffer):
@@ -120,7 +122,8 @@ class TrainStep:
                 r += n
 
     def __call__(self, idx, n=None, masks=None):
-        """One mini-batch: the rows ``idx`` (1-D device array of the backend's index dtype); ``n`` the global batch size.
+        """One mini-batch: the rows ``idx`` (1-D device array of the backend's index dtype); ``n`` the global batch
+        size.
 
         ``masks``: the batch's host dropout masks (rows matching ``idx``); drawn here when the net has
         dropout and none are given.
@@ -157,7 +160,8 @@ class TrainStep:
             self(order_d[lo:hi], n, masks)
             seen += hi - lo
             if on_batches is not None and (b % log_every == 0 or b == n_batches):
-                on_batches(b, n_batches, lambda ls=self.loss_sum, m=max(seen, 1): float(ls) / m)
+                rows = max(seen, 1)  # bound now: the reader may be called after later batches
+                on_batches(b, n_batches, lambda ls=self.loss_sum, m=rows: float(ls) / m)
 
 
 # --------------------------------------------------------------------------------------------- selection

@@ -82,7 +82,7 @@ def idle_cores(interval: float = 0.25) -> float:
     return max(0.0, usable_cores() - load)
 
 
-def choose_threads(idle=None, share=1) -> dict:
+def choose_threads(idle: float | None = None, share: int = 1) -> dict:
     """The default thread count: the idle cores at start, rounded, at least 1, at most the usable cores.
 
     Returns ``{"threads": n, "cores": usable cores, "idle": idle cores (one decimal), "why": words}``; ``idle``
@@ -93,10 +93,10 @@ def choose_threads(idle=None, share=1) -> dict:
     1
     """
     cores = usable_cores()
-    idle = idle_cores() if idle is None else float(idle)
-    n = max(1, min(cores, int(idle / share + 0.5)))
-    why = f"{idle:.1f} of {cores} cores idle at start" + (f", shared by {share} processes" if share > 1 else "")
-    return {"threads": n, "cores": cores, "idle": round(idle, 1), "why": why}
+    idle_now = idle_cores() if idle is None else float(idle)
+    n = max(1, min(cores, int(idle_now / share + 0.5)))
+    why = f"{idle_now:.1f} of {cores} cores idle at start" + (f", shared by {share} processes" if share > 1 else "")
+    return {"threads": n, "cores": cores, "idle": round(idle_now, 1), "why": why}
 
 
 @contextlib.contextmanager

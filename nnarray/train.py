@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np  # host side only: the epoch permutations come from numpy.random.default_rng
 
@@ -31,6 +32,13 @@ from .distributed import GradientAllReduce, abort_on_error, check_device, get_co
 from .history import History
 from .step import make_step
 from .words import arg, number
+
+if TYPE_CHECKING:
+    from .backend import Array
+    from .callbacks import Callback
+    from .model import MLP
+    from .optim import Optimizer
+    from .schedules import Schedule
 
 __all__ = ["fit", "evaluate", "FitOptions", "TrainingDivergedError", "StopTraining", "CANNOT_TRAIN"]
 
@@ -82,7 +90,7 @@ class FitOptions:
     comm: Any = None
 
 
-def evaluate(net, X, t, batch_size=10000):
+def evaluate(net: MLP, X: Array, t: Array, batch_size: int = 10000) -> tuple[float, float]:
     """Mean cross-entropy and accuracy of ``net`` on (X, t), in batches; returns ``(loss, accuracy)``.
 
     One host synchronisation at the end. ``X`` (N, n_in), ``t`` (N,) may be host or backend arrays. For a
@@ -115,8 +123,10 @@ def _evaluate_sums(net, Xd, td, batch_size, lo, hi):
     return float(loss_sum), int(correct)
 
 
-def fit(net, opt, X, t, epochs=5, batch_size=100, reduction="mean", seed=0, validation=None, schedule=None,
-        callbacks=None, options=None):
+def fit(net: MLP, opt: Optimizer, X: Array, t: Array, epochs: int = 5, batch_size: int = 100,
+        reduction: str = "mean", seed: int | np.random.Generator | None = 0,
+        validation: tuple[Array, Array] | None = None, schedule: Schedule | None = None,
+        callbacks: Callback | Sequence[Callback] | None = None, options: FitOptions | None = None) -> History:
     """Train ``net`` with ``opt`` on (X, t) by mini-batch back-propagation; return a :class:`History`.
 
     Per mini-batch of B images (:class:`nnarray.step.TrainStep`): forward, a = Y − T, back-propagation of
@@ -175,7 +185,7 @@ def fit(net, opt, X, t, epochs=5, batch_size=100, reduction="mean", seed=0, vali
         When the epoch's loss is NaN, inf or far beyond its start (:class:`~nnarray.callbacks.DivergenceGuard`,
         always on); ``net.params`` and the optimizer's state then hold the values of the last finished epoch.
     """
-    reason = CANNOT_TRAIN.get(getattr(getattr(net, "backend", None), "name", None))
+    reason = CANNOT_TRAIN.get(getattr(getattr(net, "backend", None), "name", ""))
     if reason is not None:
         raise TypeError(f"net: a network on {net.backend.name!r} cannot be trained: {reason}")
     X, t = check_Xt(X, t, net.n_in, net.n_classes)
@@ -342,7 +352,8 @@ def _epoch(run, step, hooks, guard, epoch, lrs, shuffle, reduction, val):
     # NumPy warns on inf − inf etc. once a run diverges; divergence is detected (and reported with
     # advice) after the epoch instead, so the warnings are only noise here.
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        step.epoch(net.backend.asarray(order, dtype=net.backend.index_dtype), run.batch_size, comm, hooks.on_batches, hooks.log_every)
+        order_d = net.backend.asarray(order, dtype=net.backend.index_dtype)  # the permutation on the device
+        step.epoch(order_d, run.batch_size, comm, hooks.on_batches, hooks.log_every)
     # The epoch's only synchronisation: read the accumulated metrics (sums over this rank's rows,
     # summed over the ranks by one tiny all-reduce, so every rank decides alike).
     loss_sum, correct = comm.allreduce_sum(np.asarray([float(step.loss_sum), float(int(step.correct))]))

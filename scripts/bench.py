@@ -239,8 +239,10 @@ def _recipe(item):
         size_cfg = parse_configs(size)[0]
         r["hidden"], r["batch"] = size_cfg["hidden"], size_cfg["batch"]
     opt, kw = r["optimizer"]
-    desc = f"{opt}({', '.join(f'{k}={v}' for k, v in kw.items())})" + (f", dropout {r['dropout']}" if r["dropout"] else "")
-    return {"name": item, "hidden": r["hidden"], "batch": r["batch"], "layers": f"{ys.N_IN}-{r['hidden']}-{ys.N_CLASSES}",
+    desc = f"{opt}({', '.join(f'{k}={v}' for k, v in kw.items())})"
+    desc += f", dropout {r['dropout']}" if r["dropout"] else ""
+    return {"name": item, "hidden": r["hidden"], "batch": r["batch"],
+            "layers": f"{ys.N_IN}-{r['hidden']}-{ys.N_CLASSES}",
             "dropout": r["dropout"], "optimizer": [opt, kw], "recipe": desc}
 
 
@@ -409,7 +411,8 @@ def format_table(res):
                      f"{r['last_train_loss']:9.4f}   {samples}")
     lines += [f"ratio {key:<40}{v:8.3f}" for key, v in res["ratios"].items()]
     if "gemm_floor_ms_per_epoch" in res:
-        lines.append(f"GEMM floor (the epoch's matrix products at the 1000^3 rate): {res['gemm_floor_ms_per_epoch']:.1f} ms")
+        lines.append("GEMM floor (the epoch's matrix products at the 1000^3 rate): "
+                     f"{res['gemm_floor_ms_per_epoch']:.1f} ms")
     lines.append("* mean training loss of the last timed epoch: a sanity check that every row learns, not a comparison")
     return "\n".join(lines)
 
@@ -440,7 +443,8 @@ def header(args, env, data_desc):
                else f"in-place ufunc blocks ({fused.NUMBA_MISSING})")
     return "\n".join([
         f"nnarray benchmark: {what}, {args.dtype}, {EPOCH_SAMPLES} samples/epoch", *ys.describe(env),
-        f"gemm        NumPy {args.dtype} matmul at 1000^3: {env['gemm_gflops_1000']:.0f} GFLOP/s (the GEMM floor's rate)",
+        f"gemm        NumPy {args.dtype} matmul at 1000^3: {env['gemm_gflops_1000']:.0f} GFLOP/s "
+        "(the GEMM floor's rate)",
         f"updates     NumPy optimizer updates: {updates}",
         f"data        {data_desc}",
         f"method      warm-up, then {args.repeats} timed epoch(s) per row, round-robin, each after "

@@ -54,7 +54,8 @@ def worker(args):
         X = X.astype(np.float64)
     net = nn.MLP([784, args.hidden, 10], backend="numpy", dtype=args.dtype, seed=0)
     opt = nn.SGD(lr=0.1)
-    hist = nn.fit(net, opt, X, t, epochs=args.epochs + 1, batch_size=args.batch, seed=0, options=nn.FitOptions(comm=comm))
+    hist = nn.fit(net, opt, X, t, epochs=args.epochs + 1, batch_size=args.batch, seed=0,
+                  options=nn.FitOptions(comm=comm))
     secs = hist.seconds[1:]
     if comm is None or comm.rank == 0:
         n_params = sum(int(np.prod(p.shape)) for p in net.params.values())
@@ -133,9 +134,11 @@ def main(argv=None):
     }
     print(
         f"784-{args.hidden}-10, {args.dtype}, global batch {args.batch}, {args.samples} samples/epoch "
-        f"({steps} steps), 1 BLAS thread per process; all-reduce {report['bytes_allreduced_per_step'] / 1e6:.2f} MB/step"
+        f"({steps} steps), 1 BLAS thread per process; "
+        f"all-reduce {report['bytes_allreduced_per_step'] / 1e6:.2f} MB/step"
     )
-    print(f"  1 rank : {one['median_s']:.3f} s/epoch  ({args.samples / one['median_s']:,.0f} samples/s)  epochs {one['seconds']}")
+    print(f"  1 rank : {one['median_s']:.3f} s/epoch  ({args.samples / one['median_s']:,.0f} samples/s)  "
+          f"epochs {one['seconds']}")
     print(
         f"  {args.ranks} ranks: {many['median_s']:.3f} s/epoch  ({args.samples / many['median_s']:,.0f} samples/s)"
         f"  epochs {many['seconds']}"

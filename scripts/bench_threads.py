@@ -86,7 +86,8 @@ def main():
     print(f"\n| {args.subset} images per epoch | " + " | ".join(f"{k} busy" for k in args.burners) + " |")
     print("|---|" + "---|" * len(args.burners))
     for label, by_k in rows.items():
-        cells = [f"{by_k[k][0]:.2f} s" + (f" ({by_k[k][1]['threads']} thr)" if by_k[k][1] else "") for k in args.burners]
+        cells = [f"{by_k[k][0]:.2f} s" + (f" ({by_k[k][1]['threads']} thr)" if by_k[k][1] else "")
+                 for k in args.burners]
         print(f"| {label} | " + " | ".join(cells) + " |")
 
 

@@ -75,8 +75,9 @@ def train(backend, name, X, t, batch_size, dtype="float64"):
 
 
 def max_rel(net, ref):
-    return max(float(np.max(np.abs(nn.to_numpy(net.params[k]) - nn.to_numpy(v)))) / float(np.max(np.abs(nn.to_numpy(v))))
-               for k, v in ref.params.items())  # fmt: skip
+    return max(float(np.max(np.abs(nn.to_numpy(net.params[k]) - nn.to_numpy(v))))
+               / float(np.max(np.abs(nn.to_numpy(v))))
+               for k, v in ref.params.items())
 
 
 def onnx_check(net, X):
@@ -142,7 +143,8 @@ class _null:
 def passed(row, rtol):
     ok = all(r["ok"] for r in row["train"].values())
     if "onnx" in row:
-        ok = ok and row["save_load_identical"] and all(o["max_rel"] <= 1e-5 and o["argmax_equal"] for o in row["onnx"].values())
+        ok = ok and row["save_load_identical"] and all(o["max_rel"] <= 1e-5 and o["argmax_equal"]
+                                                       for o in row["onnx"].values())
     if "predict_max_abs" in row:
         ok = ok and row["predict_max_abs"] <= 1e-12 and abs(row["evaluate"][0][0] - row["evaluate"][1][0]) <= 1e-12
     return ok
@@ -174,7 +176,8 @@ def main(argv=None):
         print(f"{spec:<20} {'PASS' if row['passed'] else 'FAIL'}  {row['backend']}\n"
               f"    train: {len(row['train'])} optimizer(s), largest difference from NumPy {worst:.2e}"
               + (f"\n    save/load identical: {row['save_load_identical']}" if "save_load_identical" in row else "")
-              + "".join(f"\n    ONNX {n} row(s): {o['max_rel']:.2e} of the largest value, argmax equal {o['argmax_equal']}"
+              + "".join(f"\n    ONNX {n} row(s): {o['max_rel']:.2e} of the largest value, "
+                        f"argmax equal {o['argmax_equal']}"
                         for n, o in onnx.items())
               + (f"\n    dask: predict over {row['predict_chunks']} chunks, max |diff| {row['predict_max_abs']:.1e}; "
                  f"evaluate {row['evaluate'][0]} vs NumPy {row['evaluate'][1]}" if "predict_chunks" in row else ""),

@@ -22,7 +22,6 @@ import time
 import warnings
 
 
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--hidden", type=int, default=100)
@@ -55,9 +54,8 @@ def main(argv=None):
         common = dict(hidden_layer_sizes=(args.hidden,), solver=solver, alpha=args.alpha, batch_size=args.batch_size,
                       learning_rate_init=lr, max_iter=args.epochs, n_iter_no_change=args.epochs + 1, shuffle=True,
                       random_state=args.seed, momentum=0.9, nesterovs_momentum=True)
-        for name, make in (("scikit-learn", lambda: SkMLP(**common)),
-                           ("nnarray", lambda: NnMLP(**common, backend=args.backend))):
-            clf = make()
+        for name, cls, extra in (("scikit-learn", SkMLP, {}), ("nnarray", NnMLP, {"backend": args.backend})):
+            clf = cls(**common, **extra)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)  # a fixed number of epochs is the point
                 start = time.perf_counter()

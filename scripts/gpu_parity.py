@@ -162,7 +162,8 @@ def compare_runs(got, ref, tol, n_val, exact_accuracy):
     """The figures of one run against the reference: ``(ratios, accuracy agreement, dtype of the result)``."""
     (gp, gh), (rp, rh) = got, ref
     losses = {"train_loss": gh.train_loss, "val_loss": gh.val_loss}
-    ratios = {"params": worst(gp, rp, tol), "losses": worst(losses, {"train_loss": rh.train_loss, "val_loss": rh.val_loss}, tol)}
+    ref_losses = {"train_loss": rh.train_loss, "val_loss": rh.val_loss}
+    ratios = {"params": worst(gp, rp, tol), "losses": worst(losses, ref_losses, tol)}
     if exact_accuracy:
         acc_ok = gh.train_accuracy == rh.train_accuracy and gh.val_accuracy == rh.val_accuracy
     else:  # float32: within one validation row
@@ -218,7 +219,8 @@ def run(args):
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--mode", choices=("gpu", "cpu"), default="gpu" if nn.cupy_available() else "cpu",
                    help="compare the GPU backends (CuPy, torch and JAX on CUDA) or the CPU ones (torch, JAX) with "
                         "NumPy (default: gpu when CuPy sees a CUDA device)")
@@ -244,7 +246,8 @@ def parse_args(argv):
 def main(argv=None):
     args = parse_args(argv)
     if os.environ.get("CUPY_TF32", "0") not in ("", "0"):
-        print("refusing to run: CUPY_TF32 turns on TF32 (float32 matmuls keep ~10 mantissa bits); unset it", file=sys.stderr)
+        print("refusing to run: CUPY_TF32 turns on TF32 (float32 matmuls keep ~10 mantissa bits); unset it",
+              file=sys.stderr)
         return 2
     report = run(args)
     if args.json is not None:

@@ -11,7 +11,8 @@ have run; epoch e uses lr·gamma^(e−1). Rows (``--impls``), one after the othe
   ``schedule=nn.schedules.Exponential(lr, gamma)``; its callback records the epoch and raises
   ``nn.StopTraining`` at the target;
 * ``torch-eager`` and ``torch-cudagraph`` (CUDA only): :class:`yardsticks.TorchTrainer`, ``param_group["lr"]``
-  set per epoch from the same schedule object (the graph row recaptures its graphs when lr changes, a few ms inside its clock).
+  set per epoch from the same schedule object (the graph row recaptures its graphs when lr changes, a few ms
+  inside its clock).
 
 The clock starts just before the network is created: it includes the initial weights, moving the data to the
 device, every permutation, training, evaluation, graph warm-up and captures. Before it, every row runs once on
@@ -77,7 +78,10 @@ def run(name, X, t, Xt, tt, s):
 
         nn.fit(net, opt, X, t, epochs=s["max_epochs"], batch_size=s["batch_size"], seed=s["seed"],
                validation=(Xt, tt), callbacks=callback, schedule=schedule, options=nn.FitOptions(fast=fast))
-        device = f"cuda:{getattr(be.device, 'id', 0)}" if be.name == "cupy" else str(be.device) if be.name == "torch" else "cpu"
+        if be.name == "cupy":
+            device = f"cuda:{getattr(be.device, 'id', 0)}"
+        else:
+            device = str(be.device) if be.name == "torch" else "cpu"
         return records, {"backend": be.name, "device": device}
 
     torch, rng = ys.import_torch(), np.random.default_rng(s["seed"])  # what nnarray.fit draws from
@@ -100,7 +104,8 @@ def summarize(epochs, target, max_epochs):
     accs = [e["test_accuracy"] for e in epochs]
     hit = next((e for e in epochs if e["test_accuracy"] >= target), None)
     return {
-        "reached": hit is not None, "epochs_to_target": hit and hit["epoch"], "seconds_to_target": hit and hit["seconds"],
+        "reached": hit is not None, "epochs_to_target": hit and hit["epoch"],
+        "seconds_to_target": hit and hit["seconds"],
         "epochs_run": len(epochs), "max_epochs": max_epochs, "seconds_total": epochs[-1]["seconds"],
         "setup_seconds": epochs[0]["seconds"] - epochs[0]["epoch_seconds"],
         "seconds_per_epoch": statistics.median(e["epoch_seconds"] for e in epochs),

@@ -193,7 +193,7 @@ class TorchTrainer:
                     opt.step()
             torch.cuda.current_stream().wait_stream(side)
             with torch.no_grad():
-                for p, v, buf in zip(model.parameters(), saved, bufs):
+                for p, v, buf in zip(model.parameters(), saved, bufs, strict=True):
                     p.copy_(v)
                     new = opt.state.get(p, {}).get("momentum_buffer")
                     if new is not None and buf is not None:
@@ -327,5 +327,6 @@ def describe(env):
         + (f"; thread settings {env['thread_env']}" if env["thread_env"] else ""),
     ]
     if str(env.get("cupy_tf32") or "").strip().lower() in _TRUE:
-        lines.append("WARNING     CUPY_TF32 is set: CuPy float32 matmuls use TF32 (not comparable to torch's IEEE FP32)")
+        lines.append("WARNING     CUPY_TF32 is set: CuPy float32 matmuls use TF32 "
+                     "(not comparable to torch's IEEE FP32)")
     return lines

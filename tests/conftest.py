@@ -22,8 +22,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import nnarray as nn
-
 
 def _importable(module):
     """True when ``module`` imports (a broken install counts as missing)."""
@@ -112,7 +110,8 @@ def jax_x64():
 
 @pytest.fixture(params=BACKENDS)
 def backend(request):
-    """A backend name: numpy, array_api_strict, torch (marked ``torch``), jax (64-bit mode on), cupy (marked ``gpu``)."""
+    """A backend name: numpy, array_api_strict, torch (marked ``torch``), jax (64-bit mode on), cupy (marked
+    ``gpu``)."""
     if request.param == "jax":
         enable_jax_x64()
     return request.param

@@ -17,9 +17,9 @@ def _out(outdir, scenario, rank, payload):
 
 
 def allreduce(comm, outdir):
+    import array_api_compat.numpy as xp
     import numpy as np
 
-    import array_api_compat.numpy as xp
     from nnarray.distributed import allreduce_gradients
 
     r, P = comm.rank, comm.size
@@ -139,10 +139,10 @@ def gpu_paths(comm, outdir):
     on one GPU (two ranks share its PCI bus id, and NCCL refuses two ranks on one device, so
     ``nccl=None`` stages through the host).
     """
+    import array_api_compat.cupy as xp
     import cupy
     import numpy as np
 
-    import array_api_compat.cupy as xp
     from nnarray.distributed import MPIComm, allreduce_gradients
 
     paths = {}
@@ -150,8 +150,10 @@ def gpu_paths(comm, outdir):
     for nccl in choices:
         c = MPIComm(nccl=nccl)
         rng = np.random.default_rng(100 + c.rank)
-        host = {"W1": rng.normal(size=(7, 5)), "b1": rng.normal(size=5), "W2": rng.normal(size=(5, 3)), "b2": rng.normal(size=3)}
-        every = [{k: np.random.default_rng(100 + r).normal(size=v.shape) for k, v in host.items()} for r in range(c.size)]
+        host = {"W1": rng.normal(size=(7, 5)), "b1": rng.normal(size=5), "W2": rng.normal(size=(5, 3)),
+                "b2": rng.normal(size=3)}
+        every = [{k: np.random.default_rng(100 + r).normal(size=v.shape) for k, v in host.items()}
+                 for r in range(c.size)]
         for dtype in ("float64", "float32"):
             grads = {k: xp.asarray(v, dtype=getattr(xp, dtype)) for k, v in host.items()}
             red = allreduce_gradients(grads, _Packing(c), xp)
@@ -181,7 +183,8 @@ def _fit_case(case, comm):
     t = rng.integers(0, C, size=n)
     X = (centres[t] + rng.normal(size=(n, n_in))).astype(case["dtype"])
     Xv, tv = X[: n // 3], t[: n // 3]
-    net = nn.MLP([n_in, *case["hidden"], C], backend=case.get("backend", "numpy"), dtype=case["dtype"], seed=case.get("seed", 0))
+    net = nn.MLP([n_in, *case["hidden"], C], backend=case.get("backend", "numpy"), dtype=case["dtype"],
+                 seed=case.get("seed", 0))
     if case["opt"] == "adam":
         opt = nn.Adam(lr=0.01)
     else:
@@ -233,7 +236,7 @@ def fit_exact(comm, outdir, backend="numpy", name="fit_exact"):
                 rel = max(
                     float(np.max(np.abs(params[k] - ref_params[k])) / np.max(np.abs(ref_params[k]))) for k in params
                 )
-                loss_rel = max(abs(a - b) / abs(b) for a, b in zip(hist.train_loss, ref_hist.train_loss))
+                loss_rel = max(abs(a - b) / abs(b) for a, b in zip(hist.train_loss, ref_hist.train_loss, strict=True))
                 results.append(
                     dict(
                         case={k: v for k, v in case.items()},
@@ -290,10 +293,12 @@ def fit_sync(comm, outdir):
             if rec["epoch"] == stop_at:
                 raise nn.StopTraining
 
-        rhist = nn.fit(rnet, ropt, X, t, epochs=5, batch_size=32, seed=rg, callbacks=cb0, options=nn.FitOptions(history=rhist))
+        rhist = nn.fit(rnet, ropt, X, t, epochs=5, batch_size=32, seed=rg, callbacks=cb0,
+                       options=nn.FitOptions(history=rhist))
         out["ref_epochs"] = rhist.epoch
-        out["param_rel"] = max(float(np.max(np.abs(params[k] - rnet.params[k])) / np.max(np.abs(rnet.params[k]))) for k in params)
-        out["loss_rel"] = max(abs(a - b) / abs(b) for a, b in zip(hist.train_loss, rhist.train_loss))
+        out["param_rel"] = max(float(np.max(np.abs(params[k] - rnet.params[k])) / np.max(np.abs(rnet.params[k])))
+                               for k in params)
+        out["loss_rel"] = max(abs(a - b) / abs(b) for a, b in zip(hist.train_loss, rhist.train_loss, strict=True))
     # Divergence: every rank must raise at the same epoch (decided from all-reduced metrics).
     net2 = nn.MLP([6, 16, 3], backend="numpy", dtype="float32", seed=0)
     opt2 = nn.SGD(lr=1e3)

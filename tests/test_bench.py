@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 import nnarray as nn
-
 from conftest import HAS_TORCH
 
 
@@ -154,7 +153,8 @@ def test_torch_yardstick_computes_what_nnarray_computes(ys, momentum):
     losses = [tr.epoch(orders.permutation(N), 0.1) / N for _ in range(2)]
     assert losses == pytest.approx(hist.train_loss, rel=1e-10)
     for lin, l in ((lin1, 1), (lin2, 2)):
-        np.testing.assert_allclose(lin.weight.detach().numpy().T, nn.to_numpy(net.params[f"W{l}"]), rtol=1e-10, atol=1e-13)
+        np.testing.assert_allclose(lin.weight.detach().numpy().T, nn.to_numpy(net.params[f"W{l}"]),
+                                   rtol=1e-10, atol=1e-13)
         np.testing.assert_allclose(lin.bias.detach().numpy(), nn.to_numpy(net.params[f"b{l}"]), rtol=1e-10, atol=1e-13)
     assert tr.accuracy(tr.tensor(X), tr.tensor(t, torch.int64)) == pytest.approx(nn.evaluate(net, X, t)[1])
 

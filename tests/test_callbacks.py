@@ -68,7 +68,8 @@ def test_a_checkpoint_where_nothing_can_be_written_is_refused_before_training(da
              nn.SGD(0.1), *data, callbacks=[HistoryLogger(csv="/proc/nnarray-test/history.csv")])
 
 
-@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="the administrator writes into read-only folders")
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0,
+                    reason="the administrator writes into read-only folders")
 def test_a_checkpoint_in_a_read_only_folder_is_refused_before_training(data, tmp_path):
     ro = tmp_path / "ro"
     ro.mkdir()
@@ -89,7 +90,8 @@ def test_a_metric_the_run_will_not_have_is_refused_before_training(data):
 
 def test_a_progress_bar_without_tqdm_is_refused_with_the_install_command(data, monkeypatch):
     monkeypatch.setitem(sys.modules, "tqdm", None)  # import tqdm now raises ImportError
-    _refused(_net(), ImportError, r'ProgressBar needs tqdm, which is not installed; install it with: pip install "nnarray\[scripts\]"',
+    _refused(_net(), ImportError,
+             r'ProgressBar needs tqdm, which is not installed; install it with: pip install "nnarray\[scripts\]"',
              nn.SGD(0.1), *data, callbacks=[ProgressBar()])
 
 
@@ -103,7 +105,8 @@ def test_a_callback_preflight_may_refuse_the_run(data):
 
 
 @pytest.mark.parametrize("options, match", [
-    (dict(shuffle=False), r"options: expected nnarray.FitOptions\(shuffle=..., history=..., fast=..., comm=...\), got dict"),
+    (dict(shuffle=False),
+     r"options: expected nnarray.FitOptions\(shuffle=..., history=..., fast=..., comm=...\), got dict"),
     (nn.FitOptions(history=[1, 2]), r"options.history: expected a History, got list"),
 ])
 def test_bad_options_name_the_argument(data, options, match):
@@ -120,7 +123,8 @@ def test_a_loss_far_beyond_its_start_stops_training_and_keeps_the_last_good_epoc
     hist = nn.History()
     hist.append(epoch=1)
     with pytest.raises(nn.TrainingDivergedError,
-                       match=r"diverged in epoch 2: the training loss became [0-9.e+]+, above [0-9.]+ \(its start [0-9.]+ "
+                       match=r"diverged in epoch 2: the training loss became [0-9.e+]+, above [0-9.]+ "
+                             r"\(its start [0-9.]+ "
                              r"\+ 10·log 3, the bound of DivergenceGuard\(factor=10.0\)\).*end of epoch 1.*lr=30"):
         nn.fit(net, nn.SGD(30.0), X, t, epochs=3, batch_size=20, options=nn.FitOptions(history=hist))
     assert _untouched(net, good) and len(hist) == 1
@@ -232,7 +236,8 @@ def test_hooks_run_in_order_and_train_end_says_how_it_ended(data):
         def on_train_end(self, run):
             calls.append(("train_end", run.outcome))
 
-    nn.fit(_net(), nn.SGD(0.1), X, t, epochs=5, batch_size=20, schedule=nn.schedules.Exponential(0.1, 0.5), callbacks=[Spy()])
+    nn.fit(_net(), nn.SGD(0.1), X, t, epochs=5, batch_size=20, schedule=nn.schedules.Exponential(0.1, 0.5),
+           callbacks=[Spy()])
     assert calls == ["preflight", ("begin", 1, 5, True),
                      ("epoch", 1, 0.1), ("batches", 4, 10), ("batches", 8, 10), ("batches", 10, 10), ("end", 1),
                      ("epoch", 2, 0.05), ("batches", 4, 10), ("batches", 8, 10), ("batches", 10, 10), ("end", 2),

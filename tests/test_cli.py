@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 import nnarray as nn
-from nnarray import cli, train as train_module
+from nnarray import cli
+from nnarray import train as train_module
 from nnarray.datasets import loaders
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -24,7 +25,8 @@ needs_fmnist = pytest.mark.skipif(
     reason="Fashion-MNIST missing: apt-get install dataset-fashion-mnist (bash ci/test.sh does it)",
 )
 
-OUTPUTS = ["checkpoint.npz", "model.npz", "best.npz", "history.json", "history.csv", "learning_curve.png", "confusion_matrix.png"]
+OUTPUTS = ["checkpoint.npz", "model.npz", "best.npz", "history.json", "history.csv", "learning_curve.png",
+           "confusion_matrix.png"]
 QUICK = ["--dataset", "digits", "--hidden", "8", "--backend", "numpy", "--no-plots", "--quiet"]
 
 
@@ -67,7 +69,8 @@ def _digits_npz(path, with_test=True, **override):
 @needs_fmnist
 def test_train_end_to_end_writes_every_output(tmp_path, capsys):
     out = tmp_path / "run"
-    rc = cli.main(["train", "--dataset", "auto", "--subset", "3000", "--epochs", "2", "--hidden", "64", "--out", str(out), "--backend", "numpy"])
+    rc = cli.main(["train", "--dataset", "auto", "--subset", "3000", "--epochs", "2", "--hidden", "64", "--out",
+                   str(out), "--backend", "numpy"])
     assert rc == 0
     text = capsys.readouterr().out
     # The header says what was chosen and why, and that validation is held out of the training images.
@@ -75,7 +78,8 @@ def test_train_end_to_end_writes_every_output(tmp_path, capsys):
     assert "2750 training, 250 validation (held out of the training set), 10000 test samples" in text
     assert "backend:  numpy" in text and "network:  784-64-10" in text
     epoch_lines = [line for line in text.splitlines() if line.startswith("epoch ")]
-    assert len(epoch_lines) == 2 and all("val acc" in line and "lr 0.0" in line and "samples/s" in line for line in epoch_lines)
+    assert len(epoch_lines) == 2
+    assert all("val acc" in line and "lr 0.0" in line and "samples/s" in line for line in epoch_lines)
     assert "test acc" not in "".join(epoch_lines), "the test set is not looked at during training"
     for name in OUTPUTS:
         assert (out / name).is_file(), name
@@ -107,8 +111,8 @@ def test_history_is_also_written_as_csv(tmp_path):
     hist, _ = nn.load_history(out / "history.json")
     lines = (out / "history.csv").read_text().splitlines()
     assert lines[0] == ",".join(nn.History.KEYS) and len(lines) == 4
-    rows = [dict(zip(lines[0].split(","), line.split(","))) for line in lines[1:]]
-    for row, rec in zip(rows, hist.records()):
+    rows = [dict(zip(lines[0].split(","), line.split(","), strict=True)) for line in lines[1:]]
+    for row, rec in zip(rows, hist.records(), strict=True):
         for k, v in rec.items():
             assert float(row[k]) == pytest.approx(v, rel=1e-15), k
 
@@ -124,17 +128,20 @@ def test_resume_equals_an_uninterrupted_run_and_writes_next_to_its_checkpoint(tm
     latest = os.path.realpath("runs/latest")
     before = sorted(os.listdir(latest))
     # No --out: the resumed run writes next to its checkpoint, never into runs/latest.
-    assert cli.main(["train", "--resume", "part/checkpoint.npz", "--epochs", "4", "--quiet", "--no-plots", "--backend", "numpy"]) == 0
+    assert cli.main(["train", "--resume", "part/checkpoint.npz", "--epochs", "4", "--quiet", "--no-plots", "--backend",
+                     "numpy"]) == 0
     assert os.path.realpath("runs/latest") == latest and sorted(os.listdir(latest)) == before
     assert nn.load_checkpoint(os.path.join(latest, "checkpoint.npz"))["epoch"] == 1
     a = nn.load_checkpoint("straight/checkpoint.npz")
     b = nn.load_checkpoint("part/checkpoint.npz")
     assert b["epoch"] == a["epoch"] == 4
     for k in a["net"].params:
-        np.testing.assert_allclose(nn.to_numpy(b["net"].params[k]), nn.to_numpy(a["net"].params[k]), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(nn.to_numpy(b["net"].params[k]), nn.to_numpy(a["net"].params[k]), rtol=1e-12,
+                                   atol=1e-12)
     np.testing.assert_allclose(b["history"].train_loss, a["history"].train_loss, rtol=1e-12)
     np.testing.assert_allclose(b["history"].val_accuracy, a["history"].val_accuracy, rtol=1e-12)
-    assert nn.load_history("part/history.json")[1]["best_epoch"] == nn.load_history("straight/history.json")[1]["best_epoch"]
+    best_epoch = nn.load_history("straight/history.json")[1]["best_epoch"]
+    assert nn.load_history("part/history.json")[1]["best_epoch"] == best_epoch
 
 
 @needs_fmnist
@@ -183,7 +190,8 @@ def test_digits_run_and_target_accuracy(tmp_path, capsys):
                    "--backend", "numpy", "--target-acc", "0.9", "--no-plots"])
     assert rc == 0, capsys.readouterr()
     assert cli.main(["train", "--dataset", "digits", "--epochs", "1", "--hidden", "4", "--lr", "0.001", "--out",
-                     str(tmp_path / "weak"), "--backend", "numpy", "--target-acc", "0.99", "--no-plots", "--quiet"]) == 1
+                     str(tmp_path / "weak"), "--backend", "numpy", "--target-acc", "0.99", "--no-plots",
+                     "--quiet"]) == 1
     assert "below --target-acc 0.99" in capsys.readouterr().err
 
 
@@ -202,7 +210,8 @@ def test_each_run_gets_its_own_folder_and_latest_points_at_the_newest(tmp_path, 
     monkeypatch.chdir(tmp_path)
     stamps = iter(["20250101-120000", "20250101-120000", "20250101-130000"])
     real_strftime = time.strftime
-    monkeypatch.setattr(time, "strftime", lambda fmt, *a: next(stamps) if fmt == "%Y%m%d-%H%M%S" else real_strftime(fmt, *a))
+    monkeypatch.setattr(time, "strftime",
+                        lambda fmt, *a: next(stamps) if fmt == "%Y%m%d-%H%M%S" else real_strftime(fmt, *a))
     for _ in range(3):
         assert cli.main(["train", *QUICK, "--epochs", "1"]) == 0
     runs = sorted(p for p in os.listdir("runs") if p != "latest")
@@ -280,7 +289,9 @@ def test_sigint_to_the_command(tmp_path):
         proc.kill()
     assert proc.returncode == 130, err
     k = nn.load_checkpoint(out / "checkpoint.npz")["epoch"]
-    assert k >= 2 and f"interrupted during epoch {k + 1}; the checkpoint holds epoch {k}; continue with: nnarray train --resume" in err
+    assert k >= 2
+    assert (f"interrupted during epoch {k + 1}; the checkpoint holds epoch {k}; "
+            "continue with: nnarray train --resume") in err
 
 
 @pytest.mark.parametrize("stop, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
@@ -300,7 +311,8 @@ def test_sigterm_ends_the_command_as_ctrl_c_does(tmp_path, stop, status):
         proc.kill()
     assert proc.returncode == status, err
     k = nn.load_checkpoint(out / "checkpoint.npz")["epoch"]
-    assert k >= 1 and f"the checkpoint holds epoch {k}; continue with: nnarray train --resume {out / 'checkpoint.npz'}" in err
+    assert k >= 1
+    assert f"the checkpoint holds epoch {k}; continue with: nnarray train --resume {out / 'checkpoint.npz'}" in err
     assert "Traceback" not in err
 
 
@@ -322,7 +334,8 @@ def test_a_crash_while_checkpointing_keeps_the_last_good_checkpoint(tmp_path, mo
     monkeypatch.setattr(np, "savez", real_savez)
     ck = nn.load_checkpoint(out / "checkpoint.npz")
     assert ck["epoch"] == 1
-    assert sorted(os.listdir(out)) == ["best.npz", "checkpoint.npz", "history.csv", "history.json"], "no partial files left behind"
+    left = ["best.npz", "checkpoint.npz", "history.csv", "history.json"]
+    assert sorted(os.listdir(out)) == left, "no partial files left behind"
 
 
 # ------------------------------------------------------------------------------------------- validation
@@ -335,7 +348,8 @@ def test_validation_split_is_held_out_of_the_training_images():
     assert not any(r.tobytes() in rows for r in Xv), "no validation image is trained on"
     assert np.array_equal(Xt, Xt0), "the test set is untouched"
     assert cli.validation_size(None, 60000) == 5000 and cli.validation_size(None, 3000) == 250
-    assert cli.validation_size(0.1, 1000) == 100 and cli.validation_size(300, 1000) == 300 and cli.validation_size(0, 10) == 0
+    assert cli.validation_size(0.1, 1000) == 100 and cli.validation_size(300, 1000) == 300
+    assert cli.validation_size(0, 10) == 0
     with pytest.raises(cli.UsageError, match=r"--val-split 1438: expected between 1 and 1437"):
         cli.validation_size(1438, 1438)
 
@@ -361,7 +375,8 @@ def test_best_model_is_chosen_on_validation_and_both_are_tested(tmp_path, monkey
 
 def test_early_stop_after_patience_epochs_without_improvement(tmp_path, monkeypatch, capsys):
     _fake_validation(monkeypatch, [0.5, 0.8, 0.8, 0.7, 0.9, 0.9])
-    assert cli.main(["train", *QUICK, "--epochs", "6", "--early-stop", "2", "--out", str(tmp_path / "r"), "--json"]) == 0
+    assert cli.main(["train", *QUICK, "--epochs", "6", "--early-stop", "2", "--out", str(tmp_path / "r"),
+                     "--json"]) == 0
     r = _json_line(capsys.readouterr().out)
     assert r["stopped_early"] and r["epochs"] == 4 and r["best_epoch"] == 2
     assert nn.load_checkpoint(tmp_path / "r" / "checkpoint.npz")["epoch"] == 4
@@ -388,8 +403,9 @@ def test_own_data_npz_and_csv(tmp_path, capsys):
     for name, (A, b) in {"train.csv": (X, t), "test.csv": (Xt, tt)}.items():
         np.savetxt(tmp_path / name, np.column_stack([b, A]), delimiter=",", fmt="%.6g",
                    header="label," + ",".join(f"p{i}" for i in range(64)), comments="")
-    assert cli.main(["train", "--data", str(tmp_path / "train.csv"), "--test-data", str(tmp_path / "test.csv"), "--hidden", "32",
-                     "--epochs", "3", "--out", str(tmp_path / "b"), "--backend", "numpy", "--no-plots", "--json"]) == 0
+    assert cli.main(["train", "--data", str(tmp_path / "train.csv"), "--test-data", str(tmp_path / "test.csv"),
+                     "--hidden", "32", "--epochs", "3", "--out", str(tmp_path / "b"), "--backend", "numpy",
+                     "--no-plots", "--json"]) == 0
     r2 = _json_line(capsys.readouterr().out)
     assert r2["best_test_accuracy"] == pytest.approx(r["best_test_accuracy"], abs=0.02)
     # No test set: validation only, said plainly.
@@ -401,11 +417,13 @@ def test_own_data_npz_and_csv(tmp_path, capsys):
 @pytest.mark.parametrize("override,message", [
     ({"t_train": None}, r"expected arrays X_train and t_train .*missing t_train"),
     ({"t_test": None}, r"expected X_test and t_test together, found only X_test"),
-    ({"t_train": np.zeros(5, dtype=np.int64)}, r"sample/label count mismatch: X_train has 1438 rows but t_train has 5 labels"),
+    ({"t_train": np.zeros(5, dtype=np.int64)},
+     r"sample/label count mismatch: X_train has 1438 rows but t_train has 5 labels"),
     ({"t_train": np.ones(1438)}, r"t_train: expected integer class labels, got dtype float64 .*t_train.astype\(int\)"),
     ({"t_train": np.full(1438, 0.5)}, r"t_train: expected integer class labels, found 0.5 at index 0"),
     ({"t_train": -np.ones(1438, dtype=np.int64)}, r"t_train: expected labels ≥ 0"),
-    ({"X_train": np.ones((1438, 64), dtype=np.int32)}, r"X_train: expected floating-point features \(or uint8 pixels\)"),
+    ({"X_train": np.ones((1438, 64), dtype=np.int32)},
+     r"X_train: expected floating-point features \(or uint8 pixels\)"),
     ({"X_train": np.full((1438, 64), np.nan)}, r"X_train: expected finite values, got 92032 NaN"),
     ({"X_test": np.zeros((359, 5), dtype=np.float32)}, r"expected test samples with 64 features"),
 ])
@@ -424,7 +442,8 @@ def test_own_data_not_an_archive_and_uint8_pixels(tmp_path, capsys):
     (tmp_path / "x.npz").write_text("hello")
     assert cli.main(["train", "--data", str(tmp_path / "x.npz"), "--quiet"]) == 2
     err = capsys.readouterr().err
-    assert "not a readable .npz archive" in err and "pickle" not in err.split("(")[-1].replace("not an .npz archive", "")
+    assert "not a readable .npz archive" in err
+    assert "pickle" not in err.split("(")[-1].replace("not an .npz archive", "")
     assert cli.main(["train", "--data", str(tmp_path / "x.txt"), "--quiet"]) == 2
     assert "expected an .npz archive" in capsys.readouterr().err
     rng = np.random.default_rng(0)
@@ -464,7 +483,8 @@ def test_version(capsys):
 
 
 def test_json_prints_one_line_only(tmp_path, capsys):
-    assert cli.main(["train", "--dataset", "digits", "--hidden", "8", "--epochs", "2", "--backend", "numpy", "--no-plots",
+    assert cli.main(["train", "--dataset", "digits", "--hidden", "8", "--epochs", "2", "--backend", "numpy",
+                     "--no-plots",
                      "--out", str(tmp_path / "r"), "--json"]) == 0
     r = _json_line(capsys.readouterr().out)
     assert set(r) >= {"final_test_accuracy", "best_test_accuracy", "best_epoch", "best_val_accuracy", "seconds", "out"}
@@ -494,10 +514,12 @@ def test_threads_without_threadpoolctl_restarts_with_the_environment(tmp_path):
 
 
 def test_optimizer_flags_that_do_not_fit_together(tmp_path, capsys):
-    for argv, message in [(["--optimizer", "adam", "--momentum", "0.9"], "--momentum: --optimizer adam has no momentum"),
+    for argv, message in [(["--optimizer", "adam", "--momentum", "0.9"],
+                           "--momentum: --optimizer adam has no momentum"),
                           (["--optimizer", "adamw", "--nesterov"], "--nesterov: only with --optimizer sgd"),
                           (["--momentum", "0", "--nesterov"], "--nesterov: needs a momentum > 0"),
-                          (["--schedule", "cosine", "--gamma", "0.5"], "--gamma: used by --schedule exponential or step"),
+                          (["--schedule", "cosine", "--gamma", "0.5"],
+                           "--gamma: used by --schedule exponential or step"),
                           (["--data", "x.npz", "--dataset", "digits"], "--data: give either --data FILE or --dataset")]:
         assert cli.main(["train", *argv, "--quiet", "--out", str(tmp_path / "r")]) == 2
         assert message in capsys.readouterr().err
@@ -511,7 +533,8 @@ def test_missing_dataset_says_how_to_get_it(tmp_path, capsys):
 
 
 def test_a_wrong_data_dir_is_an_error_not_the_digits(tmp_path, capsys):
-    assert cli.main(["train", "--data-dir", str(tmp_path / "nonexistent"), "--out", str(tmp_path / "r"), "--quiet"]) == 2
+    assert cli.main(["train", "--data-dir", str(tmp_path / "nonexistent"), "--out", str(tmp_path / "r"),
+                     "--quiet"]) == 2
     err = capsys.readouterr().err
     assert f"--data-dir {tmp_path / 'nonexistent'} holds neither MNIST nor Fashion-MNIST" in err
     assert not (tmp_path / "r").exists()
@@ -524,18 +547,23 @@ def test_auto_without_any_dataset_and_without_scikit_learn_says_what_to_install(
         raise ImportError("load_digits needs scikit-learn")
 
     monkeypatch.setattr(nn.datasets, "load_digits", no_sklearn)
-    with pytest.raises(nn.datasets.DatasetNotFoundError, match=r"no dataset available.*apt-get install dataset-fashion-mnist"):
+    with pytest.raises(nn.datasets.DatasetNotFoundError,
+                       match=r"no dataset available.*apt-get install dataset-fashion-mnist"):
         nn.datasets.choose("auto")
 
 
 def test_console_entry_points_answer_help():
-    for cmd in ([sys.executable, "-m", "nnarray", "train", "--help"], [sys.executable, str(ROOT / "scripts" / "train.py"), "--help"],
-                [sys.executable, str(ROOT / "scripts" / "evaluate.py"), "--help"], [sys.executable, "-m", "nnarray", "--version"]):
+    for cmd in ([sys.executable, "-m", "nnarray", "train", "--help"],
+                [sys.executable, str(ROOT / "scripts" / "train.py"), "--help"],
+                [sys.executable, str(ROOT / "scripts" / "evaluate.py"), "--help"],
+                [sys.executable, "-m", "nnarray", "--version"]):
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=_env())
         assert res.returncode == 0, res.stderr
         assert "--backend" in res.stdout or res.stdout.startswith("nnarray ")
-    res = subprocess.run([sys.executable, "-m", "nnarray", "train", "--help"], capture_output=True, text=True, timeout=60, env=_env())
-    for flag in ("--dataset", "--data", "--hidden", "--epochs", "--batch-size", "--lr", "--reduction", "--dtype", "--seed",
+    res = subprocess.run([sys.executable, "-m", "nnarray", "train", "--help"], capture_output=True, text=True,
+                         timeout=60, env=_env())
+    for flag in ("--dataset", "--data", "--hidden", "--epochs", "--batch-size", "--lr", "--reduction", "--dtype",
+                 "--seed",
                  "--data-dir", "--out", "--overwrite", "--resume", "--quiet", "--val-split", "--early-stop", "--json",
                  "--threads", "--optimizer", "--nesterov", "--weight-decay", "--schedule", "--warmup", "--dropout"):
         assert flag in res.stdout, flag
@@ -562,7 +590,8 @@ def test_help_of_fit_lists_its_parameters():
     (["--optimizer", "adamw", "--weight-decay", "0.05", "--lr", "0.002"], "AdamW", {"lr": 0.002, "weight_decay": 0.05}),
     (["--optimizer", "rmsprop", "--momentum", "0.5"], "RMSprop", {"lr": 1e-2, "momentum": 0.5}),
     (["--optimizer", "adagrad"], "AdaGrad", {"lr": 1e-2}),
-    (["--nesterov", "--weight-decay", "1e-4"], "SGD", {"lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 1e-4}),
+    (["--nesterov", "--weight-decay", "1e-4"], "SGD",
+     {"lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 1e-4}),
 ])
 def test_optimizer_flags(tmp_path, argv, kind, hyper):
     if not hasattr(nn.optim, kind):
@@ -602,7 +631,8 @@ def test_resume_of_adamw_with_cosine_equals_an_uninterrupted_run(tmp_path, capsy
     b = nn.load_checkpoint(tmp_path / "part" / "checkpoint.npz")
     assert a["epoch"] == b["epoch"] == 4
     for k in a["net"].params:
-        np.testing.assert_allclose(nn.to_numpy(b["net"].params[k]), nn.to_numpy(a["net"].params[k]), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(nn.to_numpy(b["net"].params[k]), nn.to_numpy(a["net"].params[k]), rtol=1e-12,
+                                   atol=1e-12)
     assert b["history"].lr == a["history"].lr
     # The cosine schedule ends with the run it was made for.
     assert cli.main(["train", "--resume", str(tmp_path / "part"), "--epochs", "6", "--quiet"]) == 2
@@ -636,7 +666,8 @@ def test_dropout_flag(tmp_path):
 
 def test_without_a_validation_split_the_final_model_is_the_result(tmp_path, capsys):
     out = tmp_path / "r"
-    assert cli.main(["train", *QUICK, "--epochs", "2", "--val-split", "0", "--out", str(out), "--target-acc", "0.99"]) == 1
+    assert cli.main(["train", *QUICK, "--epochs", "2", "--val-split", "0", "--out", str(out), "--target-acc",
+                     "0.99"]) == 1
     text = capsys.readouterr()
     assert text.out.startswith("test accuracy ") and "best" not in text.out and "below --target-acc 0.99" in text.err
     hist, meta = nn.load_history(out / "history.json")
@@ -664,12 +695,14 @@ def test_out_under_a_file_is_refused_before_training(tmp_path, capsys):
     (tmp_path / "afile").write_text("keep me")
     out = tmp_path / "afile" / "run"
     _nothing_trained(tmp_path, capsys, [*QUICK, "--out", str(out)],
-                     f"error: --out: cannot write {out / 'checkpoint.npz'}: {tmp_path / 'afile'} is a file, not a folder")
+                     f"error: --out: cannot write {out / 'checkpoint.npz'}: "
+                     f"{tmp_path / 'afile'} is a file, not a folder")
     assert (tmp_path / "afile").read_text() == "keep me"
 
 
 def test_out_where_nothing_can_be_written_is_refused_before_training(tmp_path, capsys):
-    _nothing_trained(tmp_path, capsys, [*QUICK, "--out", "/proc/nnarray-run"], "error: --out: cannot write into /proc (")
+    _nothing_trained(tmp_path, capsys, [*QUICK, "--out", "/proc/nnarray-run"],
+                     "error: --out: cannot write into /proc (")
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="the administrator writes into read-only folders")
@@ -692,7 +725,8 @@ def test_the_default_run_folder_is_checked_too(tmp_path, capsys):
     finally:
         os.chdir(cwd)
     err = capsys.readouterr().err
-    assert "error: the run folder (choose another with --out): cannot write" in err and "runs is a file, not a folder" in err
+    assert "error: the run folder (choose another with --out): cannot write" in err
+    assert "runs is a file, not a folder" in err
 
 
 def test_plots_without_matplotlib_are_refused_before_training_with_the_install_command(tmp_path, capsys, monkeypatch):
@@ -711,20 +745,23 @@ def test_resume_into_another_folder_takes_the_best_model_along(tmp_path, capsys)
     first, second = tmp_path / "first", tmp_path / "second"
     assert cli.main(["train", *QUICK, "--epochs", "2", "--out", str(first)]) == 0
     before = {f: (first / f).read_bytes() for f in os.listdir(first)}
-    assert cli.main(["train", "--resume", str(first), "--epochs", "3", "--out", str(second), "--quiet", "--no-plots"]) == 0
+    assert cli.main(["train", "--resume", str(first), "--epochs", "3", "--out", str(second), "--quiet",
+                     "--no-plots"]) == 0
     assert {"best.npz", "checkpoint.npz", "model.npz", "history.json"} <= set(os.listdir(second))
     assert nn.load_checkpoint(second / "checkpoint.npz")["epoch"] == 3
     assert {f: (first / f).read_bytes() for f in os.listdir(first)} == before, "the first run is left as it was"
     # without its best model the resumed run could not report: refused before training
     os.unlink(first / "best.npz")
-    assert cli.main(["train", "--resume", str(first), "--epochs", "3", "--out", str(tmp_path / "third"), "--quiet"]) == 2
+    assert cli.main(["train", "--resume", str(first), "--epochs", "3", "--out", str(tmp_path / "third"),
+                     "--quiet"]) == 2
     assert f"error: --resume: the run's best model {first / 'best.npz'} is missing" in capsys.readouterr().err
     assert not (tmp_path / "third").exists()
 
 
 def test_a_diverging_run_stops_with_a_clear_message(tmp_path, capsys):
     out = tmp_path / "r"
-    assert cli.main(["train", *QUICK, "--epochs", "3", "--lr", "1000", "--schedule", "constant", "--out", str(out)]) == 1
+    assert cli.main(["train", *QUICK, "--epochs", "3", "--lr", "1000", "--schedule", "constant", "--out",
+                     str(out)]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: training diverged in epoch 1: the training loss became ") and "Traceback" not in err
     assert "Try a smaller learning rate than --lr 1000" in err
@@ -732,7 +769,9 @@ def test_a_diverging_run_stops_with_a_clear_message(tmp_path, capsys):
 
 def test_distributed_without_mpi4py_is_refused_before_anything_is_loaded(tmp_path, capsys, monkeypatch):
     def unavailable(*a, **kw):
-        raise nn.distributed.MPIUnavailableError("mpi4py is not installed; install it with: pip install \"nnarray[mpi]\"")
+        raise nn.distributed.MPIUnavailableError(
+            "mpi4py is not installed; install it with: pip install \"nnarray[mpi]\""
+        )
 
     monkeypatch.setattr(nn.distributed, "MPIComm", unavailable)
     _nothing_trained(tmp_path, capsys, [*QUICK, "--distributed", "--out", str(tmp_path / "r")],

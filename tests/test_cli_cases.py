@@ -44,7 +44,8 @@ def test_a_stray_label_in_a_csv_is_refused_with_its_line_before_training(tmp_pat
     f = _csv(tmp_path / "scores.csv", labels)
     rc, out, err = _run(capsys, "train", "--data", str(f), *QUICK, "--out", str(tmp_path / "r"))
     assert rc == 2
-    assert "label column: label 5000 at line 7 would make 5001 classes (0..5000), but only 5 distinct labels occur" in err
+    assert ("label column: label 5000 at line 7 would make 5001 classes (0..5000), "
+            "but only 5 distinct labels occur") in err
     assert not (tmp_path / "r").exists() and "epoch" not in out
 
 
@@ -58,7 +59,8 @@ def test_a_single_class_is_refused(tmp_path, capsys):
 def test_a_stray_label_in_the_test_file_names_that_file(tmp_path, capsys):
     train = _csv(tmp_path / "train.csv", [k % 3 for k in range(36)])
     test = _csv(tmp_path / "test.csv", [0, 1, 2, 70000, 1], header=False)
-    rc, _, err = _run(capsys, "train", "--data", str(train), "--test-data", str(test), *QUICK, "--out", str(tmp_path / "r"))
+    rc, _, err = _run(capsys, "train", "--data", str(train), "--test-data", str(test), *QUICK, "--out",
+                      str(tmp_path / "r"))
     assert rc == 2 and f"{test}: label column: label 70000 at line 4 would make 70001 classes" in err
 
 
@@ -157,7 +159,8 @@ def test_fast_on_without_a_fast_path_names_the_flag(tmp_path, capsys):
 def test_resume_notes_ignored_flags_as_flags(tmp_path, capsys):
     assert cli.main(["train", "--dataset", "digits", *QUICK, "--out", str(tmp_path / "r"), "--quiet"]) == 0
     capsys.readouterr()
-    rc, out, err = _run(capsys, "train", "--resume", str(tmp_path / "r"), "--epochs", "2", "--lr", "0.2", "--hidden", "9",
+    rc, out, err = _run(capsys, "train", "--resume", str(tmp_path / "r"), "--epochs", "2", "--lr", "0.2", "--hidden",
+                        "9",
                         "--no-plots")
     assert rc == 0 and "note: resuming keeps the checkpoint's settings; ignoring --hidden 9, --lr 0.2" in out, err
 
@@ -177,7 +180,8 @@ def test_quiet_prints_rounded_figures_and_the_run_folder(tmp_path, capsys):
     assert figures and all(len(f) == 6 for f in figures), lines
     assert lines[0].endswith(f"; outputs in {tmp_path / 'r'}")
     f = _csv(tmp_path / "noval.csv", [k % 2 for k in range(12)])
-    rc, out, _ = _run(capsys, "train", "--data", str(f), *QUICK, "--quiet", "--val-split", "0", "--out", str(tmp_path / "s"))
+    rc, out, _ = _run(capsys, "train", "--data", str(f), *QUICK, "--quiet", "--val-split", "0", "--out",
+                      str(tmp_path / "s"))
     assert rc == 0 and out.strip() == f"no test set; no validation split; outputs in {tmp_path / 's'}"
 
 

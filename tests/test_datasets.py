@@ -19,10 +19,10 @@ from nnarray.datasets import (
     load_digits,
     load_fashion_mnist,
     load_mnist,
+    loaders,
     read_idx,
     write_idx,
 )
-from nnarray.datasets import loaders
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 FILES = loaders.FILES
@@ -307,7 +307,7 @@ def test_lookup_order(isolated, tmp_path, monkeypatch):
     cache = tmp_path / "home" / ".cache" / "nnarray" / name
     system = tmp_path / "system"
     # A different train-set size in each place tells which one was read.
-    for n, d in zip((11, 12, 13, 14, 15), (explicit, env_named, env_root, cache, system)):
+    for n, d in zip((11, 12, 13, 14, 15), (explicit, env_named, env_root, cache, system), strict=True):
         write_fake_dataset(d, n_train=n, gz=(n % 2 == 0))
     monkeypatch.setattr(loaders, "FASHION_MNIST_SYSTEM_DIRS", [str(system)])
     monkeypatch.setenv("NNARRAY_DATA", str(env_root))

@@ -14,7 +14,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-
 from types import SimpleNamespace
 
 import numpy as np
@@ -155,7 +154,8 @@ def test_check_device_refuses_a_net_on_another_gpu_than_the_communicators():
     dist.check_device(comm, _fake_cupy_backend(1))  # the same device
     dist.check_device(comm, nn.get_backend("numpy"))  # host arrays: reduced through the host
     dist.check_device(SimpleNamespace(rank=0, size=2), _fake_cupy_backend(0))  # a communicator without a device
-    with pytest.raises(ValueError, match=r"net: its arrays are on CUDA device 0, but the communicator of rank 1 runs on device 1"):
+    with pytest.raises(ValueError,
+                       match=r"net: its arrays are on CUDA device 0, but the communicator of rank 1 runs on device 1"):
         dist.check_device(comm, _fake_cupy_backend(0))
 
 
@@ -251,7 +251,8 @@ def test_allreduce_gradients_packs_one_buffer(backend):
     be = nn.get_backend(backend)
     xp = be.xp
     rng = np.random.default_rng(0)
-    host = {"W1": rng.normal(size=(4, 3)), "b1": rng.normal(size=3), "W2": rng.normal(size=(3, 2)), "b2": rng.normal(size=2)}
+    host = {"W1": rng.normal(size=(4, 3)), "b1": rng.normal(size=3), "W2": rng.normal(size=(3, 2)),
+            "b2": rng.normal(size=2)}
     grads = {k: be.asarray(v, dtype=xp.float64) for k, v in host.items()}
     comm = _DoublingComm()
     out = dist.allreduce_gradients(grads, comm, xp)
@@ -368,7 +369,8 @@ def test_cli_distributed_trains_once_and_resumes_on_another_process_count(mpi, t
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("epoch   1/2") == 1 and proc.stdout.count("epoch   2/2") == 1
     assert proc.stdout.count("done: test accuracy") == 1
-    assert sorted(p.name for p in dist_out.iterdir()) == ["best.npz", "checkpoint.npz", "history.csv", "history.json", "model.npz"]
+    assert sorted(p.name for p in dist_out.iterdir()) == ["best.npz", "checkpoint.npz", "history.csv", "history.json",
+                                                          "model.npz"]
     env = mpi_env()
     resume = [sys.executable, "-m", "nnarray", "train", "--distributed", *args, "--epochs", "3", "--quiet",
               "--resume", str(dist_out / "checkpoint.npz"), "--out", str(dist_out)]  # fmt: skip

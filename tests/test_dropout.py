@@ -77,7 +77,8 @@ def test_gradient_with_fixed_masks_matches_central_differences():
     X, t = rng.normal(size=(7, 5)), rng.integers(0, 3, size=7)
     net = nn.MLP([5, 8, 6, 3], backend="numpy", dtype="float64", seed=1, dropout=[0.5, 0.25])
     # Non-zero biases: a row whose units are all dropped would otherwise sit on ReLU's kink (Z = b = 0).
-    net.load_state_dict({k: v + (0.1 * rng.normal(size=v.shape) if k[0] == "b" else 0.0) for k, v in net.state_dict().items()})
+    net.load_state_dict({k: v + (0.1 * rng.normal(size=v.shape) if k[0] == "b" else 0.0)
+                         for k, v in net.state_dict().items()})
     masks = net.dropout_masks(np.random.default_rng(5), 7)
     assert all(np.any(M == 0.0) for M in masks)
     xp = net.xp
@@ -116,7 +117,8 @@ def test_resume_from_a_checkpoint_draws_the_masks_of_an_uninterrupted_run(tmp_pa
     nn.save_checkpoint(tmp_path / "ck.npz", net, opt, rng, hist)
     ck = nn.load_checkpoint(tmp_path / "ck.npz", backend="numpy")
     assert ck["net"].dropout == [0.5, 0.2]
-    h = nn.fit(ck["net"], ck["opt"], X, t, epochs=2, batch_size=25, seed=ck["rng"], validation=(X, t), options=nn.FitOptions(history=ck["history"]))
+    h = nn.fit(ck["net"], ck["opt"], X, t, epochs=2, batch_size=25, seed=ck["rng"], validation=(X, t),
+               options=nn.FitOptions(history=ck["history"]))
     assert h.train_loss == h_straight.train_loss
     for k, v in straight.params.items():
         np.testing.assert_array_equal(ck["net"].params[k], v)
@@ -135,7 +137,8 @@ def test_models_saved_before_dropout_load_without_it(tmp_path):
     import json  # noqa: PLC0415
 
     net = nn.MLP([4, 6, 2], backend="numpy", seed=0)
-    arrays = {"__header__": np.asarray(json.dumps({"format": "nnarray-model", "version": 2, "layer_sizes": [4, 6, 2], "dtype": "float32"}))}
+    header = {"format": "nnarray-model", "version": 2, "layer_sizes": [4, 6, 2], "dtype": "float32"}
+    arrays = {"__header__": np.asarray(json.dumps(header))}
     arrays.update(net.state_dict())
     np.savez(tmp_path / "old.npz", **arrays)
     assert nn.load(tmp_path / "old.npz").dropout == [0.0]
@@ -154,7 +157,8 @@ def test_data_parallel_shares_take_rows_of_the_global_batchs_masks(blobs):
         step.mask_rng = np.random.default_rng(3)
         calls = []
         _recording_forward(net, calls)
-        step.epoch(net.backend.asarray(np.arange(50)), 20, comm=dataclasses.make_dataclass("C", ["rank", "size"])(rank, size))
+        comm = dataclasses.make_dataclass("C", ["rank", "size"])(rank, size)
+        step.epoch(net.backend.asarray(np.arange(50)), 20, comm=comm)
         del net.forward
         seen[rank, size] = [nn.to_numpy(m[0]) for m in calls]
     one = seen[0, 1]
@@ -168,7 +172,7 @@ def _masks_batch_by_batch(net, rng, n):
     """The reference: each batch's masks drawn by their own calls, u in float64, M/(1 − p) made in float64
     and cast to the compute dtype (how masks were made before they were drawn for many batches at once)."""
     return [None if p == 0.0 else ((rng.random((n, w)) >= p) * (1.0 / (1.0 - p))).astype(net.dtype_name)
-            for w, p in zip(net.layer_sizes[1:-1], net.dropout)]
+            for w, p in zip(net.layer_sizes[1:-1], net.dropout, strict=True)]
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -179,7 +183,7 @@ def test_masks_drawn_for_many_batches_equal_the_batch_by_batch_masks(dtype):
     ref_rng = np.random.default_rng(9)
     r = 0
     for n in rows:
-        for M, R in zip(bufs, _masks_batch_by_batch(net, ref_rng, n)):
+        for M, R in zip(bufs, _masks_batch_by_batch(net, ref_rng, n), strict=True):
             if R is None:
                 assert M is None
                 continue
@@ -212,10 +216,10 @@ def test_epoch_masks_are_the_batch_by_batch_masks_on_every_backend_and_rank_coun
         step.epoch(net.backend.asarray(np.arange(23)), 5, comm=comm)
         del net.forward
         assert len(calls) == len(reference)
-        for b, (got, want) in enumerate(zip(calls, reference)):
+        for got, want in zip(calls, reference, strict=True):
             n = want[0].shape[0]
             lo, hi = n * rank // ranks, n * (rank + 1) // ranks
-            for M, R in zip(got, want):
+            for M, R in zip(got, want, strict=True):
                 np.testing.assert_array_equal(nn.to_numpy(M), R[lo:hi])
 
 

@@ -35,12 +35,14 @@ def test_X_not_2d(net, data):
 
 def test_X_wrong_width(net, data):
     X, t = data
-    fit_raises(net, ValueError, r"X: expected 4 columns \(the network's input width\), got shape \(10, 3\)", X[:, :3], t)
+    fit_raises(net, ValueError, r"X: expected 4 columns \(the network's input width\), got shape \(10, 3\)",
+               X[:, :3], t)
 
 
 def test_X_not_floating(net, data):
     X, t = data
-    fit_raises(net, TypeError, r"X: expected a floating-point array, got dtype uint8 .*X / 255", (X * 255).astype(np.uint8), t)
+    fit_raises(net, TypeError, r"X: expected a floating-point array, got dtype uint8 .*X / 255",
+               (X * 255).astype(np.uint8), t)
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
@@ -66,12 +68,14 @@ def test_labels_out_of_range(net, data, bad, shown):
     X, t = data
     t = t.copy()
     t[0] = bad
-    fit_raises(net, ValueError, rf"t: expected labels in 0\.\.2 \(the network has 3 outputs\), got labels {shown}", X, t)
+    fit_raises(net, ValueError, rf"t: expected labels in 0\.\.2 \(the network has 3 outputs\), got labels {shown}",
+               X, t)
 
 
 def test_lengths_differ(net, data):
     X, t = data
-    fit_raises(net, ValueError, r"X, t: expected the same number of samples, got 10 rows in X and 9 labels in t", X, t[:9])
+    fit_raises(net, ValueError, r"X, t: expected the same number of samples, got 10 rows in X and 9 labels in t",
+               X, t[:9])
 
 
 @pytest.mark.parametrize("bs", [0, -5, 2.5])
@@ -102,7 +106,9 @@ def test_unknown_backend():
 
 
 def test_neither_name_nor_namespace_nor_array():
-    with pytest.raises(TypeError, match=r"backend: expected a backend name .*an Array API namespace, an array or a Backend, got dict"):
+    with pytest.raises(TypeError,
+                       match=r"backend: expected a backend name .*an Array API namespace, an array or a Backend, "
+                             r"got dict"):
         nn.get_backend({"xp": None})
 
 
@@ -114,7 +120,8 @@ def test_unknown_backend_from_environment(monkeypatch):
 
 @pytest.mark.skipif(nn.cupy_available(), reason="CuPy works here; this test is about machines without it")
 def test_cupy_unavailable_says_how_to_install():
-    with pytest.raises(nn.BackendUnavailableError, match=r"cupy.*(pip install \"nnarray\[cuda12\]\"|nvidia-smi|no CUDA device)"):
+    with pytest.raises(nn.BackendUnavailableError,
+                       match=r"cupy.*(pip install \"nnarray\[cuda12\]\"|nvidia-smi|no CUDA device)"):
         nn.get_backend("cupy")
 
 
@@ -149,7 +156,9 @@ def test_divergence_stops_with_advice_and_keeps_last_good_epoch(data):
     good = {k: nn.to_numpy(v).copy() for k, v in net.params.items()}
     hist = nn.History()
     hist.append(epoch=1)
-    with pytest.raises(nn.TrainingDivergedError, match=r"diverged in epoch 2: the training loss became (nan|inf).*end of epoch 1.*smaller learning rate than lr=1000"):
+    with pytest.raises(nn.TrainingDivergedError,
+                       match=r"diverged in epoch 2: the training loss became (nan|inf).*end of epoch 1"
+                             r".*smaller learning rate than lr=1000"):
         nn.fit(net, opt, X, t, epochs=3, batch_size=20, options=nn.FitOptions(history=hist))
     assert _untouched(net, good)
     assert all(np.all(np.isfinite(v)) for v in good.values())
@@ -168,7 +177,9 @@ def test_huge_but_finite_values_are_accepted(net):
 
 
 def test_layer_sizes_as_a_single_number():
-    with pytest.raises(ValueError, match=r"layer_sizes: expected a list of at least two positive integers such as \[784, 100, 10\], got 20"):
+    with pytest.raises(ValueError,
+                       match=r"layer_sizes: expected a list of at least two positive integers "
+                             r"such as \[784, 100, 10\], got 20"):
         nn.MLP(20)
 
 
@@ -198,7 +209,8 @@ def test_float_labels_get_a_hint(net, data):
 
 
 # ------------------------------------------------------------------------------------------- words
-@pytest.mark.parametrize("make,name", [(lambda: nn.SGD(0.1, momentum=0.9), "velocity"), (lambda: nn.Adam(1e-3), "exp_avg")])
+@pytest.mark.parametrize("make,name",
+                         [(lambda: nn.SGD(0.1, momentum=0.9), "velocity"), (lambda: nn.Adam(1e-3), "exp_avg")])
 def test_an_optimizer_with_another_networks_state_is_refused(data, make, name):
     """Reused on a network of another shape, an optimizer's state is named with the key, before any work."""
     X, t = data
@@ -206,7 +218,8 @@ def test_an_optimizer_with_another_networks_state_is_refused(data, make, name):
     nn.fit(nn.MLP([4, 6, 3], backend="numpy", seed=0), opt, X, t, epochs=1)
     net = nn.MLP([4, 5, 3], backend="numpy", seed=0)
     before = {k: nn.to_numpy(v).copy() for k, v in net.params.items()}
-    with pytest.raises(ValueError, match=rf"^opt: its state '{name}'\['W1'\] has shape \(4, 6\), but the network's parameter "
+    with pytest.raises(ValueError,
+                       match=rf"^opt: its state '{name}'\['W1'\] has shape \(4, 6\), but the network's parameter "
                                          r"'W1' has shape \(4, 5\); .*make a new optimizer for this network"):
         nn.fit(net, opt, X, t, epochs=1)
     assert _untouched(net, before)
@@ -216,13 +229,15 @@ def test_an_optimizer_state_key_the_network_lacks_is_refused(data):
     X, t = data
     opt = nn.SGD(0.1, momentum=0.9)
     nn.fit(nn.MLP([4, 6, 6, 3], backend="numpy", seed=0), opt, X, t, epochs=1)
-    with pytest.raises(ValueError, match=r"^opt: its state 'velocity' holds key 'W3', but the network has no parameter 'W3'"):
+    with pytest.raises(ValueError,
+                       match=r"^opt: its state 'velocity' holds key 'W3', but the network has no parameter 'W3'"):
         nn.fit(nn.MLP([4, 6, 3], backend="numpy", seed=0), opt, X, t, epochs=1)
 
 
 def test_load_blames_a_wrong_backend_not_the_file(tmp_path, net):
     nn.save(net, tmp_path / "m.npz")
-    with pytest.raises(ValueError, match=r"^backend: unknown backend 'gpu' \(from argument\); expected one of numpy, cupy"):
+    with pytest.raises(ValueError,
+                       match=r"^backend: unknown backend 'gpu' \(from argument\); expected one of numpy, cupy"):
         nn.load(tmp_path / "m.npz", backend="gpu")
     with pytest.raises(ValueError, match=r"^backend: unknown backend 'gpu'"):
         nn.load(tmp_path / "missing.npz", backend="gpu")  # the argument is checked first, before the file
@@ -236,7 +251,8 @@ def test_load_reads_a_model_and_a_checkpoint_and_names_other_formats(tmp_path, n
     nn.save_checkpoint(tmp_path / "ck.npz", net, opt, np.random.default_rng(0), hist)
     assert nn.load(tmp_path / "ck.npz").layer_sizes == [4, 5, 3]
     nn.save(net, tmp_path / "m.npz")
-    with pytest.raises(nn.CheckpointError, match=r"m\.npz: expected a 'nnarray-checkpoint' file, got format 'nnarray-model'"):
+    with pytest.raises(nn.CheckpointError,
+                       match=r"m\.npz: expected a 'nnarray-checkpoint' file, got format 'nnarray-model'"):
         nn.load_checkpoint(tmp_path / "m.npz")
 
 

@@ -27,7 +27,8 @@ def test_gemm_geometry_reads_the_intended_operands(trans_a, trans_b):
     M, N, K, sa0, sa1, sb0, sb1 = cupy_graph.gemm_geometry(A.shape, trans_a, B.shape, trans_b)
     assert (M, N, K) == (5, 3, 7)
     a, b = A.reshape(-1), B.reshape(-1)
-    C = np.array([[sum(a[i * sa0 + k * sa1] * b[k * sb0 + j * sb1] for k in range(K)) for j in range(N)] for i in range(M)])
+    C = np.array([[sum(a[i * sa0 + k * sa1] * b[k * sb0 + j * sb1] for k in range(K)) for j in range(N)]
+                  for i in range(M)])
     np.testing.assert_allclose(C, opA @ opB, rtol=1e-13)
     with pytest.raises(ValueError, match="inner dimensions differ"):
         cupy_graph.gemm_geometry((5, 7), False, (6, 3), False)
@@ -39,7 +40,8 @@ def test_kernels_compile(tmp_path, real):
     """The kernel source compiles for Hopper (sm_90) with nvcc, no GPU needed."""
     src = cupy_graph._SOURCE.replace("REAL", real).replace("TILE", str(cupy_graph._TILE))
     (tmp_path / "k.cu").write_text(src)
-    res = subprocess.run(["nvcc", "--std=c++14", "-arch=sm_90", "-ptx", str(tmp_path / "k.cu"), "-o", str(tmp_path / "k.ptx")],
+    res = subprocess.run(["nvcc", "--std=c++14", "-arch=sm_90", "-ptx", str(tmp_path / "k.cu"), "-o",
+                          str(tmp_path / "k.ptx")],
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     ptx = (tmp_path / "k.ptx").read_text()
@@ -85,7 +87,7 @@ def test_graph_step_matches_the_generic_step(sizes, momentum, reduction, lr, dty
         ref = nn.to_numpy(v)
         np.testing.assert_allclose(nn.to_numpy(f_net.params[k]), ref, rtol=rtol, atol=atol * np.max(np.abs(ref)))
     np.testing.assert_allclose(f_hist.train_loss, g_hist.train_loss, rtol=rtol * 10)
-    assert all(abs(a - b) <= 2 / 1000 for a, b in zip(f_hist.train_accuracy, g_hist.train_accuracy))
+    assert all(abs(a - b) <= 2 / 1000 for a, b in zip(f_hist.train_accuracy, g_hist.train_accuracy, strict=True))
 
 
 @pytest.mark.gpu
@@ -126,9 +128,9 @@ def test_graph_step_on_fashion_mnist_shapes_and_progress_reads():
 # replay time). What it does not check: the kernels' arithmetic. Each transliteration computes its result
 # with the same NumPy operations, in the same order, as the generic step (e.g. the GEMM as op(A) @ op(B) then
 # the epilogue; ΔB as xp.sum(a, axis=0) where the CUDA kernel sums sequentially), so the parameters must come
-# out bit-identical to nn.fit(options=nn.FitOptions(fast=False)) — any difference is an orchestration error (a wrong buffer, order,
-# offset, mode or η), not rounding. The CUDA arithmetic itself is compared with the generic step on a GPU
-# (the `gpu` tests above).
+# out bit-identical to nn.fit(options=nn.FitOptions(fast=False)) — any difference is an orchestration error (a
+# wrong buffer, order, offset, mode or η), not rounding. The CUDA arithmetic itself is compared with the generic
+# step on a GPU (the `gpu` tests above).
 # ------------------------------------------------------------------------------------------------------
 class _Ptr:
     def __init__(self, ptr):
@@ -156,7 +158,7 @@ def _flat(buf):
 def _strided(buf, shape, strides):
     """The (rows, cols) matrix a kernel reads as buf[i*strides[0] + j*strides[1]] (bounds-checked)."""
     flat = _flat(buf)
-    last = sum((n - 1) * s for n, s in zip(shape, strides))
+    last = sum((n - 1) * s for n, s in zip(shape, strides, strict=True))
     assert 0 <= last < flat.size, f"kernel would read element {last} of a buffer of {flat.size}"
     return as_strided(flat, shape, tuple(s * flat.itemsize for s in strides), writeable=True)
 
@@ -299,7 +301,8 @@ class FakeCupy(types.ModuleType):
                     KERNELS[name](*args)
 
         self._null = Stream()
-        self.cuda = types.SimpleNamespace(Stream=Stream, Event=Event, get_current_stream=lambda: (fake._streams or [fake._null])[-1])
+        self.cuda = types.SimpleNamespace(Stream=Stream, Event=Event,
+                                          get_current_stream=lambda: (fake._streams or [fake._null])[-1])
 
         class Kernel:
             def __init__(self, name):
@@ -378,7 +381,8 @@ def _fit_pair(monkeypatch, blobs, sizes, dtype, momentum, reduction, n, batch_si
         if fast:
             net.params = {k: v.view(FakeDeviceArray) for k, v in net.params.items()}
             monkeypatch.setitem(nn_step._FAST_PATHS, "numpy", lambda: _HostGraphStep)
-        hist = nn.fit(net, opt, X, t, epochs=epochs, batch_size=batch_size, seed=2, reduction=reduction, schedule=sched, options=nn.FitOptions(fast=fast))
+        hist = nn.fit(net, opt, X, t, epochs=epochs, batch_size=batch_size, seed=2, reduction=reduction, schedule=sched,
+                      options=nn.FitOptions(fast=fast))
         out.append((net, opt, hist))
     return out
 
@@ -502,7 +506,7 @@ def test_an_error_inside_capture_is_raised_as_itself(fake_cupy, blobs, end_fails
 
 def _stub_net(fake, sizes, dtype="float32"):
     params = {}
-    for l, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]), start=1):
+    for l, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True), start=1):
         params[f"W{l}"], params[f"b{l}"] = fake.zeros((a, b), dtype), fake.zeros((b,), dtype)
     return types.SimpleNamespace(backend=types.SimpleNamespace(name="cupy"), params=params, layer_sizes=list(sizes),
                                  dtype_name=dtype), fake.zeros((4, sizes[0]), dtype), fake.zeros((4, sizes[-1]), dtype)
@@ -646,7 +650,8 @@ def test_graph_step_captures_again_when_parameters_or_state_are_replaced(blobs, 
     for fast in (False, True):
         net = nn.MLP(sizes, backend="cupy", dtype=dtype, seed=1)
         opt = nn.SGD(0.05, momentum=0.9)
-        hist = nn.fit(net, opt, X, t, epochs=4, batch_size=32, seed=2, callbacks=replacer(net, opt), options=nn.FitOptions(fast=fast))
+        hist = nn.fit(net, opt, X, t, epochs=4, batch_size=32, seed=2, callbacks=replacer(net, opt),
+                      options=nn.FitOptions(fast=fast))
         net.params = {k: v * 0.5 for k, v in net.params.items()}
         hist = nn.fit(net, opt, X, t, epochs=4, batch_size=32, seed=3,
                       callbacks=replacer(net, opt), options=nn.FitOptions(fast=fast, history=hist))
@@ -691,7 +696,7 @@ def test_graph_step_called_per_batch_matches_the_generic_step(blobs, reduction, 
     rng = np.random.default_rng(0)
     for i, b in enumerate([32, 32, 7, 32, 1, 50, 32] * 30):
         idx = cp.asarray(rng.choice(X.shape[0], size=b, replace=False), dtype=cp.int64)
-        for step, net, opt in steps.values():
+        for step, _net, opt in steps.values():
             if i % 50 == 0:
                 opt.lr = lr * 0.8 ** (i // 50)
             step(idx)
@@ -739,7 +744,9 @@ def test_graph_step_with_fewer_samples_than_a_batch(blobs):
     runs = {}
     for fast in (False, True):
         net = nn.MLP(sizes, backend="cupy", dtype="float64", seed=1)
-        runs[fast] = (net, nn.fit(net, nn.SGD(0.05, momentum=0.9), X, t, epochs=5, batch_size=32, seed=2, options=nn.FitOptions(fast=fast)))
+        runs[fast] = (net,
+                      nn.fit(net, nn.SGD(0.05, momentum=0.9), X, t, epochs=5, batch_size=32, seed=2,
+                             options=nn.FitOptions(fast=fast)))
     _assert_gpu_runs_agree("float64", runs[False], runs[True], len(t))
 
 

@@ -80,7 +80,7 @@ def test_numpy_fused_form_equals_the_functional_rule(name, kw, engine, monkeypat
     calls = []
     apply = form.apply
     form.apply = lambda *args: (calls.append(1), apply(*args))
-    for g_step, lr in zip(grads, lrs):
+    for g_step, lr in zip(grads, lrs, strict=True):
         g_copy = {k: g.copy() for k, g in g_step.items()}
         opt.lr = ref.lr = lr
         opt.update(params, g_step)
@@ -97,7 +97,8 @@ def test_numpy_fused_form_equals_the_functional_rule(name, kw, engine, monkeypat
 
 
 @pytest.mark.parametrize("engine", ["ufunc", "numba"])
-@pytest.mark.parametrize("name,kw", [c for c in CONFIGS if c[1]], ids=[i for i, c in zip(IDS, CONFIGS) if c[1]])
+@pytest.mark.parametrize("name,kw", [c for c in CONFIGS if c[1]],
+                         ids=[i for i, c in zip(IDS, CONFIGS, strict=True) if c[1]])
 def test_numpy_fused_form_in_float32_is_the_functional_rule_to_rounding(name, kw, engine, monkeypatch):
     """float32 stays float32: both compute in float32 (the rule's weak scalars, the forms' cast constants)."""
     _engine(engine, monkeypatch)

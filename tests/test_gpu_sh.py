@@ -34,7 +34,8 @@ def test_stage_caps_add_up_inside_the_budget(budget):
     res = subprocess.run(["bash", str(GPU_SH)], capture_output=True, text=True, env=env, timeout=30)
     assert res.returncode == 0, res.stderr
     caps = {m[0]: int(m[1]) for m in re.findall(r"^cap (\w+) (\d+)$", res.stdout, re.M)}
-    assert list(caps) == ["imports", "cuda", "mpi", "warm", "gpu_tests", "distributed", "parity", "train", "bench", "tta"]
+    assert list(caps) == ["imports", "cuda", "mpi", "warm", "gpu_tests", "distributed", "parity", "train", "bench",
+                          "tta"]
     assert sum(caps.values()) <= budget - 15, caps  # 15 s left for the checksums, nvidia-smi and the notes
     assert min(caps.values()) > 0
     if budget == 300:  # the test stages are not starved at the default budget

@@ -7,7 +7,8 @@ import nnarray as nn
 
 def _two_epochs():
     h = nn.History()
-    h.append(epoch=1, train_loss=0.5, train_accuracy=0.8, val_loss=0.6, val_accuracy=0.75, lr=0.1, seconds=1.0, samples=100)
+    h.append(epoch=1, train_loss=0.5, train_accuracy=0.8, val_loss=0.6, val_accuracy=0.75, lr=0.1, seconds=1.0,
+             samples=100)
     h.append(epoch=2, train_loss=0.4, train_accuracy=0.85, lr=0.09, seconds=1.1, samples=100)
     return h
 

@@ -36,7 +36,8 @@ def test_load_onto_another_backend(tmp_path):
 
 def test_checkpoint_round_trip(tmp_path, blobs):
     X, t = blobs(n=200, seed=1)
-    net, opt, rng = nn.MLP([12, 8, 3], backend="numpy", dtype="float64", seed=0), nn.SGD(0.1, momentum=0.9), np.random.default_rng(4)
+    net = nn.MLP([12, 8, 3], backend="numpy", dtype="float64", seed=0)
+    opt, rng = nn.SGD(0.1, momentum=0.9), np.random.default_rng(4)
     hist = nn.fit(net, opt, X, t, epochs=2, batch_size=32, seed=rng)
     nn.save_checkpoint(tmp_path / "ck.npz", net, opt, rng, hist, config={"lr": 0.1})
     ck = nn.load_checkpoint(tmp_path / "ck.npz", backend="numpy")
@@ -54,12 +55,14 @@ def test_resume_equals_uninterrupted(tmp_path, blobs):
     straight = nn.MLP([12, 8, 3], backend="numpy", dtype="float64", seed=0)
     nn.fit(straight, nn.SGD(0.1, momentum=0.5), X, t, epochs=4, batch_size=32, seed=8)
 
-    net, opt, rng = nn.MLP([12, 8, 3], backend="numpy", dtype="float64", seed=0), nn.SGD(0.1, momentum=0.5), np.random.default_rng(8)
+    net = nn.MLP([12, 8, 3], backend="numpy", dtype="float64", seed=0)
+    opt, rng = nn.SGD(0.1, momentum=0.5), np.random.default_rng(8)
     hist = nn.fit(net, opt, X, t, epochs=2, batch_size=32, seed=rng)
     nn.save_checkpoint(tmp_path / "ck.npz", net, opt, rng, hist)
     del net, opt, rng
     ck = nn.load_checkpoint(tmp_path / "ck.npz", backend="numpy")
-    nn.fit(ck["net"], ck["opt"], X, t, epochs=2, batch_size=32, seed=ck["rng"], options=nn.FitOptions(history=ck["history"]))
+    nn.fit(ck["net"], ck["opt"], X, t, epochs=2, batch_size=32, seed=ck["rng"],
+           options=nn.FitOptions(history=ck["history"]))
     for k, v in straight.params.items():
         np.testing.assert_allclose(nn.to_numpy(ck["net"].params[k]), nn.to_numpy(v), rtol=1e-12, atol=1e-12)
 
@@ -118,7 +121,8 @@ def test_a_failed_save_never_replaces_a_good_file(tmp_path, monkeypatch):
 def test_checkpoint_from_another_backend_loads_on_numpy(tmp_path, backend, blobs):
     """Files hold host arrays only: what was trained elsewhere (GPU included) loads on a CPU-only machine."""
     X, t = blobs(n=100, seed=1)
-    net, opt, rng = nn.MLP([12, 8, 3], backend=backend, dtype="float32", seed=0), nn.SGD(0.1, momentum=0.9), np.random.default_rng(0)
+    net = nn.MLP([12, 8, 3], backend=backend, dtype="float32", seed=0)
+    opt, rng = nn.SGD(0.1, momentum=0.9), np.random.default_rng(0)
     hist = nn.fit(net, opt, X, t, epochs=1, batch_size=20, seed=rng)
     nn.save_checkpoint(tmp_path / "ck.npz", net, opt, rng, hist)
     ck = nn.load_checkpoint(tmp_path / "ck.npz", backend="numpy")
@@ -137,7 +141,8 @@ def test_version_1_checkpoints_still_load(tmp_path, blobs):
     arrays = {f"param/{k}": v for k, v in net.state_dict().items()}
     arrays.update({f"velocity/{k}": v for k, v in opt.velocity.items()})
     header = {"format": "nnarray-checkpoint", "version": 1, "model": {"layer_sizes": [12, 8, 3], "dtype": "float64"},
-              "optimizer": {"type": "SGD", "lr": 0.1, "momentum": 0.9}, "rng": np.random.default_rng(3).bit_generator.state,
+              "optimizer": {"type": "SGD", "lr": 0.1, "momentum": 0.9},
+              "rng": np.random.default_rng(3).bit_generator.state,
               "history": {k: v for k, v in hist.to_dict().items() if k != "lr"}, "epoch": 1, "config": {}}
     np.savez(tmp_path / "v1.npz", __header__=np.asarray(json.dumps(header)), **arrays)
     ck = nn.load_checkpoint(tmp_path / "v1.npz")

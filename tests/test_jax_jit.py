@@ -5,7 +5,6 @@ import pytest
 
 import nnarray as nn
 from nnarray.step import TrainStep, make_step
-
 from test_libraries import OPTIMIZERS
 
 pytestmark = pytest.mark.usefixtures("jax_x64")

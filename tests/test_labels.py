@@ -31,7 +31,9 @@ def test_a_far_label_in_another_set_names_that_set():
         class_count(np.array([0, 1, 2, 1]), others=[(np.array([0, 77]), "test labels")])
 
 
-@pytest.mark.parametrize("t,shown", [(np.full(40, 3), "only class 3 in all 40 labels"), (np.zeros(5, np.int32), "only class 0 in all 5")])
+@pytest.mark.parametrize("t,shown",
+                         [(np.full(40, 3), "only class 3 in all 40 labels"),
+                          (np.zeros(5, np.int32), "only class 0 in all 5")])
 def test_a_single_class_is_refused(t, shown):
     with pytest.raises(ValueError, match=rf"^t: expected labels of at least two classes, got {shown}"):
         class_count(t)
@@ -84,7 +86,9 @@ def test_fit_refuses_labels_beyond_the_outputs_before_any_work():
     X, t = rng.random((6, 4)), np.array([0, 1, 2, 0, 1, 1_000_000])
     net = nn.MLP([4, 5, 3], backend="numpy", seed=0)
     before = {k: nn.to_numpy(v).copy() for k, v in net.params.items()}
-    with pytest.raises(ValueError, match=r"t: expected labels in 0\.\.2 \(the network has 3 outputs\), got labels from 0 to 1000000"):
+    with pytest.raises(ValueError,
+                       match=r"t: expected labels in 0\.\.2 \(the network has 3 outputs\), "
+                             r"got labels from 0 to 1000000"):
         nn.fit(net, nn.SGD(0.1), X, t)
     assert _untouched(net, before)
 
@@ -99,14 +103,16 @@ def test_csv_far_label_is_refused_naming_the_line(tmp_path):
     rows = [[k % 4, 0.5, 0.25] for k in range(20)]
     rows[12][0] = 99999
     f = _csv(tmp_path / "d.csv", rows)
-    with pytest.raises(nn.datasets.DatasetError, match=rf"^{tmp_path}/d\.csv: label column: label 99999 at line 14 would make "
+    with pytest.raises(nn.datasets.DatasetError,
+                       match=rf"^{tmp_path}/d\.csv: label column: label 99999 at line 14 would make "
                                                        r"100000 classes \(0\.\.99999\), but only 5 distinct labels"):
         nn.datasets.load_file(f)
 
 
 def test_csv_single_class_is_refused(tmp_path):
     f = _csv(tmp_path / "one.csv", [[7, 0.1, 0.2]] * 6)
-    with pytest.raises(nn.datasets.DatasetError, match=r"label column: expected labels of at least two classes, got only class 7 "
+    with pytest.raises(nn.datasets.DatasetError,
+                       match=r"label column: expected labels of at least two classes, got only class 7 "
                                                        r"in all 6 labels \(is the label in the first column\?\)"):
         nn.datasets.load_file(f)
 
@@ -122,5 +128,6 @@ def test_npz_labels_from_one_warn(tmp_path):
 def test_test_file_far_label_names_the_test_file(tmp_path):
     train = _csv(tmp_path / "train.csv", [[k % 3, 0.1, 0.2] for k in range(9)])
     test = _csv(tmp_path / "test.csv", [[0, 0.1, 0.2], [1, 0.3, 0.4], [40, 0.5, 0.6]], header=None)
-    with pytest.raises(nn.datasets.DatasetError, match=rf"^{tmp_path}/test\.csv: label column: label 40 at line 3 would make 41"):
+    with pytest.raises(nn.datasets.DatasetError,
+                       match=rf"^{tmp_path}/test\.csv: label column: label 40 at line 3 would make 41"):
         nn.datasets.load_file(train, test)

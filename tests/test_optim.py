@@ -110,9 +110,12 @@ TORCH_CASES = [
     pytest.param(nn.AdamW, "AdamW", dict(), id="adamw"),
     pytest.param(nn.AdamW, "AdamW", dict(lr=1e-2, betas=(0.85, 0.995), weight_decay=0.1), id="adamw-wd"),
     pytest.param(nn.RMSprop, "RMSprop", dict(), id="rmsprop"),
-    pytest.param(nn.RMSprop, "RMSprop", dict(lr=1e-3, alpha=0.9, eps=1e-6, momentum=0.9, weight_decay=0.01), id="rmsprop-momentum-wd"),
+    pytest.param(nn.RMSprop, "RMSprop", dict(lr=1e-3, alpha=0.9, eps=1e-6, momentum=0.9, weight_decay=0.01),
+                 id="rmsprop-momentum-wd"),
     pytest.param(nn.AdaGrad, "Adagrad", dict(), id="adagrad"),
-    pytest.param(nn.AdaGrad, "Adagrad", dict(lr=0.1, eps=1e-8, weight_decay=0.01, lr_decay=0.01, initial_accumulator_value=0.1), id="adagrad-all"),
+    pytest.param(nn.AdaGrad, "Adagrad",
+                 dict(lr=0.1, eps=1e-8, weight_decay=0.01, lr_decay=0.01, initial_accumulator_value=0.1),
+                 id="adagrad-all"),
 ]
 SHAPES = {"W1": (6, 5), "b1": (5,), "W2": (5, 3), "b2": (3,)}
 
@@ -306,7 +309,8 @@ def test_resume_from_a_checkpoint_equals_an_uninterrupted_run(tmp_path, blobs, m
     del net, opt, rng
     ck = nn.load_checkpoint(tmp_path / "ck.npz", backend="numpy")
     assert type(ck["opt"]) is type(make_opt()) and ck["opt"].t == 2 * 10
-    h = nn.fit(ck["net"], ck["opt"], X, t, epochs=2, batch_size=32, seed=ck["rng"], schedule=schedule, options=nn.FitOptions(history=ck["history"]))
+    h = nn.fit(ck["net"], ck["opt"], X, t, epochs=2, batch_size=32, seed=ck["rng"], schedule=schedule,
+               options=nn.FitOptions(history=ck["history"]))
     assert h.train_loss == h_straight.train_loss and h.lr == h_straight.lr
     for k, v in straight.params.items():
         np.testing.assert_array_equal(nn.to_numpy(ck["net"].params[k]), nn.to_numpy(v))

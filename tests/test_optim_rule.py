@@ -5,11 +5,11 @@ import importlib.util
 
 import numpy as np
 import pytest
-from test_optim import SHAPES, TORCH_CASES, run_against_torch
 
 import nnarray as nn
 from nnarray.backend import Backend
 from nnarray.optim import ClipGradNorm, FusedForm
+from test_optim import SHAPES, TORCH_CASES, run_against_torch
 
 NO_JAX_REASON = 'jax is not installed (pip install "jax[cpu]"; the test extra brings it)'
 HAS_JAX = importlib.util.find_spec("jax") is not None
@@ -151,7 +151,8 @@ def test_two_epochs_on_jax_equal_numpy(blobs, jax_backend, make_opt, dropout):
         np.testing.assert_allclose(nn.to_numpy(net.params[k]), v, rtol=1e-10, atol=1e-10 * np.max(np.abs(v)), err_msg=k)
     for name, arrays in ref_opt.state.items():
         for k, v in arrays.items():
-            np.testing.assert_allclose(nn.to_numpy(opt.state[name][k]), v, rtol=1e-10, atol=1e-12, err_msg=f"{name} {k}")
+            np.testing.assert_allclose(nn.to_numpy(opt.state[name][k]), v, rtol=1e-10, atol=1e-12,
+                                       err_msg=f"{name} {k}")
     np.testing.assert_allclose(hist.train_loss, ref_hist.train_loss, rtol=1e-10)
     assert hist.lr == ref_hist.lr
 

@@ -7,7 +7,6 @@ import warnings
 import numpy as np
 import pytest
 
-import nnarray as nn
 from nnarray.datasets import DatasetError, check_file_record, file_record, load_file
 
 
@@ -21,7 +20,9 @@ def test_empty_csv_is_refused_without_numpys_warning(tmp_path, text):
     f = _write(tmp_path / "e.csv", text)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # NumPy's "input contained no data" must not leak
-        with pytest.raises(DatasetError, match=rf"^{tmp_path}/e\.csv: expected rows of a label and at least one feature, found no data rows"):
+        with pytest.raises(DatasetError,
+                           match=rf"^{tmp_path}/e\.csv: expected rows of a label and at least one feature, "
+                                 r"found no data rows"):
             load_file(f)
 
 
@@ -36,7 +37,8 @@ def test_csv_bad_number_names_line_and_column_once(tmp_path):
 
 def test_csv_ragged_line_names_the_line(tmp_path):
     f = _write(tmp_path / "r.csv", "0,0.1,0.2\n1,0.3\n")
-    with pytest.raises(DatasetError, match=r"r\.csv: line 2: expected 3 comma-separated values \(as on line 1\), got 2$"):
+    with pytest.raises(DatasetError,
+                       match=r"r\.csv: line 2: expected 3 comma-separated values \(as on line 1\), got 2$"):
         load_file(f)
 
 
@@ -46,7 +48,8 @@ def test_csv_label_errors_count_lines_like_the_parse_errors(tmp_path):
     with pytest.raises(DatasetError, match=r"label column: expected integer class labels, found 0\.5 at line 3$"):
         load_file(f)
     f = _write(tmp_path / "n.csv", "0,0.1\n1,nan\n1,0.3\n")
-    with pytest.raises(DatasetError, match=r"features: expected finite values, got 1 NaN or inf entry \(the first at line 2\)"):
+    with pytest.raises(DatasetError,
+                       match=r"features: expected finite values, got 1 NaN or inf entry \(the first at line 2\)"):
         load_file(f)
 
 
@@ -71,7 +74,9 @@ def test_a_single_npy_and_a_text_file_are_named(tmp_path):
     os.replace(tmp_path / "a.npy", tmp_path / "a.npz")
     with pytest.raises(DatasetError, match=r"a\.npz: a single \.npy array, expected an \.npz archive"):
         load_file(tmp_path / "a.npz")
-    with pytest.raises(DatasetError, match=r"t\.npz: not a readable \.npz archive \(not a zip file; expected arrays X_train, t_train saved with numpy\.savez\)$"):
+    with pytest.raises(DatasetError,
+                       match=r"t\.npz: not a readable \.npz archive \(not a zip file; "
+                             r"expected arrays X_train, t_train saved with numpy\.savez\)$"):
         load_file(_write(tmp_path / "t.npz", "0,1,2\n"))
 
 
@@ -84,10 +89,13 @@ def test_file_record_is_absolute_and_notices_a_change(tmp_path, monkeypatch):
     monkeypatch.chdir("/")
     assert check_file_record(rec) == str(f)  # from any folder
     f.write_text("0,0.1\n1,0.3\n")  # same size, other content
-    with pytest.raises(DatasetError, match=r"d\.csv: the data file changed since the run recorded it \(12 bytes, sha256 [0-9a-f]{12}…; now 12 bytes\)"):
+    with pytest.raises(DatasetError,
+                       match=r"d\.csv: the data file changed since the run recorded it "
+                             r"\(12 bytes, sha256 [0-9a-f]{12}…; now 12 bytes\)"):
         check_file_record(rec)
     f.unlink()
-    with pytest.raises(DatasetError, match=r"d\.csv: no such file \(the data file recorded with the run; it was moved or deleted\)"):
+    with pytest.raises(DatasetError,
+                       match=r"d\.csv: no such file \(the data file recorded with the run; it was moved or deleted\)"):
         check_file_record(rec)
     with pytest.raises(DatasetError, match=r"nothere\.csv: no such file"):
         file_record(tmp_path / "nothere.csv")

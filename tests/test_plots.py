@@ -32,4 +32,5 @@ def test_an_ordinary_run_keeps_a_linear_axis_and_marks_the_best_epoch(tmp_path):
 
 
 def test_without_validation_nothing_is_marked(tmp_path):
-    assert plot_learning_curve(_history([1.0, 0.5]), tmp_path / "lc.png") == {"best_epoch": None, "log_loss_axis": False}
+    info = plot_learning_curve(_history([1.0, 0.5]), tmp_path / "lc.png")
+    assert info == {"best_epoch": None, "log_loss_axis": False}

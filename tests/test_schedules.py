@@ -35,7 +35,8 @@ def _torch_cases():
         (
             S.Warmup(S.Cosine(0.1, epochs=35), epochs=5),
             lambda o: L.SequentialLR(
-                o, [L.LinearLR(o, start_factor=1 / 5, end_factor=1.0, total_iters=4), L.CosineAnnealingLR(o, T_max=35)], milestones=[5]
+                o, [L.LinearLR(o, start_factor=1 / 5, end_factor=1.0, total_iters=4),
+                    L.CosineAnnealingLR(o, T_max=35)], milestones=[5]
             ),
             0.1,
             40,
@@ -43,7 +44,8 @@ def _torch_cases():
         (
             S.Warmup(S.Step(0.1, step_size=2, gamma=0.5), epochs=3),
             lambda o: L.SequentialLR(
-                o, [L.LinearLR(o, start_factor=1 / 3, end_factor=1.0, total_iters=2), L.StepLR(o, step_size=2, gamma=0.5)], milestones=[3]
+                o, [L.LinearLR(o, start_factor=1 / 3, end_factor=1.0, total_iters=2),
+                    L.StepLR(o, step_size=2, gamma=0.5)], milestones=[3]
             ),
             0.1,
             10,

@@ -29,7 +29,7 @@ def seed_minibatch(w1, b1, w2, b2, images, labels, eta):
     dB2 = [0.0] * n_out
     dW2 = [[0.0] * n_hidden for _ in range(n_out)]
     Hs, As, Ys, E_total = [], [], [], 0.0
-    for X, label in zip(images, labels):
+    for X, label in zip(images, labels, strict=True):
         T = [1.0 if k == label else 0.0 for k in range(n_out)]
         # Forward: H_j = ReLU(B⁽¹⁾_j + Σ_i X_i W⁽¹⁾_j,i)
         H = []

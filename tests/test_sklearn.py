@@ -181,7 +181,7 @@ def test_partial_fit_equals_fit_epoch_by_epoch(data):
     for _ in range(3):
         inc.partial_fit(X, y, classes=np.array([10, 11, 12]))
     assert inc.n_iter_ == 3
-    for a, b in zip(full.coefs_ + full.intercepts_, inc.coefs_ + inc.intercepts_):
+    for a, b in zip(full.coefs_ + full.intercepts_, inc.coefs_ + inc.intercepts_, strict=True):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_allclose(full.loss_curve_, inc.loss_curve_, rtol=1e-14)
     with pytest.raises(ValueError, match="classes not"):
@@ -236,7 +236,7 @@ def test_same_training_as_nn_fit(data, solver):
     assert opt.state == {k: {} for k in opt.state}
     hist = nn.fit(net, opt, X, t, epochs=epochs, batch_size=bs, seed=rng)
     diff = max(float(np.max(np.abs(a - net.params[k])))
-               for a, k in zip(clf.coefs_ + clf.intercepts_, ["W1", "W2", "b1", "b2"]))
+               for a, k in zip(clf.coefs_ + clf.intercepts_, ["W1", "W2", "b1", "b2"], strict=True))
     assert diff <= 1e-12
     np.testing.assert_allclose(clf.loss_curve_, hist.train_loss, rtol=1e-12)
 

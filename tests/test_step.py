@@ -66,13 +66,14 @@ def test_the_epoch_driver_splits_every_global_batch_into_contiguous_shares(size)
         got = calls[rank] = []
 
         class Recorder(TrainStep):
-            def __init__(self):
+            def __init__(self, got):
                 self.net = None  # no model: the driver's slicing alone is under test
+                self.got = got
 
             def __call__(self, idx, n=None, masks=None):
-                got.append((list(np.asarray(idx)), n))
+                self.got.append((list(np.asarray(idx)), n))
 
-        Recorder().epoch(np.arange(10, 32), 10, comm=_FakeComm(rank, size))
+        Recorder(got).epoch(np.arange(10, 32), 10, comm=_FakeComm(rank, size))
     for b, (start, n) in enumerate([(10, 10), (20, 10), (30, 2)]):
         rows = [r for rank in range(size) for r in calls[rank][b][0]]
         assert rows == list(range(start, start + n)), "the shares cover the global batch once, in order"
@@ -86,7 +87,8 @@ def test_progress_reads_only_when_asked_and_counts_batches(blobs):
     net = nn.MLP([6, 5, 3], backend="numpy", seed=0)
     step = TrainStep(net, nn.SGD(0.1), *_device_data(net, X, t), "mean")
     calls = []
-    step.epoch(net.xp.arange(95, dtype=net.xp.int64), 10, on_batches=lambda b, n, read: calls.append((b, n)), log_every=4)
+    step.epoch(net.xp.arange(95, dtype=net.xp.int64), 10, on_batches=lambda b, n, read: calls.append((b, n)),
+               log_every=4)
     assert calls == [(4, 10), (8, 10), (10, 10)]
 
 
@@ -128,5 +130,6 @@ def test_generic_step_where_no_fast_path_applies(blobs):
     X, t = blobs(n=50)
     strict = nn.MLP([12, 8, 3], backend="array_api_strict", seed=0)
     assert type(make_step(strict, nn.SGD(0.1), *_device_data(strict, X, t), "mean")) is TrainStep
-    with pytest.raises(ValueError, match=r"fast=True: no fast path available here \(no fast path for backend 'array_api_strict'\)"):
+    with pytest.raises(ValueError,
+                       match=r"fast=True: no fast path available here \(no fast path for backend 'array_api_strict'\)"):
         nn.fit(strict, nn.SGD(0.1), X, t, epochs=1, options=nn.FitOptions(fast=True))

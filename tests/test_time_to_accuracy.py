@@ -11,7 +11,6 @@ import math
 import pytest
 
 import nnarray as nn
-
 from conftest import HAS_TORCH
 
 QUICK = ["--subset", "3000", "--hidden", "32", "--max-epochs", "3"]

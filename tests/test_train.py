@@ -11,7 +11,8 @@ def test_learns_a_synthetic_problem_to_a_stated_accuracy(blobs):
     Xv, tv = blobs(n=1000, n_in=20, n_classes=5, seed=0, dtype=np.float32)
     Xv, tv = Xv[:1000], tv[:1000]
     net = nn.MLP([20, 64, 5], backend="numpy", seed=0)
-    hist = nn.fit(net, nn.SGD(0.1), X[:2000], t[:2000], epochs=10, batch_size=50, seed=0, validation=(X[2000:], t[2000:]))
+    hist = nn.fit(net, nn.SGD(0.1), X[:2000], t[:2000], epochs=10, batch_size=50, seed=0,
+                  validation=(X[2000:], t[2000:]))
     assert hist.train_loss[-1] < 0.5 * hist.train_loss[0]
     assert hist.val_accuracy[-1] >= 0.95
     assert net.accuracy(X[2000:], t[2000:]) == pytest.approx(hist.val_accuracy[-1])

@@ -11,9 +11,11 @@ FLAGS = {"data_dir": lambda v: f"--data-dir {v}", "download": "run the command",
 
 
 def test_arg_in_the_librarys_words_and_a_commands():
-    assert arg("fast", "None") == "fast=None" and arg("download", "True", "call with download=True") == "call with download=True"
+    assert arg("fast", "None") == "fast=None"
+    assert arg("download", "True", "call with download=True") == "call with download=True"
     with speaking(FLAGS):
-        assert arg("fast", "None") == "--fast auto" and arg("download", "True", "call with download=True") == "run the command"
+        assert arg("fast", "None") == "--fast auto"
+        assert arg("download", "True", "call with download=True") == "run the command"
         assert arg("seed", "0") == "seed=0"  # not in the table: the library's words
     assert arg("fast", "False") == "fast=False"  # the vocabulary ends with the block
 
@@ -43,9 +45,11 @@ def test_dataset_advice_names_flags_under_a_command(tmp_path):
 def test_fast_path_refusal_in_both_vocabularies(blobs):
     X, t = blobs(n=40, seed=0)
     net = nn.MLP([X.shape[1], 4, 3], backend="numpy", seed=0)
-    with pytest.raises(ValueError, match=r"^fast=True: no fast path available here \(.*\); use fast=None or fast=False$"):
+    with pytest.raises(ValueError,
+                       match=r"^fast=True: no fast path available here \(.*\); use fast=None or fast=False$"):
         nn.fit(net, nn.SGD(0.1), X, t, epochs=1, options=nn.FitOptions(fast=True))
-    with speaking(FLAGS), pytest.raises(ValueError, match=r"^--fast on: no fast path available here \(.*\); use --fast auto or --fast off$"):
+    with speaking(FLAGS), pytest.raises(
+            ValueError, match=r"^--fast on: no fast path available here \(.*\); use --fast auto or --fast off$"):
         nn.fit(net, nn.SGD(0.1), X, t, epochs=1, options=nn.FitOptions(fast=True))
 
 

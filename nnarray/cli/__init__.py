@@ -4,7 +4,8 @@
 (:mod:`.settings`: from the flags, or from the checkpoint with ``--resume``), :func:`fit` — the library's
 :func:`nnarray.fit` with its callbacks: checkpoint, best model on validation, history files, early stopping, the
 epoch line (:mod:`.train`) — and :func:`report` (:mod:`.results`: test accuracy of the final and the best model).
-The run's folder and machine (threads, processes) are :mod:`.runs`; ``nnarray evaluate`` is :mod:`.evaluate`, ``nnarray export`` :mod:`.export`.
+The run's folder and machine (threads, processes) are :mod:`.runs`; ``nnarray evaluate`` is :mod:`.evaluate`,
+``nnarray export`` :mod:`.export`.
 
 A run goes into its own folder, ``runs/<date-time>/`` with the symbolic link ``runs/latest`` pointing at it
 (or ``--out DIR``, refused if DIR holds a run unless ``--overwrite``; ``--resume`` writes next to its
@@ -33,8 +34,8 @@ from .runs import ENV_THREADS
 from .settings import DEFAULTS, config, load_data, validation_size
 from .train import fit, train_main
 
-__all__ = ["main", "train_main", "evaluate_main", "export_main", "parse", "config", "fit", "report", "UsageError", "DEFAULTS",
-           "load_data", "validation_size", "build_train_parser", "build_evaluate_parser", "ENV_THREADS"]
+__all__ = ["main", "train_main", "evaluate_main", "export_main", "parse", "config", "fit", "report", "UsageError",
+           "DEFAULTS", "load_data", "validation_size", "build_train_parser", "build_evaluate_parser", "ENV_THREADS"]
 
 USAGE = "usage: nnarray {train,evaluate,export} [options]   (nnarray train --help for the options; nnarray --version)"
 

@@ -50,7 +50,7 @@ def evaluate_main(argv=None):
     acc = float(np.trace(cm) / cm.sum())
     if args.json:
         doc = {"checkpoint": os.path.abspath(path), "dataset": name, "samples": int(cm.sum()), "test_accuracy": acc,
-               "per_class_accuracy": dict(zip(names, [float(a) for a in per_class_accuracy(cm)])),
+               "per_class_accuracy": dict(zip(names, [float(a) for a in per_class_accuracy(cm)], strict=True)),
                "confusion_matrix": cm.tolist()}
         print(json.dumps(doc))
         return 0
@@ -96,7 +96,7 @@ def _print_report(net, path, name, names, cm, acc):
     print(f"test accuracy: {acc:.4f} ({int(np.trace(cm))}/{int(cm.sum())})")
     print("per-class accuracy:")
     width = max(len(n) for n in names)
-    for n, a, row in zip(names, per_class_accuracy(cm), cm):
+    for n, a, row in zip(names, per_class_accuracy(cm), cm, strict=True):
         print(f"  {n:>{width}}  {a:.4f}  ({row.sum()} samples)")
     print("confusion matrix (rows: true class, columns: predicted):")
     cw = max(5, len(str(cm.max())) + 1)

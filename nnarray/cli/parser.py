@@ -46,7 +46,8 @@ def _data_flags(p):
     g.add_argument("--test-data", metavar="FILE", default=None, help="a separate test set for --data (.npz or .csv)")
     g.add_argument("--data-dir", default=None,
                    help="directory holding the IDX files (default: $NNARRAY_DATA, the cache, system dirs)")
-    g.add_argument("--subset", type=positive_int, default=None, metavar="N", help="use the first N training images only (quick runs)")
+    g.add_argument("--subset", type=positive_int, default=None, metavar="N",
+                   help="use the first N training images only (quick runs)")
     g.add_argument("--val-split", type=_val_split, default=None, metavar="N|F",
                    help=f"validation images held out of the training set: a count or a fraction; 0 for none (default: "
                         f"{DEFAULT_VAL_IMAGES}, at most a twelfth of the training images)")
@@ -65,12 +66,15 @@ def _training_flags(p):
     d = DEFAULTS
     g = p.add_argument_group("training")
     g.add_argument("--epochs", type=positive_int, default=d["epochs"], metavar="N",
-                   help=f"epochs to train (in all: with --resume, training continues up to this epoch) (default: {d['epochs']})")
-    g.add_argument("--batch-size", type=positive_int, default=None, metavar="B", help=f"mini-batch size (default: {d['batch_size']})")
+                   help="epochs to train (in all: with --resume, training continues up to this epoch) "
+                        f"(default: {d['epochs']})")
+    g.add_argument("--batch-size", type=positive_int, default=None, metavar="B",
+                   help=f"mini-batch size (default: {d['batch_size']})")
     g.add_argument("--optimizer", choices=list(optimizer_classes()), default=None,
                    help="update rule, with PyTorch's definitions (default: sgd)")
     g.add_argument("--lr", type=checks.LEARNING_RATE.parse, default=None, metavar="ETA",
-                   help="learning rate η (default: 0.05 for sgd, else PyTorch's: adam, adamw 0.001; rmsprop, adagrad 0.01)")
+                   help="learning rate η (default: 0.05 for sgd, else PyTorch's: adam, adamw 0.001; "
+                        "rmsprop, adagrad 0.01)")
     g.add_argument("--momentum", type=checks.FRACTION.parse, default=None, metavar="MU",
                    help="momentum of sgd or rmsprop; 0 for the seed's plain SGD (default: 0.9 for sgd, 0 for rmsprop)")
     g.add_argument("--nesterov", action="store_true", default=None, help="Nesterov momentum (sgd)")
@@ -81,13 +85,16 @@ def _training_flags(p):
                    help="learning rate per epoch: constant, exponential (η·γ^(e−1)), step (×γ every --step-size "
                         "epochs), cosine (to 0 at the last epoch) (default: exponential)")
     g.add_argument("--gamma", type=checks.FACTOR.parse, default=None, metavar="G",
-                   help="factor of the exponential and step schedules; 1 keeps η constant (default: 0.9 exponential, 0.1 step)")
-    g.add_argument("--step-size", type=positive_int, default=None, metavar="N", help="epochs between steps of --schedule step (default: 10)")
+                   help="factor of the exponential and step schedules; 1 keeps η constant "
+                        "(default: 0.9 exponential, 0.1 step)")
+    g.add_argument("--step-size", type=positive_int, default=None, metavar="N",
+                   help="epochs between steps of --schedule step (default: 10)")
     g.add_argument("--warmup", type=nonnegative_int, default=None, metavar="N",
                    help="linear warm-up of η over the first N epochs (default: 0)")
     g.add_argument("--reduction", choices=list(checks.REDUCTIONS), default=None,
                    help="gradient over a mini-batch: mean (the book) or sum (the seed; use --lr 0.001) (default: mean)")
-    g.add_argument("--seed", type=nonnegative_int, default=None, help="seed of the initial weights and batch order (default: 0)")
+    g.add_argument("--seed", type=nonnegative_int, default=None,
+                   help="seed of the initial weights and batch order (default: 0)")
     g.add_argument("--early-stop", type=positive_int, default=None, metavar="PATIENCE",
                    help="stop when the validation accuracy has not improved for PATIENCE epochs")
 
@@ -109,9 +116,11 @@ def _machine_flags(p):
 
 def _output_flags(p):
     g = p.add_argument_group("output")
-    g.add_argument("--out", default=None, help="output directory (default: runs/<date-time>/, with runs/latest pointing at it; "
-                                                "with --resume: the checkpoint's directory)")
-    g.add_argument("--overwrite", action="store_true", help="allow --out to be a directory that holds a run (its files are replaced)")
+    g.add_argument("--out", default=None,
+                   help="output directory (default: runs/<date-time>/, with runs/latest pointing at it; "
+                        "with --resume: the checkpoint's directory)")
+    g.add_argument("--overwrite", action="store_true",
+                   help="allow --out to be a directory that holds a run (its files are replaced)")
     g.add_argument("--resume", metavar="CHECKPOINT", default=None,
                    help="continue a run from its checkpoint.npz (or its directory), writing next to it (or into --out)")
     g.add_argument("--target-acc", type=ACCURACY.parse, default=None, metavar="ACC",
@@ -141,16 +150,20 @@ def parse(argv=None):
 
 
 def build_evaluate_parser():
-    p = argparse.ArgumentParser(prog="nnarray evaluate", description="Evaluate a checkpoint or model file on a test set.")
+    p = argparse.ArgumentParser(prog="nnarray evaluate",
+                                description="Evaluate a checkpoint or model file on a test set.")
     p.add_argument("--version", action="version", version=f"nnarray {__version__}")
-    p.add_argument("checkpoint", help="a run's folder (its checkpoint.npz), or a checkpoint.npz, model.npz or best.npz written by nnarray")
+    p.add_argument("checkpoint", help="a run's folder (its checkpoint.npz), or a checkpoint.npz, model.npz or best.npz "
+                                      "written by nnarray")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--dataset", choices=["mnist", "fashion-mnist", "digits"], default=None,
                    help="test set (default: the dataset recorded with the run)")
     g.add_argument("--data", metavar="FILE", default=None,
                    help="test on your own file instead: its X_test, t_test (.npz), else all its samples (.npz or .csv, "
                         "as nnarray train --data reads them)")
-    p.add_argument("--backend", choices=list(BACKEND_NAMES), default=None, help="array backend (default: $NNARRAY_BACKEND, else auto)")
+    p.add_argument("--backend", choices=list(BACKEND_NAMES), default=None,
+                   help="array backend (default: $NNARRAY_BACKEND, else auto)")
     p.add_argument("--data-dir", default=None, help="directory holding the IDX files")
-    p.add_argument("--json", action="store_true", help="print only the result, as one JSON line (as nnarray train --json)")
+    p.add_argument("--json", action="store_true",
+                   help="print only the result, as one JSON line (as nnarray train --json)")
     return p

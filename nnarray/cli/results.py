@@ -17,7 +17,8 @@ from .common import Terminated, say
 
 __all__ = ["report", "EpochLine", "class_names", "FASHION_CLASSES"]
 
-FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                   "Ankle boot"]
 
 
 class EpochLine(Callback):
@@ -31,7 +32,8 @@ class EpochLine(Callback):
 
 
 def epoch_line(rec, epochs, improved):
-    line = f"epoch {rec['epoch']:3d}/{epochs}  train loss {rec['train_loss']:.4f}  train acc {rec['train_accuracy']:.4f}  "
+    line = (f"epoch {rec['epoch']:3d}/{epochs}  "
+            f"train loss {rec['train_loss']:.4f}  train acc {rec['train_accuracy']:.4f}  ")
     if rec["val_loss"] is not None:
         line += f"val loss {rec['val_loss']:.4f}  val acc {rec['val_accuracy']:.4f}{' *' if improved else '  '}  "
     return line + f"lr {rec['lr']:.3g}  {rec['seconds']:6.2f} s  {rec['samples'] / rec['seconds']:9.0f} samples/s"
@@ -50,7 +52,8 @@ def report(run, outcome):
         run.comm.barrier()  # rank 0 writes the outputs; they are complete when any rank exits
         return 0
     save(run.net, run.path("model.npz"))
-    result = {"dataset": run.name, "network": run.net.layer_sizes, "epochs": run.done, "stopped_early": outcome == "stopped",
+    result = {"dataset": run.name, "network": run.net.layer_sizes, "epochs": run.done,
+              "stopped_early": outcome == "stopped",
               "final_val_accuracy": run.history.val_accuracy[-1] if len(run.history) else None,
               "best_epoch": run.best_epoch or run.done, "best_val_accuracy": run.best_val if run.best_epoch else None,
               "final_test_accuracy": None, "best_test_accuracy": None,
@@ -58,7 +61,8 @@ def report(run, outcome):
     extra, cm_best = {"result": result}, None
     if run.test is not None:
         cm_best = _test(run, result)
-        extra.update(confusion_matrix=cm_best.tolist(), confusion_matrix_of="best.npz" if run.best_epoch else "model.npz")
+        extra.update(confusion_matrix=cm_best.tolist(),
+                     confusion_matrix_of="best.npz" if run.best_epoch else "model.npz")
     run.logger.write(extra)
     if not args.no_plots:
         _plots(run, cm_best, result["best_epoch"])
@@ -77,7 +81,8 @@ def _interrupted(run):
     k = run.done + 1
     cont = f"nnarray train --resume {run.path('checkpoint.npz')} --epochs {run.args.epochs}"
     if run.done:
-        print(f"interrupted during epoch {k}; the checkpoint holds epoch {run.done}; continue with: {cont}", file=sys.stderr)
+        print(f"interrupted during epoch {k}; the checkpoint holds epoch {run.done}; continue with: {cont}",
+              file=sys.stderr)
     else:
         print(f"interrupted during epoch {k}; no epoch finished, so there is nothing to resume", file=sys.stderr)
     return 143 if isinstance(run.interrupt, Terminated) else 130
@@ -124,9 +129,11 @@ def _result_text(r):
     if r["final_test_accuracy"] is not None:
         s = f"done: test accuracy {r['final_test_accuracy']:.4f} (final model)"
         if r["best_val_accuracy"] is not None:
-            s += f", {r['best_test_accuracy']:.4f} (best.npz: epoch {r['best_epoch']}, val acc {r['best_val_accuracy']:.4f})"
+            s += (f", {r['best_test_accuracy']:.4f} "
+                  f"(best.npz: epoch {r['best_epoch']}, val acc {r['best_val_accuracy']:.4f})")
     else:
         val = r["final_val_accuracy"]
         s = "done: no test set; " + ("no validation split" if val is None else f"validation accuracy {val:.4f}")
-    s += f" after {plural(r['epochs'], 'epoch')}{' (stopped early)' if r['stopped_early'] else ''} ({r['seconds']:.1f} s training)"
+    early = " (stopped early)" if r["stopped_early"] else ""
+    s += f" after {plural(r['epochs'], 'epoch')}{early} ({r['seconds']:.1f} s training)"
     return s + f"; outputs in {r['out']}"

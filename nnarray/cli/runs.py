@@ -100,7 +100,8 @@ def prepare_dir(out, new_run, args, history, root="runs"):
 
 
 # -------------------------------------------------------------------------------------------- threads
-ENV_THREADS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
+ENV_THREADS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
+               "VECLIB_MAXIMUM_THREADS")
 
 
 def limit_threads(n, restart_argv=None):

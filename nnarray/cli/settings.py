@@ -18,8 +18,8 @@ from ..model import MLP
 from ..saving import CheckpointError, load_checkpoint
 from .common import UsageError, say
 
-__all__ = ["DEFAULTS", "RUN_KEYS", "config", "load_data", "own_files", "record_own_files", "validation_size", "make_optimizer", "make_schedule",
-           "make_net", "optimizer_classes", "schedule_names", "resolve", "new_state"]
+__all__ = ["DEFAULTS", "RUN_KEYS", "config", "load_data", "own_files", "record_own_files", "validation_size",
+           "make_optimizer", "make_schedule", "make_net", "optimizer_classes", "schedule_names", "resolve", "new_state"]
 
 # What a plain `nnarray train` uses. Chosen so one hidden layer reaches ≥ 0.89 on Fashion-MNIST in
 # 20 epochs on a CPU (README.md has the measured run): 512 hidden units, η 0.05 with momentum 0.9,
@@ -78,7 +78,7 @@ def schedule_names() -> list:
     return [name for name in schedules.SCHEDULES if name != "warmup"]
 
 
-def _arguments(cls) -> dict:
+def _arguments(cls: type) -> dict:
     """Constructor arguments of ``cls`` and their defaults."""
     return {k: p.default for k, p in inspect.signature(cls).parameters.items() if k != "self"}
 
@@ -216,7 +216,10 @@ def own_files(cfg):
         if cfg.get(key) is None:
             continue
         record = cfg.get(f"{key}_file")
-        cfg[key] = datasets.check_file_record(record, what=f"{what} of the run") if record else os.path.abspath(cfg[key])
+        if record:
+            cfg[key] = datasets.check_file_record(record, what=f"{what} of the run")
+        else:
+            cfg[key] = os.path.abspath(cfg[key])
     return cfg
 
 

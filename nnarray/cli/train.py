@@ -86,7 +86,8 @@ class Run:
 
     def meta(self, extra=None):
         """The run's description written into history.json."""
-        return {"nnarray": __version__, "config": self.cfg, "dataset": self.name, "backend": self.net.backend.describe(),
+        return {"nnarray": __version__, "config": self.cfg, "dataset": self.name,
+                "backend": self.net.backend.describe(),
                 "optimizer": self.opt.hyperparameters() | {"type": type(self.opt).__name__},
                 "schedule": self.schedule.config() if hasattr(self.schedule, "config") else repr(self.schedule),
                 "validation_images": 0 if self.val is None else int(self.val[0].shape[0]),
@@ -100,7 +101,8 @@ def fit(run):
     cfg, args = run.cfg, run.args
     remaining = args.epochs - run.done
     if remaining < 1:
-        say(args.quiet, f"nothing to do: the checkpoint already has {plural(run.done, 'epoch')} (ask for more with --epochs)")
+        say(args.quiet,
+            f"nothing to do: the checkpoint already has {plural(run.done, 'epoch')} (ask for more with --epochs)")
         return "done"
     X, t = run.train
     try:
@@ -133,7 +135,8 @@ def train_main(argv=None, restart=None):
         with contextlib.ExitStack() as stack:
             stack.enter_context(_sigterm_as_interrupt())
             stack.enter_context(speaking_flags())  # messages name flags; warnings are plain lines
-            limiter, threads = limit_threads(args.threads, options if (argv is None if restart is None else restart) else None)
+            may_restart = argv is None if restart is None else restart
+            limiter, threads = limit_threads(args.threads, options if may_restart else None)
             stack.enter_context(limiter)
             comm = distributed_setup(args, options)
             if threads is None:  # the default: the cores idle now (shared by this host's ranks)
@@ -243,10 +246,12 @@ def _header(run):
     say(q, f"network:  {'-'.join(map(str, net.layer_sizes))} (ReLU hidden, softmax output), {net.dtype_name}"
            + (f", dropout {cfg['dropout']}" if cfg["dropout"] else ""))
     n_val = 0 if run.val is None else run.val[0].shape[0]
-    say(q, f"dataset:  {run.name} ({run.why}): {X.shape[0]} training, {n_val} validation (held out of the training set), "
+    say(q, f"dataset:  {run.name} ({run.why}): {X.shape[0]} training, "
+           f"{n_val} validation (held out of the training set), "
            f"{'no' if run.test is None else run.test[0].shape[0]} test samples of {X.shape[1]} inputs")
-    say(q, f"training: {plural(args.epochs, 'epoch')}, batch {cfg['batch_size']}, {run.opt!r}, schedule {run.schedule!r}, "
-           f"reduction {cfg['reduction']}, seed {cfg['seed']}" + (f", early stop after {args.early_stop}" if args.early_stop else ""))
+    early = f", early stop after {args.early_stop}" if args.early_stop else ""
+    say(q, f"training: {plural(args.epochs, 'epoch')}, batch {cfg['batch_size']}, {run.opt!r}, "
+           f"schedule {run.schedule!r}, reduction {cfg['reduction']}, seed {cfg['seed']}{early}")
     if run.done:
         say(q, f"resuming: from {args.resume} after epoch {run.done}")
     say(q, f"output:   {run.out}")

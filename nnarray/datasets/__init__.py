@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import os
 
+from ..words import arg
 from .digits import load_digits
 from .errors import DatasetError, DatasetNotFoundError
 from .files import check_file_record, file_record, load_csv, load_file, load_npz
 from .idx import read_idx, write_idx
 from .loaders import find_dataset_dir, load_fashion_mnist, load_mnist
-from ..words import arg
 
 __all__ = [
     "check_file_record",
@@ -45,7 +45,7 @@ __all__ = [
 NAMES = ("mnist", "fashion-mnist", "digits")
 
 
-def load(name: str, data_dir: str | os.PathLike | None = None, download: bool = True):
+def load(name: str, data_dir: str | os.PathLike | None = None, download: bool = True) -> tuple:
     """Load a dataset by name: ``"mnist"``, ``"fashion-mnist"`` (or ``"fashion_mnist"``) or ``"digits"``.
 
     ``data_dir`` and ``download`` are passed to :func:`load_mnist` / :func:`load_fashion_mnist`;
@@ -66,7 +66,7 @@ def load(name: str, data_dir: str | os.PathLike | None = None, download: bool = 
     raise ValueError(f"unknown dataset {name!r}: expected one of {', '.join(NAMES)}")
 
 
-def choose(name: str = "auto", data_dir: str | os.PathLike | None = None):
+def choose(name: str = "auto", data_dir: str | os.PathLike | None = None) -> tuple[str, tuple, str]:
     """Resolve a dataset choice and load it: returns ``(name, data, why)``.
 
     ``"auto"`` takes MNIST when its files are found or can be downloaded, else a local Fashion-MNIST, else
@@ -90,8 +90,9 @@ def choose(name: str = "auto", data_dir: str | os.PathLike | None = None):
         mnist_error = exc
     if data_dir is not None:
         raise DatasetNotFoundError(
-            f"{arg('data_dir', repr(os.fspath(data_dir)))} holds neither MNIST nor Fashion-MNIST (the four IDX files of either), "
-            f"and MNIST could not be downloaded into it. Nothing else is tried when a directory is given.\n{mnist_error}"
+            f"{arg('data_dir', repr(os.fspath(data_dir)))} holds neither MNIST nor Fashion-MNIST "
+            "(the four IDX files of either), and MNIST could not be downloaded into it. "
+            f"Nothing else is tried when a directory is given.\n{mnist_error}"
         )
     if where is not None:
         data = load("fashion-mnist", data_dir=data_dir, download=False)
@@ -102,7 +103,8 @@ def choose(name: str = "auto", data_dir: str | os.PathLike | None = None):
         raise DatasetNotFoundError(
             "no dataset available: MNIST and Fashion-MNIST were not found and MNIST could not be downloaded, and the "
             "last fallback, scikit-learn's 8x8 digits, needs scikit-learn. Get Fashion-MNIST with "
-            "`apt-get install dataset-fashion-mnist`, put MNIST's files in $NNARRAY_DATA, or pip install scikit-learn.\n"
+            "`apt-get install dataset-fashion-mnist`, put MNIST's files in $NNARRAY_DATA, "
+            "or pip install scikit-learn.\n"
             f"{mnist_error}"
         ) from None
     return "digits", digits, "neither MNIST nor Fashion-MNIST available; scikit-learn's 8x8 digits"

@@ -7,7 +7,9 @@ import numpy as np
 __all__ = ["load_digits"]
 
 
-def load_digits(test_fraction: float = 0.2, seed: int = 0):
+def load_digits(
+    test_fraction: float = 0.2, seed: int = 0
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """Load scikit-learn's 1797 8×8 digit images, shuffled (seeded) and split train/test.
 
     Parameters

@@ -43,7 +43,9 @@ def load_file(path, test_path=None):
     train, test, labels = _load_any(path)
     if test_path is not None:
         if test is not None:
-            raise DatasetError(f"{path}: holds a test set already (X_test, t_test); drop the separate test file {test_path}")
+            raise DatasetError(
+                f"{path}: holds a test set already (X_test, t_test); drop the separate test file {test_path}"
+            )
         test, extra, more = _load_any(test_path)
         if extra is not None:
             raise DatasetError(f"{test_path}: expected one set of samples for testing, found X_test/t_test too")
@@ -100,7 +102,9 @@ def _npz(path):
         if exc.kind == "missing":
             raise DatasetError(f"{path}: no such file") from None
         if exc.kind == "npy":
-            raise DatasetError(f"{path}: a single .npy array, expected an .npz archive with X_train and t_train") from None
+            raise DatasetError(
+                f"{path}: a single .npy array, expected an .npz archive with X_train and t_train"
+            ) from None
         if exc.kind == "objects":
             raise DatasetError(f"{path}: {exc}") from None
         if exc.kind == "not-npz":
@@ -114,7 +118,8 @@ def _npz(path):
             f"missing {', '.join(missing)}; found {', '.join(sorted(arrays)) or 'none'}"
         )
     if ("X_test" in arrays) != ("t_test" in arrays):
-        raise DatasetError(f"{path}: expected X_test and t_test together, found only {'X_test' if 'X_test' in arrays else 't_test'}")
+        only = "X_test" if "X_test" in arrays else "t_test"
+        raise DatasetError(f"{path}: expected X_test and t_test together, found only {only}")
     train = _checked(arrays["X_train"], arrays["t_train"], path, "X_train", "t_train")
     labels = [(train[1], f"{path}: t_train", None)]
     test = None
@@ -140,17 +145,24 @@ def _csv(path):
         with opener(path, "rt", encoding="utf-8-sig") as fh:
             rows = [(n, line) for n, line in enumerate(fh.read().splitlines(), start=1) if line.strip()]
     except (UnicodeDecodeError, OSError, EOFError) as exc:
-        raise DatasetError(f"{path}: expected a text file of comma-separated numbers, could not read it ({exc})") from None
+        raise DatasetError(
+            f"{path}: expected a text file of comma-separated numbers, could not read it ({exc})"
+        ) from None
     if rows and not _numeric(rows[0][1]):
         rows = rows[1:]  # a header line
     if not rows:
-        raise DatasetError(f"{path}: expected rows of a label and at least one feature, found no data rows (empty file or only a header)")
+        raise DatasetError(
+            f"{path}: expected rows of a label and at least one feature, "
+            "found no data rows (empty file or only a header)"
+        )
     try:
         table = np.loadtxt([line for _, line in rows], delimiter=",", dtype=np.float64, comments=None, ndmin=2)
     except ValueError:
         raise DatasetError(_csv_problem(path, rows)) from None
     if table.shape[1] < 2:
-        raise DatasetError(f"{path}: expected rows of a label and at least one feature, got {table.shape[1]} column per row")
+        raise DatasetError(
+            f"{path}: expected rows of a label and at least one feature, got {table.shape[1]} column per row"
+        )
     lines = np.asarray([n for n, _ in rows])
     X, t = _checked(table[:, 1:], table[:, 0], path, "features", "label column", lambda i: f"line {lines[i]}")
     return X, t, lines
@@ -215,7 +227,8 @@ def _features(X, path, xname, where):
     if bad.any():
         n, i = int(np.count_nonzero(bad)), int(np.flatnonzero(bad.any(axis=1))[0])
         raise DatasetError(
-            f"{path}: {xname}: expected finite values, got {n} NaN or inf entr{'y' if n == 1 else 'ies'} (the first at {where(i)})"
+            f"{path}: {xname}: expected finite values, "
+            f"got {n} NaN or inf entr{'y' if n == 1 else 'ies'} (the first at {where(i)})"
         )
     return X
 

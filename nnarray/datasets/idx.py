@@ -50,7 +50,7 @@ def _type_name(dtype: np.dtype) -> str:
     return dtype.newbyteorder("=").name
 
 
-def _shape_str(dims) -> str:
+def _shape_str(dims: tuple[int, ...]) -> str:
     return "×".join(str(d) for d in dims) if len(dims) else "scalar"
 
 
@@ -147,7 +147,7 @@ def _read_idx(path: str | os.PathLike, writeable: bool) -> np.ndarray:
     return arr.astype(dtype.newbyteorder("="), copy=True)
 
 
-def write_idx(path: str | os.PathLike, array, gzip: bool = False) -> Path:
+def write_idx(path: str | os.PathLike, array: np.ndarray, gzip: bool = False) -> Path:
     """Write ``array`` as an IDX file, atomically (temporary file + ``os.replace``).
 
     Parameters

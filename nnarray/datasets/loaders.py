@@ -31,10 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DatasetError, DatasetNotFoundError
 from .._files import atomic_write
-from .idx import _read_idx
 from ..words import arg
+from .errors import DatasetError, DatasetNotFoundError
+from .idx import _read_idx
 
 __all__ = [
     "FILES",
@@ -165,6 +165,7 @@ def find_dataset_dir(name: str, data_dir: str | os.PathLike | None = None) -> Pa
     that order. Never downloads.
     """
     name = _canonical(name)
+    d: Path | None
     if data_dir is not None:
         d = Path(data_dir).expanduser()
         return d if not _locate(d)[1] else None
@@ -189,7 +190,8 @@ def _how_to(name: str) -> str:
     lines = ["To get the files, do one of:"]
     if name == "fashion-mnist":
         lines.append(
-            "  - apt-get install dataset-fashion-mnist   (Debian/Ubuntu: puts them in /usr/share/datasets/fashion-mnist/)"
+            "  - apt-get install dataset-fashion-mnist   "
+            "(Debian/Ubuntu: puts them in /usr/share/datasets/fashion-mnist/)"
         )
     lines += [
         f"  - put the four files (gzipped or not) in a directory DIR and pass {arg('data_dir', 'DIR')}, "
@@ -234,7 +236,7 @@ def _download(name: str, dest: Path, missing: list[str]) -> None:
                 mismatch = (url, actual, len(blob))
                 continue
             dest.mkdir(parents=True, exist_ok=True)
-            atomic_write(target, lambda f: f.write(blob))
+            atomic_write(target, lambda f, data=blob: f.write(data))
             break
         else:
             if mismatch is not None:
@@ -246,9 +248,10 @@ def _download(name: str, dest: Path, missing: list[str]) -> None:
             raise _DownloadFailed("; ".join(errors) or "no mirror configured")
 
 
-def _resolve(name: str, data_dir, download: bool) -> dict[str, Path]:
+def _resolve(name: str, data_dir: str | os.PathLike | None, download: bool) -> dict[str, Path]:
     """Paths of the four files, downloading them if allowed and needed."""
     title = _TITLES[name]
+    d: Path | None
     if data_dir is not None:
         d = Path(data_dir).expanduser()
         found, missing = _locate(d)
@@ -278,7 +281,8 @@ def _resolve(name: str, data_dir, download: bool) -> dict[str, Path]:
         f"  - {label}: {d}  ({_describe(d)})" if d is not None else f"  - {label}: {note}"
         for label, d, note in candidates
     )
-    head = f"{title} not found: no searched directory holds all four files.\n{_files_line()}\nSearched, in order:\n{searched}\n"
+    head = (f"{title} not found: no searched directory holds all four files.\n{_files_line()}\n"
+            f"Searched, in order:\n{searched}\n")
     if not download:
         raise DatasetNotFoundError(f"{head}Download not attempted ({arg('download', 'False')}).\n{_how_to(name)}")
     try:
@@ -321,14 +325,18 @@ def _read_split(images_path: Path, labels_path: Path, normalize: bool) -> tuple[
     return X, labels.astype(np.int64)
 
 
-def _load(name: str, data_dir, download: bool, normalize: bool):
+def _load(
+    name: str, data_dir: str | os.PathLike | None, download: bool, normalize: bool
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     paths = _resolve(name, data_dir, download)
     train = _read_split(paths[FILES[0]], paths[FILES[1]], normalize)
     test = _read_split(paths[FILES[2]], paths[FILES[3]], normalize)
     return train, test
 
 
-def load_mnist(data_dir: str | os.PathLike | None = None, download: bool = True, normalize: bool = True):
+def load_mnist(
+    data_dir: str | os.PathLike | None = None, download: bool = True, normalize: bool = True
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """Load MNIST handwritten digits.
 
     Parameters
@@ -363,7 +371,7 @@ def load_mnist(data_dir: str | os.PathLike | None = None, download: bool = True,
 
 def load_fashion_mnist(
     data_dir: str | os.PathLike | None = None, download: bool = True, normalize: bool = True
-):
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """Load Fashion-MNIST (Zalando's 28×28 clothing images, 10 classes), same format as MNIST.
 
     Searched as :func:`load_mnist` does (with ``fashion-mnist`` as the sub-directory name), plus,

@@ -38,6 +38,7 @@ the kernels' own arithmetic only on a GPU.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import numpy as np
 
@@ -163,7 +164,7 @@ extern "C" __global__ void axpy(real* W, const real* V, long long n)
 extern "C" __global__ void advance(long long* off_p, long long B) { *off_p += B; }
 """
 
-_MODULES = {}
+_MODULES: dict[str, Any] = {}
 
 
 def gemm_geometry(a_shape, trans_a, b_shape, trans_b):
@@ -297,7 +298,8 @@ class CupyGraphStep(TrainStep):
         self.backend = net.backend
         self.dtype = cp.dtype(net.dtype_name)
         self.mod = _module(net.dtype_name)
-        self.k = {name: self.mod.get_function(name) for name in ("gemm", "gather", "softmax_ce", "bias_update", "axpy", "advance")}
+        kernels = ("gemm", "gather", "softmax_ce", "bias_update", "axpy", "advance")
+        self.k = {name: self.mod.get_function(name) for name in kernels}
         self.Xd = Xd
         self.labels = cp.argmax(Td, axis=1).astype(cp.int32)  # once per fit: the kernels use class indices
         self.perm = cp.zeros((Xd.shape[0],), cp.int64)
