@@ -16,11 +16,14 @@ import importlib
 import importlib.util
 import os
 import sys
+import urllib.error
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from nnarray.datasets import loaders
 
 
 def _importable(module):
@@ -160,3 +163,23 @@ def import_script():
         yield importlib.import_module
     finally:
         sys.path.remove(str(SCRIPTS_DIR))
+
+
+@pytest.fixture
+def isolated(tmp_path, monkeypatch):
+    """For the dataset tests: no $NNARRAY_DATA, a fresh $HOME, no system dirs, and a network that is always down."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.delenv("NNARRAY_DATA", raising=False)
+    monkeypatch.setattr(loaders, "FASHION_MNIST_SYSTEM_DIRS", [])
+    monkeypatch.setattr(loaders, "MNIST_SYSTEM_DIRS", [])
+    calls = []
+
+    def offline(url, timeout):
+        calls.append((url, timeout))
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(loaders, "_fetch", offline)
+    return calls
