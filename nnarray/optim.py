@@ -69,7 +69,7 @@ class FusedForm:
 
     Two uses:
 
-    * **in place, one pass per parameter** (NumPy ``out=`` ufuncs, a CuPy ``ElementwiseKernel``, ...): a
+    * **in place, one pass per parameter** (a Numba loop on NumPy, a CuPy ``ElementwiseKernel``, ...): a
       subclass defines ``apply(p, g, state, scalars) -> None``, which must leave ``p`` and the arrays of
       ``state`` (``{state name: array}``, every one present, created by :meth:`Optimizer.init_state`) equal
       to what :meth:`Optimizer.rule` returns for the same arguments, and must not change ``g``.
@@ -384,8 +384,8 @@ def register_fused_forms(backend_name, make):
 
 
 def _fused_for(opt, cls, family, backend):
-    """``opt``'s fused form of ``cls``'s rule on ``backend`` (NumPy, torch, CuPy; :mod:`nnarray.fused`), or None: made
-    once per backend and configuration and kept (a NumPy form keeps its scratch buffers)."""
+    """``opt``'s fused form of ``cls``'s rule on ``backend`` (NumPy, CuPy; :mod:`nnarray.fused`), or None: made
+    once per backend and configuration and kept (a Numba form keeps its step's constants)."""
     make = _FUSED_MAKERS.get(backend.name)
     if make is None or not _own_rule(opt, cls):
         return None
@@ -501,8 +501,8 @@ class SGD(Optimizer):
         return p + (mu * v - lr * g if self.nesterov else v), {"velocity": v}  # Nesterov: −η (g + μ b)
 
     def fused(self, backend: Backend) -> FusedForm | None:
-        """The in-place form on NumPy, torch and CuPy (:mod:`nnarray.fused`); on CuPy without Nesterov and weight decay
-        it is also the :class:`HeavyBallSGD` the graph step's kernels compute. None elsewhere."""
+        """The in-place form on CuPy (:mod:`nnarray.fused`), without Nesterov and weight decay also the
+        :class:`HeavyBallSGD` the graph step's kernels compute. None elsewhere (NumPy and torch: the rule)."""
         return _fused_for(self, SGD, "sgd", backend)
 
 
@@ -549,7 +549,7 @@ class Adam(Optimizer):
         return {"lr": self.lr, "step_size": self.lr / (1.0 - b1**self.t), "bc2_sqrt": math.sqrt(1.0 - b2**self.t)}
 
     def fused(self, backend: Backend) -> FusedForm | None:
-        """The in-place form on NumPy, torch and CuPy (:mod:`nnarray.fused`), else None."""
+        """The in-place form on NumPy (with the ``numba`` extra) and CuPy (:mod:`nnarray.fused`), else None."""
         return _fused_for(self, Adam, "adam", backend)
 
     def rule(self, p: Array, g: Array, state: dict[str, Array | None],
@@ -635,7 +635,7 @@ class RMSprop(Optimizer):
         return ("square_avg", "momentum_buffer") if self.momentum else ("square_avg",)
 
     def fused(self, backend: Backend) -> FusedForm | None:
-        """The in-place form on NumPy, torch and CuPy (:mod:`nnarray.fused`), else None."""
+        """The in-place form on NumPy (with the ``numba`` extra) and CuPy (:mod:`nnarray.fused`), else None."""
         return _fused_for(self, RMSprop, "rmsprop", backend)
 
     def rule(self, p: Array, g: Array, state: dict[str, Array | None],
@@ -699,7 +699,7 @@ class AdaGrad(Optimizer):
         return h + self.initial_accumulator_value if self.initial_accumulator_value else h
 
     def fused(self, backend: Backend) -> FusedForm | None:
-        """The in-place form on NumPy, torch and CuPy (:mod:`nnarray.fused`), else None."""
+        """The in-place form on NumPy (with the ``numba`` extra) and CuPy (:mod:`nnarray.fused`), else None."""
         return _fused_for(self, AdaGrad, "adagrad", backend)
 
     def rule(self, p: Array, g: Array, state: dict[str, Array | None],

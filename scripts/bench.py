@@ -81,11 +81,10 @@ def load_data(kind="auto", n_samples=EPOCH_SAMPLES, seed=SEED):
 
 
 # --------------------------------------------------------------------------- rows: epoch(n) -> (seconds, mean loss)
-#: Row variants: the step (``generic`` / ``fast``, :func:`nnarray.fit`'s ``fast``) or, on NumPy, the optimizer's
-#: update engine (``functional``: the pure rule; ``ufunc``: the fused in-place ufunc blocks; the plain row uses
-#: the default, Numba loops when the extra is installed), chosen by the switches nnarray reads.
-VARIANTS = {"": ({}, None), "generic": ({}, False), "fast": ({}, True),
-            "functional": ({"NNARRAY_FUSED": "0"}, None), "ufunc": ({"NNARRAY_NUMBA": "0"}, None)}
+#: Row variants: the step (``generic`` / ``fast``, :func:`nnarray.fit`'s ``fast``) or the optimizer's update
+#: (``functional``: the pure rule, no fused form; the plain row uses the default, a fused form where one stands),
+#: chosen by the switches nnarray reads.
+VARIANTS = {"": ({}, None), "generic": ({}, False), "fast": ({}, True), "functional": ({"NNARRAY_FUSED": "0"}, None)}
 
 
 def _variant(variant):
@@ -439,8 +438,8 @@ def epoch_gflop(cfg):
 def header(args, env, data_desc):
     what = (f"recipes {args.recipes}" + (f" and seed network configs {args.configs}" if args.configs else "")
             if args.recipes else f"seed network, SGD lr={LR} (mean)")
-    updates = ("one compiled Numba pass per parameter" if env["numpy_updates"] == "numba"
-               else f"in-place ufunc blocks ({fused.NUMBA_MISSING})")
+    updates = ("one compiled Numba pass per parameter for Adam, AdamW, RMSprop, AdaGrad; the functional rule for SGD"
+               if env["numpy_updates"] == "numba" else f"the functional rule ({fused.NUMBA_MISSING})")
     return "\n".join([
         f"nnarray benchmark: {what}, {args.dtype}, {EPOCH_SAMPLES} samples/epoch", *ys.describe(env),
         f"gemm        NumPy {args.dtype} matmul at 1000^3: {env['gemm_gflops_1000']:.0f} GFLOP/s "
@@ -463,8 +462,8 @@ def build_parser():
     p.add_argument("--repeats", type=int, default=6, help="timed epochs per row, rotating who goes first (median)")
     p.add_argument("--samples", type=int, default=EPOCH_SAMPLES, help="samples per timed epoch (scaled to 60000)")
     p.add_argument("--backends", default=None, help="nnarray rows: numpy,cupy,array_api_strict,torch,jax, each with "
-                   "optional :generic or :fast (the step) or, on NumPy, :functional or :ufunc (the optimizer's update "
-                   "engine) (default numpy, jax:generic,jax:fast, plus cupy,cupy:fast with a GPU)")
+                   "optional :generic or :fast (the step) or :functional (the optimizer's update without its fused "
+                   "form) (default numpy, jax:generic,jax:fast, plus cupy,cupy:fast with a GPU)")
     p.add_argument("--yardsticks", default=",".join(YARDSTICKS), help=f"among {','.join(YARDSTICKS)} (default all)")
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     p.add_argument("--data", default="auto", choices=["auto", "fashion-mnist", "random"])
