@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from ..step import TrainStep
+from ..words import arg
 
 __all__ = ["CupyGraphStep", "VALIDATED", "FORCE_LARGE", "force_large"]
 
@@ -266,7 +267,7 @@ class CupyGraphStep(TrainStep):
         bakes in their device addresses and the kernels index them as dense rows).
         """
         if not explicit and not VALIDATED:
-            return "the CuPy graph path is experimental until validated on a GPU (use fast=True)"
+            return f"the CuPy graph path is experimental until validated on a GPU (use {arg('fast', 'True')})"
         if net.backend.name != "cupy":
             return "not the cupy backend"
         form, reason = _heavy_ball(opt, net.backend)
