@@ -273,8 +273,10 @@ def test_ctrl_c_in_the_first_epoch_says_there_is_nothing_to_resume(tmp_path, mon
     assert "interrupted during epoch 1; no epoch finished" in capsys.readouterr().err
 
 
-def test_sigint_to_the_command(tmp_path):
-    """A real Ctrl-C: SIGINT to the process while it trains."""
+@pytest.mark.parametrize("stop, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_sigterm_ends_the_command_as_ctrl_c_does(tmp_path, stop, status):
+    """A real Ctrl-C (SIGINT) or SIGTERM (timeout, Slurm, docker stop) while the process trains: the last finished
+    epoch is kept and the way on is printed."""
     out = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-u", "-m", "nnarray", "train", "--dataset", "digits", "--hidden", "256",
                              "--epochs", "10000", "--backend", "numpy", "--no-plots", "--out", str(out)],
@@ -283,36 +285,15 @@ def test_sigint_to_the_command(tmp_path):
         for line in proc.stdout:
             if line.startswith("epoch   2/"):
                 break
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
-    assert proc.returncode == 130, err
-    k = nn.load_checkpoint(out / "checkpoint.npz")["epoch"]
-    assert k >= 2
-    assert (f"interrupted during epoch {k + 1}; the checkpoint holds epoch {k}; "
-            "continue with: nnarray train --resume") in err
-
-
-@pytest.mark.parametrize("stop, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_sigterm_ends_the_command_as_ctrl_c_does(tmp_path, stop, status):
-    """timeout, Slurm and docker stop send SIGTERM: the last finished epoch is kept, the way on is printed."""
-    out = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-u", "-m", "nnarray", "train", "--dataset", "digits", "--hidden", "256",
-                             "--epochs", "10000", "--backend", "numpy", "--no-plots", "--out", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
-    try:
-        for line in proc.stdout:
-            if line.startswith("epoch   1/"):
-                break
         proc.send_signal(stop)
         _, err = proc.communicate(timeout=60)
     finally:
         proc.kill()
     assert proc.returncode == status, err
     k = nn.load_checkpoint(out / "checkpoint.npz")["epoch"]
-    assert k >= 1
-    assert f"the checkpoint holds epoch {k}; continue with: nnarray train --resume {out / 'checkpoint.npz'}" in err
+    assert k >= 2
+    assert (f"interrupted during epoch {k + 1}; the checkpoint holds epoch {k}; "
+            f"continue with: nnarray train --resume {out / 'checkpoint.npz'}") in err
     assert "Traceback" not in err
 
 

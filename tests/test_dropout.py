@@ -32,6 +32,22 @@ def _recording_forward(net, calls):
     net.forward = recorded
 
 
+def _masks_of_an_epoch(net, Xd, Td, seed, batch_size, rank, size):
+    """The masks each forward call of one epoch of rank ``rank`` of ``size`` got (a fake communicator)."""
+    from nnarray.step import TrainStep  # noqa: PLC0415
+
+    step = TrainStep(net, nn.SGD(1e-12), Xd, Td, "mean")
+    step.mask_rng = np.random.default_rng(seed)
+    calls = []
+    _recording_forward(net, calls)
+    comm = dataclasses.make_dataclass("C", ["rank", "size"])(rank, size)
+    try:
+        step.epoch(net.backend.asarray(np.arange(Xd.shape[0])), batch_size, comm=comm)
+    finally:
+        del net.forward
+    return calls
+
+
 def test_fit_drops_at_the_rate_in_training_only(blobs):
     X, t = blobs(n=600, n_in=12, seed=0)
     net = nn.MLP([12, 200, 3], backend="numpy", dtype="float64", seed=0, dropout=0.4)
@@ -146,20 +162,13 @@ def test_models_saved_before_dropout_load_without_it(tmp_path):
 
 def test_data_parallel_shares_take_rows_of_the_global_batchs_masks(blobs):
     """With P ranks each rank trains its rows with the masks the one-process run gives those rows."""
-    from nnarray.step import TrainStep  # noqa: PLC0415
 
     X, t = blobs(n=50, seed=1)
     net = nn.MLP([12, 9, 3], backend="numpy", dtype="float64", seed=0, dropout=0.5)
     Xd, Td = net.backend.asarray(X), F.one_hot(net.xp, net.backend.asarray(t), 3, net.dtype)
     seen = {}
     for rank, size in ((0, 1), (0, 2), (1, 2)):
-        step = TrainStep(net, nn.SGD(1e-12), Xd, Td, "mean")
-        step.mask_rng = np.random.default_rng(3)
-        calls = []
-        _recording_forward(net, calls)
-        comm = dataclasses.make_dataclass("C", ["rank", "size"])(rank, size)
-        step.epoch(net.backend.asarray(np.arange(50)), 20, comm=comm)
-        del net.forward
+        calls = _masks_of_an_epoch(net, Xd, Td, 3, 20, rank, size)
         seen[rank, size] = [nn.to_numpy(m[0]) for m in calls]
     one = seen[0, 1]
     for b, M in enumerate(one):
@@ -208,13 +217,7 @@ def test_epoch_masks_are_the_batch_by_batch_masks_on_every_backend_and_rank_coun
     ref_rng = np.random.default_rng(4)
     reference = [_masks_batch_by_batch(net, ref_rng, min(5, 23 - s)) for s in range(0, 23, 5)]
     for rank in range(ranks):
-        step = step_mod.TrainStep(net, nn.SGD(1e-12), Xd, Td, "mean")
-        step.mask_rng = np.random.default_rng(4)
-        calls = []
-        _recording_forward(net, calls)
-        comm = dataclasses.make_dataclass("C", ["rank", "size"])(rank, ranks)
-        step.epoch(net.backend.asarray(np.arange(23)), 5, comm=comm)
-        del net.forward
+        calls = _masks_of_an_epoch(net, Xd, Td, 4, 5, rank, ranks)
         assert len(calls) == len(reference)
         for got, want in zip(calls, reference, strict=True):
             n = want[0].shape[0]
