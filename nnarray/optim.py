@@ -49,7 +49,7 @@ from typing import Any, TypeAlias
 
 import array_api_compat
 
-from .backend import Array, Backend, to_numpy
+from .backend import Array, Backend, get_backend, to_numpy
 from .checks import FRACTION, PARAMETERS, POSITIVE, check_lr, validate
 
 #: ``{parameter key: array}``: a network's parameters (``"W1"``, ``"b1"``, ...) or their gradients.
@@ -331,27 +331,16 @@ def _xp(p):
     return array_api_compat.array_namespace(p)
 
 
-_NAMESPACE_TESTS = (
-    ("numpy", array_api_compat.is_numpy_namespace),
-    ("cupy", array_api_compat.is_cupy_namespace),
-    ("torch", array_api_compat.is_torch_namespace),
-    ("jax", array_api_compat.is_jax_namespace),
-    ("array_api_strict", array_api_compat.is_array_api_strict_namespace),
-)
-
-
 _BACKENDS: dict = {}  # (array type, device name) -> Backend: update() asks once per step
 
 
 def _backend_of(x: Array) -> Backend:
-    """The Backend ``x`` lives on (its namespace and device), named as :func:`nnarray.get_backend` names it."""
+    """The Backend ``x`` lives on: :func:`nnarray.get_backend` of ``x``, kept per array type and device."""
     device = array_api_compat.device(x)
     key = (type(x), str(device))  # str: the standard does not require devices to be hashable
     be = _BACKENDS.get(key)
     if be is None:
-        xp = array_api_compat.array_namespace(x)
-        name = next((n for n, test in _NAMESPACE_TESTS if test(xp)), getattr(xp, "__name__", "array_api"))
-        be = _BACKENDS[key] = Backend(name, xp, device)
+        be = _BACKENDS[key] = get_backend(x)
     return be
 
 
