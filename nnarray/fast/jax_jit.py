@@ -101,14 +101,9 @@ class JaxJitStep(TrainStep):
         if masks is not None:  # host → device, once per batch (no read back)
             masks = [None if M is None else net.backend.asarray(M, dtype=net.dtype) for M in masks]
         opt.t += 1
-        names = opt.state_names()
         for k, p in net.params.items():  # the state's initial values where missing (what rule treats None as)
-            missing = [name for name in names if k not in opt.state[name]]
-            if missing:
-                initial = opt.init_state(p)
-                for name in missing:
-                    opt.state[name][k] = initial[name]
-        state = {name: dict(opt.state[name]) for name in names}
+            opt._created_state(k, p)
+        state = {name: dict(opt.state[name]) for name in opt.state_names()}
         n = idx.shape[0] if n is None else n
         params, state, E, correct = self._compiled(n, dict(net.params), state, self.Xd, self.Td, idx, masks,
                                                    opt.scalars())  # fmt: skip
