@@ -1,5 +1,5 @@
 """The optimizers' rules as Numba loops: one pass over each parameter and its state (the ``numba`` extra), for
-the optimizers :data:`nnarray.fused.NUMPY_FUSED_FAMILIES` names (Adam/AdamW, RMSprop, AdaGrad).
+the optimizers :data:`nnarray.fused.NUMPY_FUSED_FAMILIES` names (SGD, Adam/AdamW, RMSprop, AdaGrad).
 
 Imported by :mod:`nnarray.fused` only when Numba is installed. Every kernel takes flat contiguous arrays of one
 dtype and scalars already cast to that dtype (so float32 is computed in float32, as the functional rule's weak
@@ -14,6 +14,22 @@ import math
 import numba
 
 _jit = numba.njit(cache=True, error_model="numpy", nogil=True)
+
+
+@_jit
+def sgd(p, g, lr, wd):
+    for i in range(p.size):
+        gi = g[i] + wd * p[i] if wd != 0 else g[i]
+        p[i] = p[i] - lr * gi
+
+
+@_jit
+def sgd_momentum(p, g, v, lr, mu, wd, nesterov):
+    for i in range(p.size):
+        gi = g[i] + wd * p[i] if wd != 0 else g[i]
+        vi = mu * v[i] - lr * gi
+        v[i] = vi
+        p[i] = p[i] + (mu * vi - lr * gi if nesterov else vi)
 
 
 @_jit

@@ -29,7 +29,7 @@ from .optim import FusedForm, HeavyBallSGD, register_fused_forms
 __all__ = ["NUMPY_FUSED_FAMILIES", "NUMBA_MISSING", "NumbaForm", "numpy_engine", "numpy_form", "cupy_form"]
 
 # Which optimizers get a compiled pass on NumPy: the figures and the 10 % rule are in docs/speed.md.
-NUMPY_FUSED_FAMILIES = frozenset({"adam", "rmsprop", "adagrad"})
+NUMPY_FUSED_FAMILIES = frozenset({"sgd", "adam", "rmsprop", "adagrad"})
 
 
 # --------------------------------------------------------------------------------------------- NumPy
@@ -59,16 +59,17 @@ class NumbaForm(FusedForm):
         return cached
 
     def apply(self, p, g, state, scalars):
-        arrays = list(state.values())
-        if not (p.flags.c_contiguous and g.flags.c_contiguous and g.dtype == p.dtype
-                and all(a.flags.c_contiguous and a.dtype == p.dtype for a in arrays)):
-            new_p, new_state = self.opt.rule(p, g, state, scalars)
-            p[...] = new_p
-            for name, v in new_state.items():
-                state[name][...] = v
-            return
         kernel, consts, names = self._kernel(state, scalars, p.dtype)
-        kernel(p.reshape(-1), g.reshape(-1), *[state[n].reshape(-1) for n in names], *consts)
+        arrays = [state[n] for n in names]
+        dtype = p.dtype
+        if (p.flags.c_contiguous and g.flags.c_contiguous and g.dtype == dtype
+                and all(a.flags.c_contiguous and a.dtype == dtype for a in arrays)):
+            kernel(p.reshape(-1), g.reshape(-1), *[a.reshape(-1) for a in arrays], *consts)
+            return
+        new_p, new_state = self.opt.rule(p, g, state, scalars)
+        p[...] = new_p
+        for name, v in new_state.items():
+            state[name][...] = v
 
 
 #: Why the NumPy updates run the functional rule rather than one compiled pass (Numba missing).

@@ -228,16 +228,17 @@ class Optimizer:
             return
         scalars = self.scalars()
         form = self._in_place_form(params, grads)
-        names = self.state_names()
-        for k, g in grads.items():
-            p = params[k]
-            if form is not None:
+        if form is not None:
+            for k, g in grads.items():
+                p = params[k]
                 form.apply(p, g, self._created_state(k, p), scalars)
-                continue
-            new_p, new_state = self.rule(p, g, {name: self.state[name].get(k) for name in names}, scalars)
+            return
+        names, state = self.state_names(), self.state
+        for k, g in grads.items():
+            new_p, new_state = self.rule(params[k], g, {name: state[name].get(k) for name in names}, scalars)
             params[k] = new_p
             for name, v in new_state.items():
-                self.state[name][k] = v
+                state[name][k] = v
 
     def _created_state(self, k: str, p: Array) -> dict:
         """``{state name: array}`` of parameter ``k``, each created (:meth:`init_state`) and stored where missing."""
@@ -255,11 +256,13 @@ class Optimizer:
         if type(self).fused is Optimizer.fused or not fused_updates_enabled():
             return None
         ps = [params[k] for k in grads]
-        states = [v for arrays in self.state.values() for v in arrays.values()]
-        if not all(array_api_compat.is_writeable_array(a) for a in ps + states):
+        form = self.fused(_backend_of(ps[0]))  # kept per backend: the cheap question first
+        if form is None or form.apply is None:
             return None
-        form = self.fused(_backend_of(ps[0]))
-        return form if form is not None and form.apply is not None else None
+        writeable = array_api_compat.is_writeable_array
+        if all(map(writeable, ps)) and all(writeable(v) for arrays in self.state.values() for v in arrays.values()):
+            return form
+        return None
 
     # ---------------------------------------------------------------- state
     def snapshot(self) -> dict[str, Any]:
@@ -480,14 +483,17 @@ class SGD(Optimizer):
 
     def rule(self, p: Array, g: Array, state: dict[str, Array | None],
              scalars: dict[str, float]) -> tuple[Array, dict[str, Array]]:
+        # Each expression starts with a fresh product and adds the stored array to it: NumPy then writes the
+        # sum into that temporary (temporary elision), so W ← W − ηΔW makes one new array, not two
+        # (``p - lr * g`` makes two: elision needs the temporary on the left of a subtraction).
         lr, mu = scalars["lr"], self.momentum
         if self.weight_decay:
-            g = g + self.weight_decay * p
+            g = self.weight_decay * p + g
         if mu == 0.0:
-            return p - lr * g, {}  # W ← W − η ΔW
+            return -lr * g + p, {}  # W ← W − η ΔW
         v = state["velocity"]
-        v = -lr * g if v is None else mu * v - lr * g  # v ← μv − ηg  (= −η b, b ← μb + g)
-        return p + (mu * v - lr * g if self.nesterov else v), {"velocity": v}  # Nesterov: −η (g + μ b)
+        v = -lr * g if v is None else -lr * g + mu * v  # v ← μv − ηg  (= −η b, b ← μb + g)
+        return (-lr * g + mu * v + p if self.nesterov else v + p), {"velocity": v}  # Nesterov: −η (g + μ b)
 
     def fused(self, backend: Backend) -> FusedForm | None:
         """The in-place form on CuPy (:mod:`nnarray.fused`), without Nesterov and weight decay also the
