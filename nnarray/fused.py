@@ -24,6 +24,8 @@ from __future__ import annotations
 import importlib.util
 import os
 
+import numpy as np  # the NumPy forms' dtypes (np.finfo); CuPy's forms take CuPy arrays
+
 from .optim import FusedForm, HeavyBallSGD, register_fused_forms
 
 __all__ = ["NUMPY_FUSED_FAMILIES", "NUMBA_MISSING", "NumbaForm", "numpy_engine", "numpy_form", "cupy_form"]
@@ -53,7 +55,8 @@ class NumbaForm(FusedForm):
             name, consts, arrays = _arguments(self.opt, self.family, state, scalars)
             names = [n for n in self.opt.state_names() if any(state[n] is a for a in arrays)]
             dt = dtype.type  # constants in the arrays' dtype: float32 computes in float32, as the rule does
-            consts = tuple(c if isinstance(c, int) else dt(c) for c in consts)
+            tiny = np.finfo(dtype).tiny  # the kernels' flush-to-zero threshold (see _numba_kernels)
+            consts = (*(c if isinstance(c, int) else dt(c) for c in consts), dt(tiny))
             cached = (getattr(_numba_kernels, name), consts, names)
             self._step = (scalars, dtype, cached)
         return cached

@@ -246,3 +246,25 @@ def test_torch_takes_the_functional_rule(name, kw):
         np.testing.assert_allclose(params[k].numpy(), ref_params[k], rtol=1e-12, atol=1e-15, err_msg=k)
         for n in ref.state_names():
             np.testing.assert_allclose(opt.state[n][k].numpy(), ref.state[n][k], rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("name,kw,state", [("SGD", {"momentum": 0.9}, "velocity"), ("Adam", {}, "exp_avg"),
+                                           ("RMSprop", {"momentum": 0.9}, "momentum_buffer")])
+def test_a_decaying_state_is_flushed_to_zero_not_left_subnormal(name, kw, state, numba_on):
+    """A weight whose gradient stays 0 (a dead ReLU unit's) sees its state decay: the rule leaves it stuck at the
+    smallest subnormals (μ · 2⁻¹⁴⁹ rounds back to 2⁻¹⁴⁹), where every later pass on x86 takes a microcode assist;
+    the Numba loops store 0 instead. Parameters equal the rule's; the states differ only below the smallest normal."""
+    tiny = np.finfo(np.float32).tiny
+    params = {"W": np.full((4, 8), 0.5, dtype=np.float32)}
+    ref_params = _read_only(params)
+    opt, ref = getattr(nn, name)(lr=LR[name], **kw), getattr(nn, name)(lr=LR[name], **kw)
+    g = {"W": np.full((4, 8), 0.25, dtype=np.float32)}
+    zero = {"W": np.zeros((4, 8), dtype=np.float32)}
+    for grads in [g] + [zero] * 1500:  # 0.9¹⁵⁰⁰ ≈ 1e-69: far below float32's subnormals
+        opt.update(params, grads)
+        ref_params = _read_only(ref_params)
+        ref.update(ref_params, grads)
+    stuck = ref.state[state]["W"]
+    assert np.all((stuck != 0) & (np.abs(stuck) < tiny)), "the rule's state is stuck among the subnormals"
+    assert np.all(opt.state[state]["W"] == 0.0)
+    np.testing.assert_array_equal(params["W"], ref_params["W"])
