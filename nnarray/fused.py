@@ -1,16 +1,16 @@
 """Fused forms of the optimizers' rules: each update applied in place, one pass per parameter, per backend.
 
-:meth:`nnarray.optim.Optimizer.rule` is the reference: pure expressions, a new array per operation. On a
-backend whose arrays are writeable, :meth:`~nnarray.optim.Optimizer.update` uses the optimizer's fused form
+:meth:`nnarray.optim.Optimizer.rule` is the reference: pure expressions whose results are stored. On a backend
+whose arrays are writeable, :meth:`~nnarray.optim.Optimizer.update` uses the optimizer's fused form
 (:meth:`~nnarray.optim.Optimizer.fused`) instead, where there is one; it leaves the parameter ``p`` and the
 state arrays equal to what the rule returns (to rounding; tests/test_fused.py checks 1e-12 in float64 for every
 option) and never changes the gradient ``g``. A form stands beside the rule only where ``scripts/bench.py``
-measures it at least 10 % faster per epoch at 784-100-10 and 784-1000-10 (docs/speed.md):
+measures it faster per epoch at the sizes people train and no slower at the seed's (docs/speed.md):
 
-* **NumPy** — Adam/AdamW, RMSprop and AdaGrad (:data:`NUMPY_FUSED_FAMILIES`), with the ``numba`` extra
-  installed: one compiled loop per parameter (:class:`NumbaForm`) that reads p, g and the state once and
-  writes them once. SGD (plain, momentum, Nesterov, weight decay), and every optimizer without the extra, take
-  the functional rule. :func:`numpy_engine` says which one runs.
+* **NumPy** — every optimizer (:data:`NUMPY_FUSED_FAMILIES`), with the ``numba`` extra installed: one compiled
+  loop per parameter (:class:`NumbaForm`) that reads p, g and the state once and writes them once, and flushes
+  a decaying state to zero rather than leave it subnormal (:mod:`nnarray._numba_kernels`). Without the extra
+  the functional rule runs; :func:`numpy_engine` says which one does.
 * **torch** — no fused form: the functional rule.
 * **CuPy** — one ``ElementwiseKernel`` per optimizer: one kernel launch per parameter and step. The kernels
   are compiled on first use; this module imports without CuPy.
@@ -30,7 +30,7 @@ from .optim import FusedForm, HeavyBallSGD, register_fused_forms
 
 __all__ = ["NUMPY_FUSED_FAMILIES", "NUMBA_MISSING", "NumbaForm", "numpy_engine", "numpy_form", "cupy_form"]
 
-# Which optimizers get a compiled pass on NumPy: the figures and the 10 % rule are in docs/speed.md.
+# Which optimizers get a compiled pass on NumPy: the figures are in docs/speed.md.
 NUMPY_FUSED_FAMILIES = frozenset({"sgd", "adam", "rmsprop", "adagrad"})
 
 
@@ -78,7 +78,7 @@ class NumbaForm(FusedForm):
 #: Why the NumPy updates run the functional rule rather than one compiled pass (Numba missing).
 NUMBA_MISSING = (
     "numba is not installed: NumPy optimizer updates run the functional rule "
-    "(pip install 'nnarray[numba]' for one compiled pass per parameter for Adam, AdamW, RMSprop and AdaGrad)"
+    "(pip install 'nnarray[numba]' for one compiled pass per parameter for every optimizer)"
 )
 
 

@@ -496,8 +496,9 @@ class SGD(Optimizer):
         return (-lr * g + mu * v + p if self.nesterov else v + p), {"velocity": v}  # Nesterov: −η (g + μ b)
 
     def fused(self, backend: Backend) -> FusedForm | None:
-        """The in-place form on CuPy (:mod:`nnarray.fused`), without Nesterov and weight decay also the
-        :class:`HeavyBallSGD` the graph step's kernels compute. None elsewhere (NumPy and torch: the rule)."""
+        """The in-place form on NumPy (with the ``numba`` extra) and CuPy (:mod:`nnarray.fused`); on CuPy without
+        Nesterov and weight decay also the :class:`HeavyBallSGD` the graph step's kernels compute. None
+        elsewhere (torch: the rule)."""
         return _fused_for(self, SGD, "sgd", backend)
 
 
