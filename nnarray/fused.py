@@ -23,12 +23,18 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from typing import TYPE_CHECKING
 
 import numpy as np  # the NumPy forms' dtypes (np.finfo); CuPy's forms take CuPy arrays
 
-from .optim import FusedForm, HeavyBallSGD, register_fused_forms
+from .optim import FusedForm, HeavyBallSGD, fused_updates_enabled, register_fused_forms
 
-__all__ = ["NUMPY_FUSED_FAMILIES", "NUMBA_MISSING", "NumbaForm", "numpy_engine", "numpy_form", "cupy_form"]
+if TYPE_CHECKING:
+    from .backend import Backend
+    from .optim import Optimizer
+
+__all__ = ["NUMPY_FUSED_FAMILIES", "NUMBA_MISSING", "NumbaForm", "describe_updates", "numpy_engine", "numpy_form",
+           "cupy_form"]
 
 # Which optimizers get a compiled pass on NumPy: the figures are in docs/speed.md.
 NUMPY_FUSED_FAMILIES = frozenset({"sgd", "adam", "rmsprop", "adagrad"})
@@ -39,6 +45,8 @@ class NumbaForm(FusedForm):
     """The rule as one compiled Numba loop per parameter (:mod:`nnarray._numba_kernels`, the ``numba`` extra):
     p, g and the state read once and written once. Arrays that are not contiguous or not of one dtype take the
     functional rule, whose results are written into p and the state arrays."""
+
+    description = "one compiled Numba pass per parameter (numba extra)"
 
     def __init__(self, opt, backend, family):
         super().__init__(opt, backend)
@@ -88,6 +96,18 @@ def numpy_engine() -> str:
     if os.environ.get("NNARRAY_NUMBA", "1").strip().lower() in ("0", "false", "no", "off"):
         return "functional"
     return "numba" if importlib.util.find_spec("numba") is not None else "functional"
+
+
+def describe_updates(opt: Optimizer, backend: Backend) -> str:
+    """How ``opt``'s updates run on ``backend``, in words: its fused form's
+    :attr:`~nnarray.optim.FusedForm.description`, else the functional rule — on NumPy without Numba with the
+    extra that would change it."""
+    form = opt.fused(backend) if fused_updates_enabled() else None
+    if form is not None and form.apply is not None:
+        return form.description
+    if backend.name == "numpy" and numpy_engine() == "functional" and importlib.util.find_spec("numba") is None:
+        return "the functional rule (pip install 'nnarray[numba]' for one compiled pass per parameter)"
+    return "the functional rule"
 
 
 def numpy_form(opt, family, backend):
@@ -176,6 +196,7 @@ class _CupyApply(FusedForm):
     """``apply`` of the CuPy forms: the family's kernel, one launch per parameter."""
 
     family = ""
+    description = "one CuPy ElementwiseKernel per parameter"
 
     def apply(self, p, g, state, scalars):
         name, args, arrays = _arguments(self.opt, self.family, state, scalars)

@@ -268,3 +268,18 @@ def test_a_decaying_state_is_flushed_to_zero_not_left_subnormal(name, kw, state,
     assert np.all((stuck != 0) & (np.abs(stuck) < tiny)), "the rule's state is stuck among the subnormals"
     assert np.all(opt.state[state]["W"] == 0.0)
     np.testing.assert_array_equal(params["W"], ref_params["W"])
+
+
+def test_the_words_for_how_updates_run(monkeypatch):
+    """What the training command's header says: the fused form's description, or the rule with the extra."""
+    numpy_be = nn.get_backend("numpy")
+    monkeypatch.delenv("NNARRAY_NUMBA", raising=False)
+    monkeypatch.delenv("NNARRAY_FUSED", raising=False)
+    if fused.importlib.util.find_spec("numba") is not None:
+        assert fused.describe_updates(nn.SGD(0.1, momentum=0.9), numpy_be) == fused.NumbaForm.description
+    monkeypatch.setenv("NNARRAY_FUSED", "0")
+    assert fused.describe_updates(nn.AdamW(), numpy_be) == "the functional rule"
+    monkeypatch.delenv("NNARRAY_FUSED")
+    monkeypatch.setattr(fused.importlib.util, "find_spec", lambda name: None)
+    assert fused.describe_updates(nn.AdamW(), numpy_be) == (
+        "the functional rule (pip install 'nnarray[numba]' for one compiled pass per parameter)")

@@ -20,6 +20,7 @@ import time
 from .. import __version__, datasets
 from ..callbacks import EarlyStopping, HistoryLogger, ModelCheckpoint, ProgressBar
 from ..checks import class_count
+from ..fused import describe_updates
 from ..threads import torch_threads
 from ..train import FitOptions, TrainingDivergedError
 from ..train import fit as _fit
@@ -238,6 +239,7 @@ def _header(run):
     X = run.train[0]
     say(q, f"nnarray {__version__}")
     say(q, f"backend:  {net.backend.describe()}")
+    say(q, f"updates:  {describe_updates(run.opt, net.backend)}")
     say(q, f"threads:  {_threads_text(threads)}")
     if threads and threads.get("note"):
         print(f"note: {threads['note']}", file=sys.stderr)
