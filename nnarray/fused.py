@@ -105,7 +105,7 @@ def describe_updates(opt: Optimizer, backend: Backend) -> str:
     form = opt.fused(backend) if fused_updates_enabled() else None
     if form is not None and form.apply is not None:
         return form.description
-    if backend.name == "numpy" and numpy_engine() == "functional" and importlib.util.find_spec("numba") is None:
+    if backend.name == "numpy" and importlib.util.find_spec("numba") is None:
         return "the functional rule (pip install 'nnarray[numba]' for one compiled pass per parameter)"
     return "the functional rule"
 

@@ -87,8 +87,8 @@ class FusedForm:
     kind = ""
     #: ``apply(p, g, state, scalars) -> None`` in a subclass that updates in place, else None.
     apply: Callable[..., None] | None = None
-    #: How the update runs, in a few words for people (the training command's header).
-    description = "the functional rule"
+    #: How ``apply`` runs the update, in a few words for people (the training command's header).
+    description = "an in-place form of the rule"
 
     def __init__(self, opt: Optimizer, backend: Backend) -> None:
         self.opt, self.backend = opt, backend

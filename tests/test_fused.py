@@ -140,6 +140,49 @@ def test_a_mixed_dtype_gradient_takes_the_rule_written_in_place(numba_on):
     np.testing.assert_allclose(W, ref_p["W"].astype(np.float32), rtol=1e-6)
 
 
+SGD_CONFIGS = [c for c in CONFIGS if c[0] == "SGD"]
+
+
+@pytest.mark.parametrize("name,kw", SGD_CONFIGS, ids=_ids(SGD_CONFIGS))
+def test_sgd_with_numba_off_takes_the_functional_rule(name, kw, monkeypatch):
+    """With the Numba engine off SGD has no fused form on NumPy, and the update is the rule exactly."""
+    monkeypatch.setenv("NNARRAY_NUMBA", "off")
+    rng = np.random.default_rng(4)
+    params = _params(rng)
+    ref_params = _read_only(params)
+    opt, ref = nn.SGD(lr=LR[name], **kw), nn.SGD(lr=LR[name], **kw)
+    assert opt.fused(nn.get_backend("numpy")) is None
+    for lr in [LR[name]] * 2 + [LR[name] * 0.5] * 2:
+        g = {k: rng.standard_normal(v.shape) for k, v in params.items()}
+        opt.lr = ref.lr = lr
+        opt.update(params, g)
+        ref_params = _read_only(ref_params)
+        ref.update(ref_params, g)
+    for k in params:
+        np.testing.assert_array_equal(params[k], ref_params[k], err_msg=k)
+        for n in ref.state_names():
+            np.testing.assert_array_equal(opt.state[n][k], ref.state[n][k], err_msg=f"{n} {k}")
+
+
+def test_sgds_rule_is_bit_identical_to_the_textbook_expressions():
+    """``-lr * g + p`` (ordered for NumPy's temporary elision) rounds exactly as ``p - lr * g``; the momentum and
+    Nesterov forms only commute additions."""
+    rng = np.random.default_rng(6)
+    p, g, v = (rng.standard_normal(1000).astype(np.float32) for _ in range(3))
+    lr, mu = 0.1, 0.9
+    plain = nn.SGD(lr)
+    new_p, _ = plain.rule(p, g, {}, plain.scalars())
+    np.testing.assert_array_equal(new_p, p - lr * g)
+    heavy = nn.SGD(lr, momentum=mu)
+    new_p, st = heavy.rule(p, g, {"velocity": v}, heavy.scalars())
+    np.testing.assert_array_equal(st["velocity"], mu * v - lr * g)
+    np.testing.assert_array_equal(new_p, p + (mu * v - lr * g))
+    nesterov = nn.SGD(lr, momentum=mu, nesterov=True)
+    new_p, st = nesterov.rule(p, g, {"velocity": v}, nesterov.scalars())
+    v_new = mu * v - lr * g
+    np.testing.assert_array_equal(new_p, p + (mu * v_new - lr * g))
+
+
 @pytest.mark.parametrize("name,kw", [("SGD", {"momentum": 0.9}), ("Adam", {}), ("AdamW", {"weight_decay": 0.05}),
                                      ("RMSprop", {"momentum": 0.9}), ("AdaGrad", {"lr_decay": 0.1})])
 def test_numba_off_or_missing_takes_the_functional_rule_and_names_the_extra(name, kw, monkeypatch):
