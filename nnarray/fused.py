@@ -23,60 +23,143 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from itertools import repeat
+from operator import attrgetter, is_
 from typing import TYPE_CHECKING
 
 import numpy as np  # the NumPy forms' dtypes (np.finfo); CuPy's forms take CuPy arrays
 
 from .optim import FusedForm, HeavyBallSGD, fused_updates_enabled, register_fused_forms
+from .threads import compute_threads
 
 if TYPE_CHECKING:
     from .backend import Backend
     from .optim import Optimizer
 
-__all__ = ["NUMPY_FUSED_FAMILIES", "NUMBA_MISSING", "NumbaForm", "describe_updates", "numpy_engine", "numpy_form",
-           "cupy_form"]
+__all__ = ["NUMPY_FUSED_FAMILIES", "PARALLEL_MIN_SIZE", "NUMBA_MISSING", "NumbaForm", "describe_updates",
+           "numpy_engine", "numpy_form", "cupy_form"]
 
 # Which optimizers get a compiled pass on NumPy: the figures are in docs/speed.md.
 NUMPY_FUSED_FAMILIES = frozenset({"sgd", "adam", "rmsprop", "adagrad"})
+
+_CARRAY = attrgetter("flags.carray")
+_C_CONTIGUOUS = attrgetter("flags.c_contiguous")
+_DTYPE = attrgetter("dtype")
+
+
+#: Parameters of at least this many elements take the parallel loop when more than one thread may run: below
+#: it, starting the threads costs more than they save (docs/speed.md).
+PARALLEL_MIN_SIZE = 1 << 17
+
+
+def _numba_threads(n):
+    """Numba's threads set to ``n`` (at most the ones it started with), when they are not already."""
+    import numba  # noqa: PLC0415 -- the numba extra: only reached from its kernels
+
+    n = max(1, min(n, numba.config.NUMBA_NUM_THREADS))
+    if numba.get_num_threads() != n:
+        numba.set_num_threads(n)
 
 
 # --------------------------------------------------------------------------------------------- NumPy
 class NumbaForm(FusedForm):
     """The rule as one compiled Numba loop per parameter (:mod:`nnarray._numba_kernels`, the ``numba`` extra):
     p, g and the state read once and written once. Arrays that are not contiguous or not of one dtype take the
-    functional rule, whose results are written into p and the state arrays."""
+    functional rule, whose results are written into p and the state arrays; read-only ones take the functional
+    rule, whose results are stored."""
 
     description = "one compiled Numba pass per parameter (numba extra)"
 
     def __init__(self, opt, backend, family):
         super().__init__(opt, backend)
         self.family = family
-        self._step = (None, None, None)  # (scalars, dtype) of the step the cached kernel and constants are for
+        self._key, self._cached = None, None  # what _kernel made last, and from what
 
-    def _kernel(self, state, scalars, dtype):
-        """``(kernel, constants, state names)`` of this step: made once per step (``scalars`` is one dict per
-        update) and dtype, not once per parameter."""
-        scalars_seen, dtype_seen, cached = self._step
-        if scalars_seen is not scalars or dtype_seen != dtype:
+    def _kernel(self, scalars, dtype):
+        """``(serial kernel, parallel kernel or None, constants, threads)`` of this step: the constants cast to
+        ``dtype`` are made again only when a value changed (a step of plain SGD makes none). The kernels take
+        the state arrays in :meth:`Optimizer.state_names`' order; the parallel one is offered when more than
+        one thread may run (:func:`nnarray.threads.compute_threads`, which follows the BLAS's limit)."""
+        name, raw, _ = _arguments(self.opt, self.family, scalars)
+        key = (name, raw, dtype, compute_threads())
+        if key != self._key:
             from . import _numba_kernels  # noqa: PLC0415 -- the numba extra; chosen only when installed
 
-            name, consts, arrays = _arguments(self.opt, self.family, state, scalars)
-            names = [n for n in self.opt.state_names() if any(state[n] is a for a in arrays)]
             dt = dtype.type  # constants in the arrays' dtype: float32 computes in float32, as the rule does
             tiny = np.finfo(dtype).tiny  # the kernels' flush-to-zero threshold (see _numba_kernels)
-            consts = (*(c if isinstance(c, int) else dt(c) for c in consts), dt(tiny))
-            cached = (getattr(_numba_kernels, name), consts, names)
-            self._step = (scalars, dtype, cached)
-        return cached
+            consts = (*(c if isinstance(c, int) else dt(c) for c in raw), dt(tiny))
+            threads = key[3]
+            parallel = _numba_kernels.PARALLEL[name] if threads > 1 else None
+            self._key, self._cached = key, (getattr(_numba_kernels, name), parallel, consts, threads)
+        return self._cached
+
+    def update(self, params, grads, scalars):
+        # FusedForm.update's effect, lean: it runs once per training step, where every microsecond of Python
+        # counts at the seed's sizes (the products evict the interpreter's data from the caches, so a line of
+        # Python costs about 3 × what it costs in isolation). The checks of every array run as C-level maps.
+        keys, gs = list(grads), list(grads.values())
+        ps = list(map(params.__getitem__, keys))
+        columns = self._state_columns(keys, ps) if self.opt.state_names() else ()
+        arrays = ps if not columns else ps + [a for column in columns for a in column]
+        dtype = ps[0].dtype
+        # carray: C-contiguous, aligned and writeable; the dtype the very one of p (else parameter by parameter)
+        if not (all(map(_CARRAY, arrays)) and all(map(_C_CONTIGUOUS, gs))
+                and all(map(is_, map(_DTYPE, arrays + gs), repeat(dtype)))):
+            self._update_each(params, grads, scalars)  # read-only, strided or mixed: parameter by parameter
+            return
+        kernel, parallel, consts, threads = self._kernel(scalars, dtype)
+        if parallel is None:
+            for p, g, *state in zip(ps, gs, *columns, strict=True):
+                kernel(p, g, *state, *consts)
+            return
+        _numba_threads(threads)
+        for p, g, *state in zip(ps, gs, *columns, strict=True):
+            (parallel if p.size >= PARALLEL_MIN_SIZE else kernel)(p, g, *state, *consts)
+
+    def _state_columns(self, keys, ps):
+        """Per state name (:meth:`Optimizer.state_names`' order) the list of the arrays of ``keys``, each
+        created where missing."""
+        opt = self.opt
+        states = [opt.state[name] for name in opt.state_names()]
+        try:
+            return [list(map(s.__getitem__, keys)) for s in states]
+        except KeyError:
+            for k, p in zip(keys, ps, strict=True):
+                opt._created_state(k, p)
+            return [list(map(s.__getitem__, keys)) for s in states]
+
+    def _update_each(self, params, grads, scalars):
+        """Parameter by parameter: read-only arrays take the functional rule (results stored), strided or
+        mixed-dtype ones the rule written in place, the others the step's Numba loop."""
+        opt = self.opt
+        for k, g in grads.items():
+            p = params[k]
+            state = opt._created_state(k, p) if p.flags.writeable else None
+            if state is None or not all(a.flags.writeable for a in state.values()):
+                opt._store_rule(params, k, g, scalars)
+            else:
+                self.apply(p, g, state, scalars)
 
     def apply(self, p, g, state, scalars):
-        kernel, consts, names = self._kernel(state, scalars, p.dtype)
-        arrays = [state[n] for n in names]
+        arrays = list(state.values())
         dtype = p.dtype
         if (p.flags.c_contiguous and g.flags.c_contiguous and g.dtype == dtype
                 and all(a.flags.c_contiguous and a.dtype == dtype for a in arrays)):
-            kernel(p.reshape(-1), g.reshape(-1), *[a.reshape(-1) for a in arrays], *consts)
-            return
+            self._launch(p, g, arrays, scalars)
+        else:
+            self._write_rule(p, g, state, scalars)
+
+    def _launch(self, p, g, arrays, scalars):
+        """The step's kernel on C-contiguous ``p``, ``g`` and state ``arrays`` of one dtype: the parallel loop
+        for a parameter of at least :data:`PARALLEL_MIN_SIZE` elements when more than one thread may run."""
+        kernel, parallel, consts, threads = self._kernel(scalars, p.dtype)
+        if parallel is not None and p.size >= PARALLEL_MIN_SIZE:
+            _numba_threads(threads)
+            kernel = parallel
+        kernel(p, g, *arrays, *consts)
+
+    def _write_rule(self, p, g, state, scalars):
+        """The functional rule's results written into ``p`` and the state arrays (strided or mixed dtypes)."""
         new_p, new_state = self.opt.rule(p, g, state, scalars)
         p[...] = new_p
         for name, v in new_state.items():
@@ -170,26 +253,26 @@ def _cupy_kernel(name):
     return _CUPY_KERNELS[name]
 
 
-def _arguments(opt, family, state, scalars):
-    """``(kernel name, constants, state arrays)`` of one parameter's update, shared by the CuPy and Numba kernels
-    (which take ``p, g, *state`` and the constants in this order): every constant computed on the host as the
-    functional rule computes it (1 − β1, −ηλ, ...), flags as ints."""
+def _arguments(opt, family, scalars):
+    """``(kernel name, constants, state names)`` of one parameter's update, shared by the CuPy and Numba kernels
+    (which take ``p, g``, the named state arrays and the constants in this order): every constant computed on
+    the host as the functional rule computes it (1 − β1, −ηλ, ...), flags as ints."""
     lr, wd = scalars["lr"], opt.weight_decay
     if family == "sgd":
         if not opt.momentum:
             return "sgd", (lr, wd), ()
-        return "sgd_momentum", (lr, opt.momentum, wd, int(opt.nesterov)), (state["velocity"],)
+        return "sgd_momentum", (lr, opt.momentum, wd, int(opt.nesterov)), ("velocity",)
     if family == "adam":
         b1, b2 = opt.betas
         l2, decay = (0.0, -lr * wd) if opt._decoupled else (wd, 0.0)
         args = (b1, 1.0 - b1, b2, 1.0 - b2, opt.eps, l2, decay, -scalars["step_size"], scalars["bc2_sqrt"])
-        return "adam", args, (state["exp_avg"], state["exp_avg_sq"])
+        return "adam", args, ("exp_avg", "exp_avg_sq")
     if family == "rmsprop":
         args = (opt.alpha, 1.0 - opt.alpha, opt.eps)
         if not opt.momentum:
-            return "rmsprop", (*args, wd, -lr), (state["square_avg"],)
-        return "rmsprop_momentum", (*args, opt.momentum, wd, -lr), (state["square_avg"], state["momentum_buffer"])
-    return "adagrad", (opt.eps, wd, -scalars["clr"]), (state["sum"],)
+            return "rmsprop", (*args, wd, -lr), ("square_avg",)
+        return "rmsprop_momentum", (*args, opt.momentum, wd, -lr), ("square_avg", "momentum_buffer")
+    return "adagrad", (opt.eps, wd, -scalars["clr"]), ("sum",)
 
 
 class _CupyApply(FusedForm):
@@ -199,8 +282,8 @@ class _CupyApply(FusedForm):
     description = "one CuPy ElementwiseKernel per parameter"
 
     def apply(self, p, g, state, scalars):
-        name, args, arrays = _arguments(self.opt, self.family, state, scalars)
-        _cupy_kernel(name)(g, *args, p, *arrays)
+        name, args, names = _arguments(self.opt, self.family, scalars)
+        _cupy_kernel(name)(g, *args, p, *[state[n] for n in names])
 
 
 class CupyForm(_CupyApply, FusedForm):

@@ -109,6 +109,21 @@ class FusedForm:
             opt._created_state(k, p)
         return {name: opt.state[name] for name in opt.state_names()}
 
+    def update(self, params: Params, grads: Params, scalars: dict[str, float]) -> None:
+        """One step of every parameter ``params[k]`` with a gradient ``grads[k]`` (:meth:`Optimizer.update`
+        calls it after the hooks): :meth:`apply` where the parameter and its state arrays are writeable (a
+        capability of the arrays: NumPy's read-only flag, JAX's immutable arrays), else the functional rule,
+        its results stored. A form may override it with a leaner loop of the same effect."""
+        opt = self.opt
+        writeable = array_api_compat.is_writeable_array
+        states = [opt.state[name] for name in opt.state_names()]
+        for k, g in grads.items():
+            p = params[k]
+            if writeable(p) and all(writeable(s[k]) for s in states if k in s):
+                self.apply(p, g, opt._created_state(k, p), scalars)  # type: ignore[misc]
+            else:
+                opt._store_rule(params, k, g, scalars)
+
     def store(self, name: str, key: str, array: Array) -> None:
         """Make ``array`` (holding the current values) the optimizer's state ``name`` of ``key``: for a fast path
         whose kernels update buffers of their own."""
@@ -229,18 +244,20 @@ class Optimizer:
         if not grads:
             return
         scalars = self.scalars()
-        form = self._in_place_form(params, grads)
+        form = self._in_place_form(params[next(iter(grads))])
         if form is not None:
-            for k, g in grads.items():
-                p = params[k]
-                form.apply(p, g, self._created_state(k, p), scalars)
+            form.update(params, grads, scalars)
             return
-        names, state = self.state_names(), self.state
         for k, g in grads.items():
-            new_p, new_state = self.rule(params[k], g, {name: state[name].get(k) for name in names}, scalars)
-            params[k] = new_p
-            for name, v in new_state.items():
-                state[name][k] = v
+            self._store_rule(params, k, g, scalars)
+
+    def _store_rule(self, params: Params, k: str, g: Array, scalars: dict[str, float]) -> None:
+        """The functional rule for parameter ``k``: its results stored in ``params`` and ``state``."""
+        state = self.state
+        new_p, new_state = self.rule(params[k], g, {name: state[name].get(k) for name in self.state_names()}, scalars)
+        params[k] = new_p
+        for name, v in new_state.items():
+            state[name][k] = v
 
     def _created_state(self, k: str, p: Array) -> dict:
         """``{state name: array}`` of parameter ``k``, each created (:meth:`init_state`) and stored where missing."""
@@ -252,19 +269,23 @@ class Optimizer:
                 self.state[name][k] = initial[name]
         return {name: self.state[name][k] for name in names}
 
-    def _in_place_form(self, params, grads):
-        """The fused form that updates in place, when this backend has one and every parameter and state array is
-        writeable (a capability of the arrays: NumPy's read-only flag, JAX's immutable arrays)."""
-        if type(self).fused is Optimizer.fused or not fused_updates_enabled():
-            return None
-        ps = [params[k] for k in grads]
-        form = self.fused(_backend_of(ps[0]))  # kept per backend: the cheap question first
-        if form is None or form.apply is None:
-            return None
-        writeable = array_api_compat.is_writeable_array
-        if all(map(writeable, ps)) and all(writeable(v) for arrays in self.state.values() for v in arrays.values()):
-            return form
-        return None
+    def _in_place_form(self, p: Array) -> FusedForm | None:
+        """The fused form that updates in place on the backend of ``p`` (a parameter), when there is one; it
+        checks each parameter's arrays itself (:meth:`FusedForm.update`).
+
+        Asked once for the parameters an update meets and kept while the same parameter array comes back: a
+        form updates in place, so a training run asks once (every microsecond counts in the step at the seed's
+        sizes). ``$NNARRAY_FUSED`` and the backend are read then."""
+        memo = self.__dict__.get("_form_memo")
+        if memo is not None and memo[0] is p:
+            return memo[1]
+        form = None
+        if type(self).fused is not Optimizer.fused and fused_updates_enabled():
+            form = self.fused(_backend_of(p))
+            if form is not None and form.apply is None:
+                form = None
+        self._form_memo = (p, form)
+        return form
 
     # ---------------------------------------------------------------- state
     def snapshot(self) -> dict[str, Any]:

@@ -70,15 +70,26 @@ def numba_on(monkeypatch):
     assert fused.numpy_engine() == "numba"
 
 
-def _counted(form):
-    """Count the calls of ``form.apply`` (the list returned grows by one per call)."""
-    calls, apply = [], form.apply
-    form.apply = lambda *args: (calls.append(1), apply(*args))
+def _counted(form, monkeypatch):
+    """Count the parameters ``form`` updated in place: a Numba loop run ("loop", serial or parallel) or the rule
+    written back ("write"); the list returned grows by one per parameter."""
+    from nnarray import _numba_kernels  # noqa: PLC0415 -- the numba extra (numba_on)
+
+    calls = []
+
+    def counting(kernel, what):
+        return lambda *args: (calls.append(what), kernel(*args))[1]
+
+    for name, parallel in list(_numba_kernels.PARALLEL.items()):
+        monkeypatch.setattr(_numba_kernels, name, counting(getattr(_numba_kernels, name), "loop"))
+        monkeypatch.setitem(_numba_kernels.PARALLEL, name, counting(parallel, "parallel loop"))
+    write = form._write_rule
+    monkeypatch.setattr(form, "_write_rule", lambda *args: (calls.append("write"), write(*args))[1])
     return calls
 
 
 @pytest.mark.parametrize("name,kw", FUSED, ids=_ids(FUSED))
-def test_numpy_fused_form_equals_the_functional_rule(name, kw, numba_on):
+def test_numpy_fused_form_equals_the_functional_rule(name, kw, numba_on, monkeypatch):
     """W1, b1, b2 contiguous (Numba's loops), W2 a strided view (the rule written back in place)."""
     rng = np.random.default_rng(0)
     params = _params(rng)
@@ -89,7 +100,7 @@ def test_numpy_fused_form_equals_the_functional_rule(name, kw, numba_on):
     opt, ref = getattr(nn, name)(lr=LR[name], **kw), getattr(nn, name)(lr=LR[name], **kw)
     form = opt.fused(nn.get_backend("numpy"))
     assert isinstance(form, fused.NumbaForm) and form.apply is not None
-    calls = _counted(form)
+    calls = _counted(form, monkeypatch)
     for g_step, lr in zip(grads, lrs, strict=True):
         g_copy = {k: g.copy() for k, g in g_step.items()}
         opt.lr = ref.lr = lr
@@ -99,6 +110,7 @@ def test_numpy_fused_form_equals_the_functional_rule(name, kw, numba_on):
         for k in g_step:
             np.testing.assert_array_equal(g_step[k], g_copy[k])  # the gradient is never changed
     assert len(calls) == 6 * len(params)  # the fused form made every update, the reference none
+    assert calls.count("write") == 6  # W2, the strided view: the rule written back; the others, Numba loops
     assert {k: id(v) for k, v in params.items()} == ids, "updated in place, the strided view included"
     assert opt.state_names() == ref.state_names() and opt.t == ref.t == 6
     for k in params:
@@ -108,13 +120,13 @@ def test_numpy_fused_form_equals_the_functional_rule(name, kw, numba_on):
 
 
 @pytest.mark.parametrize("name,kw", [c for c in FUSED if c[1]], ids=_ids([c for c in FUSED if c[1]]))
-def test_numpy_fused_form_in_float32_is_the_functional_rule_to_rounding(name, kw, numba_on):
+def test_numpy_fused_form_in_float32_is_the_functional_rule_to_rounding(name, kw, numba_on, monkeypatch):
     """float32 stays float32: both compute in float32 (the rule's weak scalars, the form's cast constants)."""
     rng = np.random.default_rng(1)
     params = {k: v.astype(np.float32) for k, v in _params(rng).items()}
     ref_params = _read_only(params)
     opt, ref = getattr(nn, name)(lr=LR[name], **kw), getattr(nn, name)(lr=LR[name], **kw)
-    calls = _counted(opt.fused(nn.get_backend("numpy")))
+    calls = _counted(opt.fused(nn.get_backend("numpy")), monkeypatch)
     for _ in range(5):
         g = {k: rng.standard_normal(v.shape).astype(np.float32) for k, v in params.items()}
         opt.update(params, g)
@@ -228,12 +240,12 @@ def test_cupy_kernels_are_defined_for_every_family_without_cupy():
     for name, kw in CONFIGS:
         opt = getattr(nn, name)(lr=LR[name], **kw)
         family = {"SGD": "sgd", "Adam": "adam", "AdamW": "adam", "RMSprop": "rmsprop", "AdaGrad": "adagrad"}[name]
-        state = {n: None for n in opt.state_names()}
         opt.t = 1
-        kernel, args, arrays = fused._arguments(opt, family, state, opt.scalars())
+        kernel, args, names = fused._arguments(opt, family, opt.scalars())
+        assert names == opt.state_names()  # the Numba kernels take the state in this order
         params_in, params_out, _ = fused._CUPY_SOURCES[kernel]
         assert len(params_in.split(",")) == 1 + len(args)  # g and the constants
-        assert len(params_out.split(",")) == 1 + len(arrays)  # p and the state
+        assert len(params_out.split(",")) == 1 + len(names)  # p and the state
 
 
 @pytest.mark.gpu
@@ -326,3 +338,67 @@ def test_the_words_for_how_updates_run(monkeypatch):
     monkeypatch.setattr(fused.importlib.util, "find_spec", lambda name: None)
     assert fused.describe_updates(nn.AdamW(), numpy_be) == (
         "the functional rule (pip install 'nnarray[numba]' for one compiled pass per parameter)")
+
+
+# ------------------------------------------------------------------------------------ parallel loops
+def _one_large_one_small(rng, dtype=np.float64):
+    n = fused.PARALLEL_MIN_SIZE
+    return {"W": rng.standard_normal((n // 64, 64)).astype(dtype), "b": rng.standard_normal(64).astype(dtype)}
+
+
+PARALLEL_CONFIGS = [("SGD", {}), ("SGD", {"momentum": 0.9, "nesterov": True, "weight_decay": 0.05}),
+                    ("AdamW", {"weight_decay": 0.05}), ("RMSprop", {"momentum": 0.5}), ("AdaGrad", {"lr_decay": 0.05})]
+
+
+@pytest.mark.parametrize("name,kw", PARALLEL_CONFIGS, ids=_ids(PARALLEL_CONFIGS))
+def test_the_parallel_loop_runs_large_parameters_and_equals_the_serial_one(name, kw, numba_on, monkeypatch):
+    """With more than one thread allowed, a parameter of PARALLEL_MIN_SIZE elements or more takes the prange
+    loop and a small one the serial loop; elementwise, the results are the serial loop's bit for bit."""
+    from nnarray import threads  # noqa: PLC0415
+
+    rng = np.random.default_rng(9)
+    params = _one_large_one_small(rng)
+    serial_params = {k: v.copy() for k, v in params.items()}
+    grads = [{k: rng.standard_normal(v.shape) for k, v in params.items()} for _ in range(3)]
+    opt, serial = getattr(nn, name)(lr=LR[name], **kw), getattr(nn, name)(lr=LR[name], **kw)
+    calls = _counted(opt.fused(nn.get_backend("numpy")), monkeypatch)
+    for g in grads:
+        with threads.compute_limit(2):
+            opt.update(params, g)
+        assert calls == ["parallel loop", "loop"]  # W in parallel, b serial
+        with threads.compute_limit(1):
+            serial.update(serial_params, g)
+        assert calls == ["parallel loop", "loop", "loop", "loop"]
+        calls.clear()
+    for k in params:
+        np.testing.assert_array_equal(params[k], serial_params[k])
+        for n in opt.state_names():
+            np.testing.assert_array_equal(opt.state[n][k], serial.state[n][k])
+
+
+def test_one_thread_takes_the_serial_loop_for_every_parameter(numba_on, monkeypatch):
+    from nnarray import threads  # noqa: PLC0415
+
+    rng = np.random.default_rng(10)
+    params = _one_large_one_small(rng, np.float32)
+    opt = nn.SGD(0.1, momentum=0.9)
+    calls = _counted(opt.fused(nn.get_backend("numpy")), monkeypatch)
+    with threads.compute_limit(1):
+        opt.update(params, {k: np.ones_like(v) for k, v in params.items()})
+    assert calls == ["loop", "loop"]
+
+
+def test_a_read_only_parameter_takes_the_rule_the_others_the_numba_loops(numba_on, monkeypatch):
+    rng = np.random.default_rng(11)
+    params = {"W": rng.standard_normal((5, 4)), "b": rng.standard_normal(4)}
+    params["b"].flags.writeable = False
+    ref = _read_only(params)
+    b, W = params["b"], params["W"]
+    opt, ref_opt = nn.Adam(1e-2), nn.Adam(1e-2)
+    calls = _counted(opt.fused(nn.get_backend("numpy")), monkeypatch)
+    g = {k: rng.standard_normal(v.shape) for k, v in params.items()}
+    opt.update(params, g)
+    ref_opt.update(ref, g)
+    assert calls == ["loop"] and params["W"] is W and params["b"] is not b  # W in place, b replaced
+    for k in params:
+        np.testing.assert_allclose(params[k], ref[k], rtol=1e-12, atol=1e-15)

@@ -275,15 +275,19 @@ def test_a_fused_form_is_used_on_writeable_arrays_and_equals_the_rule(counted):
         np.testing.assert_allclose(a.velocity[k], b.velocity[k], rtol=1e-14, atol=1e-15)
 
 
-def test_read_only_parameters_take_the_rule_not_the_fused_form(counted):
+def test_a_read_only_parameter_takes_the_rule_the_others_the_fused_form(counted):
     rng = np.random.default_rng(6)
     p = {k: rng.normal(size=s) for k, s in SHAPES.items()}
     p["W1"].setflags(write=False)
-    frozen = p["W1"].copy()
+    frozen, others = p["W1"], {k: v for k, v in p.items() if k != "W1"}
+    before = {k: v.copy() for k, v in p.items()}
     opt = _SGDWithForm(0.1, momentum=0.9)
     opt.update(p, {k: np.ones(s) for k, s in SHAPES.items()})
-    assert counted.calls == 0
-    np.testing.assert_array_equal(p["W1"], frozen - 0.1)
+    assert counted.calls == len(SHAPES) - 1  # every writeable parameter in place
+    assert p["W1"] is not frozen and all(p[k] is v for k, v in others.items())
+    np.testing.assert_array_equal(frozen, before["W1"])  # never written
+    for k in p:
+        np.testing.assert_array_equal(p[k], before[k] - 0.1)
 
 
 def test_read_only_state_takes_the_rule_not_the_fused_form(counted):
