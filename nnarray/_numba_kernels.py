@@ -19,29 +19,10 @@ parameters (such a state's step, about tiny·η, is far below the rounding of an
 from __future__ import annotations
 
 import math
-import types
 
 import numba
 
 _jit = numba.njit(cache=True, error_model="numpy", nogil=True)
-_parallel_jit = numba.njit(cache=True, error_model="numpy", nogil=True, parallel=True)
-
-#: The same loops split over Numba's threads (``numba.prange``), by kernel name: for parameters of at least
-#: :data:`nnarray.fused.PARALLEL_MIN_SIZE` elements when more than one thread may run (:mod:`nnarray.fused`).
-PARALLEL: dict = {}
-
-
-def _kernel(f):
-    """``f`` compiled as one serial loop (``prange`` is ``range`` there), and its twin compiled with
-    ``parallel=True`` into :data:`PARALLEL` (a copy under its own name, so that each has its own cache file).
-
-    The kernels flatten their arguments one per line: Numba 0.68's parallel loops silently wrote nothing when
-    the arrays came from one tuple assignment (``p, g, m, v = P.reshape(P.size), ...``); tests/test_fused.py
-    checks every parallel loop against the serial one."""
-    twin = types.FunctionType(f.__code__, f.__globals__, f"{f.__name__}_parallel", f.__defaults__, f.__closure__)
-    twin.__qualname__ = f"{f.__qualname__}_parallel"
-    PARALLEL[f.__name__] = _parallel_jit(twin)
-    return _jit(f)
 
 
 @_jit
@@ -51,34 +32,34 @@ def _ftz(x, tiny):
     return x * (abs(x) >= tiny)
 
 
-@_kernel
+@_jit
 def sgd(P, G, lr, wd, tiny):
     p = P.reshape(P.size)
     g = G.reshape(G.size)
-    for i in numba.prange(p.size):
+    for i in range(p.size):
         gi = g[i] + wd * p[i] if wd != 0 else g[i]
         p[i] = p[i] - lr * gi
 
 
-@_kernel
+@_jit
 def sgd_momentum(P, G, V, lr, mu, wd, nesterov, tiny):
     p = P.reshape(P.size)
     g = G.reshape(G.size)
     v = V.reshape(V.size)
-    for i in numba.prange(p.size):
+    for i in range(p.size):
         gi = g[i] + wd * p[i] if wd != 0 else g[i]
         vi = _ftz(mu * v[i] - lr * gi, tiny)
         v[i] = vi
         p[i] = p[i] + (mu * vi - lr * gi if nesterov else vi)
 
 
-@_kernel
+@_jit
 def adam(P, G, M, V, b1, c1, b2, c2, eps, l2, decay, neg_step, bc2_sqrt, tiny):
     p = P.reshape(P.size)
     g = G.reshape(G.size)
     m = M.reshape(M.size)
     v = V.reshape(V.size)
-    for i in numba.prange(p.size):
+    for i in range(p.size):
         pi = p[i]
         gi = g[i] + l2 * pi if l2 != 0 else g[i]
         mi = _ftz(b1 * m[i] + c1 * gi, tiny)
@@ -91,25 +72,25 @@ def adam(P, G, M, V, b1, c1, b2, c2, eps, l2, decay, neg_step, bc2_sqrt, tiny):
         p[i] = pi + delta
 
 
-@_kernel
+@_jit
 def rmsprop(P, G, S, alpha, c, eps, wd, neg_lr, tiny):
     p = P.reshape(P.size)
     g = G.reshape(G.size)
     s = S.reshape(S.size)
-    for i in numba.prange(p.size):
+    for i in range(p.size):
         gi = g[i] + wd * p[i] if wd != 0 else g[i]
         si = _ftz(alpha * s[i] + c * (gi * gi), tiny)
         s[i] = si
         p[i] = p[i] + gi / (math.sqrt(si) + eps) * neg_lr
 
 
-@_kernel
+@_jit
 def rmsprop_momentum(P, G, S, B, alpha, c, eps, mu, wd, neg_lr, tiny):
     p = P.reshape(P.size)
     g = G.reshape(G.size)
     s = S.reshape(S.size)
     b = B.reshape(B.size)
-    for i in numba.prange(p.size):
+    for i in range(p.size):
         gi = g[i] + wd * p[i] if wd != 0 else g[i]
         si = _ftz(alpha * s[i] + c * (gi * gi), tiny)
         s[i] = si
@@ -118,12 +99,12 @@ def rmsprop_momentum(P, G, S, B, alpha, c, eps, mu, wd, neg_lr, tiny):
         p[i] = p[i] + neg_lr * bi
 
 
-@_kernel
+@_jit
 def adagrad(P, G, H, eps, wd, neg_clr, tiny):  # h only grows: nothing to flush
     p = P.reshape(P.size)
     g = G.reshape(G.size)
     h = H.reshape(H.size)
-    for i in numba.prange(p.size):
+    for i in range(p.size):
         gi = g[i] + wd * p[i] if wd != 0 else g[i]
         hi = h[i] + gi * gi
         h[i] = hi

@@ -30,13 +30,12 @@ from typing import TYPE_CHECKING
 import numpy as np  # the NumPy forms' dtypes (np.finfo); CuPy's forms take CuPy arrays
 
 from .optim import FusedForm, HeavyBallSGD, fused_updates_enabled, register_fused_forms
-from .threads import compute_threads
 
 if TYPE_CHECKING:
     from .backend import Backend
     from .optim import Optimizer
 
-__all__ = ["NUMPY_FUSED_FAMILIES", "PARALLEL_MIN_SIZE", "NUMBA_MISSING", "NumbaForm", "describe_updates",
+__all__ = ["NUMPY_FUSED_FAMILIES", "NUMBA_MISSING", "NumbaForm", "describe_updates",
            "numpy_engine", "numpy_form", "cupy_form"]
 
 # Which optimizers get a compiled pass on NumPy: the figures are in docs/speed.md.
@@ -45,20 +44,6 @@ NUMPY_FUSED_FAMILIES = frozenset({"sgd", "adam", "rmsprop", "adagrad"})
 _CARRAY = attrgetter("flags.carray")
 _C_CONTIGUOUS = attrgetter("flags.c_contiguous")
 _DTYPE = attrgetter("dtype")
-
-
-#: Parameters of at least this many elements take the parallel loop when more than one thread may run: below
-#: it, starting the threads costs more than they save (docs/speed.md).
-PARALLEL_MIN_SIZE = 1 << 17
-
-
-def _numba_threads(n):
-    """Numba's threads set to ``n`` (at most the ones it started with), when they are not already."""
-    import numba  # noqa: PLC0415 -- the numba extra: only reached from its kernels
-
-    n = max(1, min(n, numba.config.NUMBA_NUM_THREADS))
-    if numba.get_num_threads() != n:
-        numba.set_num_threads(n)
 
 
 # --------------------------------------------------------------------------------------------- NumPy
@@ -76,21 +61,18 @@ class NumbaForm(FusedForm):
         self._key, self._cached = None, None  # what _kernel made last, and from what
 
     def _kernel(self, scalars, dtype):
-        """``(serial kernel, parallel kernel or None, constants, threads)`` of this step: the constants cast to
-        ``dtype`` are made again only when a value changed (a step of plain SGD makes none). The kernels take
-        the state arrays in :meth:`Optimizer.state_names`' order; the parallel one is offered when more than
-        one thread may run (:func:`nnarray.threads.compute_threads`, which follows the BLAS's limit)."""
+        """``(kernel, constants)`` of this step: the constants cast to ``dtype`` are made again only when a value
+        changed (a step of plain SGD makes none). The kernels take the state arrays in
+        :meth:`Optimizer.state_names`' order."""
         name, raw, _ = _arguments(self.opt, self.family, scalars)
-        key = (name, raw, dtype, compute_threads())
+        key = (name, raw, dtype)
         if key != self._key:
             from . import _numba_kernels  # noqa: PLC0415 -- the numba extra; chosen only when installed
 
             dt = dtype.type  # constants in the arrays' dtype: float32 computes in float32, as the rule does
             tiny = np.finfo(dtype).tiny  # the kernels' flush-to-zero threshold (see _numba_kernels)
             consts = (*(c if isinstance(c, int) else dt(c) for c in raw), dt(tiny))
-            threads = key[3]
-            parallel = _numba_kernels.PARALLEL[name] if threads > 1 else None
-            self._key, self._cached = key, (getattr(_numba_kernels, name), parallel, consts, threads)
+            self._key, self._cached = key, (getattr(_numba_kernels, name), consts)
         return self._cached
 
     def update(self, params, grads, scalars):
@@ -107,14 +89,9 @@ class NumbaForm(FusedForm):
                 and all(map(is_, map(_DTYPE, arrays + gs), repeat(dtype)))):
             self._update_each(params, grads, scalars)  # read-only, strided or mixed: parameter by parameter
             return
-        kernel, parallel, consts, threads = self._kernel(scalars, dtype)
-        if parallel is None:
-            for p, g, *state in zip(ps, gs, *columns, strict=True):
-                kernel(p, g, *state, *consts)
-            return
-        _numba_threads(threads)
+        kernel, consts = self._kernel(scalars, dtype)
         for p, g, *state in zip(ps, gs, *columns, strict=True):
-            (parallel if p.size >= PARALLEL_MIN_SIZE else kernel)(p, g, *state, *consts)
+            kernel(p, g, *state, *consts)
 
     def _state_columns(self, keys, ps):
         """Per state name (:meth:`Optimizer.state_names`' order) the list of the arrays of ``keys``, each
@@ -150,12 +127,8 @@ class NumbaForm(FusedForm):
             self._write_rule(p, g, state, scalars)
 
     def _launch(self, p, g, arrays, scalars):
-        """The step's kernel on C-contiguous ``p``, ``g`` and state ``arrays`` of one dtype: the parallel loop
-        for a parameter of at least :data:`PARALLEL_MIN_SIZE` elements when more than one thread may run."""
-        kernel, parallel, consts, threads = self._kernel(scalars, p.dtype)
-        if parallel is not None and p.size >= PARALLEL_MIN_SIZE:
-            _numba_threads(threads)
-            kernel = parallel
+        """The step's kernel on C-contiguous ``p``, ``g`` and state ``arrays`` of one dtype."""
+        kernel, consts = self._kernel(scalars, p.dtype)
         kernel(p, g, *arrays, *consts)
 
     def _write_rule(self, p, g, state, scalars):

@@ -19,12 +19,7 @@ import os
 import sys
 import time
 
-__all__ = ["usable_cores", "idle_cores", "choose_threads", "limit_threads", "torch_threads", "compute_limit",
-           "compute_threads"]
-
-#: The thread counts of the :func:`limit_threads` blocks in force, innermost last.
-_LIMITS: list[int] = []
-_DEFAULT: list[int] = []  # compute_threads() outside any limit, worked out once
+__all__ = ["usable_cores", "idle_cores", "choose_threads", "limit_threads", "torch_threads"]
 
 
 def usable_cores() -> int:
@@ -127,7 +122,6 @@ def limit_threads(n):
     NumPy's BLAS takes ``OPENBLAS_NUM_THREADS``/``OMP_NUM_THREADS`` only when set before Python starts).
     """
     stack = contextlib.ExitStack()
-    stack.enter_context(compute_limit(n))
     method = None
     try:
         from threadpoolctl import threadpool_limits  # noqa: PLC0415 -- optional (the scripts extra)
@@ -140,30 +134,3 @@ def limit_threads(n):
         stack.enter_context(torch_threads(n))
         method = method or "torch"
     return stack, method
-
-
-@contextlib.contextmanager
-def compute_limit(n):
-    """:func:`compute_threads` is ``n`` in the block (:func:`limit_threads` enters it with the BLAS's limit)."""
-    _LIMITS.append(n)
-    try:
-        yield
-    finally:
-        _LIMITS.pop()
-
-
-def compute_threads() -> int:
-    """The threads nnarray's own compiled loops may use (the NumPy update's parallel Numba loops), as many as
-    the matrix products get: the innermost :func:`limit_threads` in force, else what the environment gives the
-    BLAS (``OMP_NUM_THREADS``, ``OPENBLAS_NUM_THREADS``, ``MKL_NUM_THREADS``: the smallest set), else the
-    usable cores (read once: the BLAS also reads them only when it starts)."""
-    if _LIMITS:
-        return _LIMITS[-1]
-    if not _DEFAULT:
-        given = []
-        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-            with contextlib.suppress(ValueError):
-                given.append(int(os.environ.get(var, "").split(",")[0]))
-        given = [n for n in given if n > 0]
-        _DEFAULT.append(min(given) if given else usable_cores())
-    return _DEFAULT[0]

@@ -52,7 +52,6 @@ import yardsticks as ys
 
 import nnarray as nn
 from nnarray import fused
-from nnarray.threads import compute_threads
 
 EPOCH_SAMPLES, LR, SEED = 60000, 0.1, 0
 WARMUP_BATCHES = SETTLE_BATCHES = 20
@@ -439,8 +438,7 @@ def epoch_gflop(cfg):
 def header(args, env, data_desc):
     what = (f"recipes {args.recipes}" + (f" and seed network configs {args.configs}" if args.configs else "")
             if args.recipes else f"seed network, SGD lr={LR} (mean)")
-    updates = (f"one compiled Numba pass per parameter for every optimizer, parameters of "
-               f"{fused.PARALLEL_MIN_SIZE} elements or more split over {env['compute_threads']} thread(s)"
+    updates = ("one compiled Numba pass per parameter for every optimizer"
                if env["numpy_updates"] == "numba" else f"the functional rule ({fused.NUMBA_MISSING})")
     return "\n".join([
         f"nnarray benchmark: {what}, {args.dtype}, {EPOCH_SAMPLES} samples/epoch", *ys.describe(env),
@@ -493,7 +491,6 @@ def main(argv=None):
     X, t, data_desc = load_data(args.data, args.samples)
     env = ys.environment()
     env["numpy_updates"] = fused.numpy_engine()
-    env["compute_threads"] = compute_threads()
     env["gemm_gflops_1000"] = gemm_rate(args.dtype)
     print(header(args, env, data_desc), flush=True)
     results = []

@@ -71,8 +71,8 @@ def numba_on(monkeypatch):
 
 
 def _counted(form, monkeypatch):
-    """Count the parameters ``form`` updated in place: a Numba loop run ("loop", serial or parallel) or the rule
-    written back ("write"); the list returned grows by one per parameter."""
+    """Count the parameters ``form`` updated in place: a Numba loop run ("loop") or the rule written back
+    ("write"); the list returned grows by one per parameter."""
     from nnarray import _numba_kernels  # noqa: PLC0415 -- the numba extra (numba_on)
 
     calls = []
@@ -80,9 +80,8 @@ def _counted(form, monkeypatch):
     def counting(kernel, what):
         return lambda *args: (calls.append(what), kernel(*args))[1]
 
-    for name, parallel in list(_numba_kernels.PARALLEL.items()):
+    for name in fused._CUPY_SOURCES:  # the Numba kernels have the CuPy kernels' names
         monkeypatch.setattr(_numba_kernels, name, counting(getattr(_numba_kernels, name), "loop"))
-        monkeypatch.setitem(_numba_kernels.PARALLEL, name, counting(parallel, "parallel loop"))
     write = form._write_rule
     monkeypatch.setattr(form, "_write_rule", lambda *args: (calls.append("write"), write(*args))[1])
     return calls
@@ -339,53 +338,6 @@ def test_the_words_for_how_updates_run(monkeypatch):
     assert fused.describe_updates(nn.AdamW(), numpy_be) == (
         "the functional rule (pip install 'nnarray[numba]' for one compiled pass per parameter)")
 
-
-# ------------------------------------------------------------------------------------ parallel loops
-def _one_large_one_small(rng, dtype=np.float64):
-    n = fused.PARALLEL_MIN_SIZE
-    return {"W": rng.standard_normal((n // 64, 64)).astype(dtype), "b": rng.standard_normal(64).astype(dtype)}
-
-
-PARALLEL_CONFIGS = [("SGD", {}), ("SGD", {"momentum": 0.9, "nesterov": True, "weight_decay": 0.05}),
-                    ("AdamW", {"weight_decay": 0.05}), ("RMSprop", {"momentum": 0.5}), ("AdaGrad", {"lr_decay": 0.05})]
-
-
-@pytest.mark.parametrize("name,kw", PARALLEL_CONFIGS, ids=_ids(PARALLEL_CONFIGS))
-def test_the_parallel_loop_runs_large_parameters_and_equals_the_serial_one(name, kw, numba_on, monkeypatch):
-    """With more than one thread allowed, a parameter of PARALLEL_MIN_SIZE elements or more takes the prange
-    loop and a small one the serial loop; elementwise, the results are the serial loop's bit for bit."""
-    from nnarray import threads  # noqa: PLC0415
-
-    rng = np.random.default_rng(9)
-    params = _one_large_one_small(rng)
-    serial_params = {k: v.copy() for k, v in params.items()}
-    grads = [{k: rng.standard_normal(v.shape) for k, v in params.items()} for _ in range(3)]
-    opt, serial = getattr(nn, name)(lr=LR[name], **kw), getattr(nn, name)(lr=LR[name], **kw)
-    calls = _counted(opt.fused(nn.get_backend("numpy")), monkeypatch)
-    for g in grads:
-        with threads.compute_limit(2):
-            opt.update(params, g)
-        assert calls == ["parallel loop", "loop"]  # W in parallel, b serial
-        with threads.compute_limit(1):
-            serial.update(serial_params, g)
-        assert calls == ["parallel loop", "loop", "loop", "loop"]
-        calls.clear()
-    for k in params:
-        np.testing.assert_array_equal(params[k], serial_params[k])
-        for n in opt.state_names():
-            np.testing.assert_array_equal(opt.state[n][k], serial.state[n][k])
-
-
-def test_one_thread_takes_the_serial_loop_for_every_parameter(numba_on, monkeypatch):
-    from nnarray import threads  # noqa: PLC0415
-
-    rng = np.random.default_rng(10)
-    params = _one_large_one_small(rng, np.float32)
-    opt = nn.SGD(0.1, momentum=0.9)
-    calls = _counted(opt.fused(nn.get_backend("numpy")), monkeypatch)
-    with threads.compute_limit(1):
-        opt.update(params, {k: np.ones_like(v) for k, v in params.items()})
-    assert calls == ["loop", "loop"]
 
 
 def test_a_read_only_parameter_takes_the_rule_the_others_the_numba_loops(numba_on, monkeypatch):

@@ -47,24 +47,3 @@ def test_limit_threads_sets_torch_when_it_is_loaded():
     with manager:
         assert torch.get_num_threads() == 1
     assert torch.get_num_threads() == before
-
-
-def test_compute_threads_follow_the_innermost_limit_and_the_environment(monkeypatch):
-    """The update's parallel loops use as many threads as the products: limit_threads' count inside it, the
-    BLAS's environment variables (the smallest) outside, else the usable cores."""
-    monkeypatch.setattr(threads, "_DEFAULT", [])
-    monkeypatch.setenv("OMP_NUM_THREADS", "3")
-    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "2")
-    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
-    assert threads.compute_threads() == 2
-    manager, _ = threads.limit_threads(1)
-    with manager:
-        assert threads.compute_threads() == 1
-        with threads.compute_limit(4):
-            assert threads.compute_threads() == 4
-        assert threads.compute_threads() == 1
-    assert threads.compute_threads() == 2
-    monkeypatch.setattr(threads, "_DEFAULT", [])
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        monkeypatch.delenv(var)
-    assert threads.compute_threads() == threads.usable_cores()

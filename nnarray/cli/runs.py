@@ -113,16 +113,14 @@ def limit_threads(n, restart_argv=None):
     """
     if n is None:
         return contextlib.nullcontext(), None
-    from ..threads import compute_limit  # noqa: PLC0415
-
     try:
         from threadpoolctl import threadpool_limits  # noqa: PLC0415
     except ImportError:  # not installed, or installed but not importable here
         threadpool_limits = None
     if threadpool_limits is not None:
-        return _both(threadpool_limits(limits=n), compute_limit(n)), {"threads": n, "method": "threadpoolctl"}
+        return threadpool_limits(limits=n), {"threads": n, "method": "threadpoolctl"}
     if all(os.environ.get(v) == str(n) for v in ENV_THREADS):  # set before this process started (or restarted)
-        return compute_limit(n), {"threads": n, "method": "environment"}
+        return contextlib.nullcontext(), {"threads": n, "method": "environment"}
     if restart_argv is not None:
         sys.stdout.flush()
         sys.stderr.flush()
@@ -131,13 +129,6 @@ def limit_threads(n, restart_argv=None):
     return contextlib.nullcontext(), {"threads": None, "method": "none",
                                       "note": f"--threads {n} needs threadpoolctl (pip install threadpoolctl) or "
                                               f"OPENBLAS_NUM_THREADS={n} OMP_NUM_THREADS={n} set before Python starts"}
-
-
-@contextlib.contextmanager
-def _both(first, second):
-    """Both context managers, entered in this order (the BLAS's limit and nnarray's own loops')."""
-    with first, second:
-        yield
 
 
 # -------------------------------------------------------------------------------------------- processes
