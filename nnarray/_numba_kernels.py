@@ -109,3 +109,45 @@ def adagrad(P, G, H, eps, wd, neg_clr, tiny):  # h only grows: nothing to flush
         hi = h[i] + gi * gi
         h[i] = hi
         p[i] = p[i] + gi / (math.sqrt(hi) + eps) * neg_clr
+
+
+# ------------------------------------------------------------------------------ hidden layers (NumPy fast path)
+# nnarray.fast.numpy_numba: one pass where the generic step makes three, the same operations in the same order
+# (the generic step: Z += b; H = maximum(Z, 0); H *= M — and h *= astype(H > 0); h *= M), so the values agree bit
+# for bit. ReLU keeps NaN as NumPy's maximum does; the mask multiplies, so an infinite or NaN gradient gives NaN
+# where H ≤ 0, as h · 0 does. The literal 0.0 is float64: a float32 value passes through float64 exactly, and a
+# product of two float32 values is exact there, so its one rounding back to float32 is float32's own product.
+@_jit
+def bias_relu(Z, b):
+    n, m = Z.shape
+    for i in range(n):
+        for j in range(m):
+            z = Z[i, j] + b[j]
+            Z[i, j] = z if z > 0 or z != z else 0.0
+
+
+@_jit
+def bias_relu_masked(Z, b, M):
+    n, m = Z.shape
+    for i in range(n):
+        for j in range(m):
+            z = Z[i, j] + b[j]
+            Z[i, j] = (z if z > 0 or z != z else 0.0) * M[i, j]
+
+
+@_jit
+def relu_mask(h, H):
+    n, m = h.shape
+    for i in range(n):
+        for j in range(m):
+            x = h[i, j]
+            h[i, j] = x if H[i, j] > 0 else x * 0
+
+
+@_jit
+def relu_mask_masked(h, H, M):
+    n, m = h.shape
+    for i in range(n):
+        for j in range(m):
+            x = h[i, j]
+            h[i, j] = (x if H[i, j] > 0 else x * 0) * M[i, j]

@@ -43,6 +43,29 @@ def relu_backward(xp: Any, h: Any, H: Any, inplace: bool = False) -> Any:
     return h * mask
 
 
+def bias_relu(xp: Any, Z: Any, b: Any, M: Any = None) -> Any:
+    """A hidden layer's output from its product: H = ReLU(Z + B), times the dropout mask M/(1 − p) when given.
+
+    ``Z`` : (N, n) the fresh product H_prev·W, owned by the caller (the bias is added in place); ``b`` : (n,);
+    ``M`` : (N, n) or None. The NumPy fast path (:mod:`nnarray.fast.numpy_numba`) does the same in one pass.
+    """
+    Z += b
+    H = relu(xp, Z)
+    if M is not None:
+        H *= M  # inverted dropout, in place on relu's fresh output
+    return H
+
+
+def hidden_backward(xp: Any, h: Any, H: Any, M: Any = None) -> Any:
+    """The gradient arriving at a hidden layer's output h (N, n), taken back through it: masked where H ≤ 0
+    (:func:`relu_backward`, in place: ``h`` is a fresh product of the caller's), then times the dropout mask M
+    when given (∂(ReLU(Z)·M/(1−p))/∂Z = 1[Z > 0]·M/(1−p)). The NumPy fast path does it in one pass."""
+    h = relu_backward(xp, h, H, inplace=True)
+    if M is not None:
+        h *= M
+    return h
+
+
 def softmax(xp, A):
     """Y_k = exp(A_k) / Σ_m exp(A_m) per row of ``A`` (N, C), shifted by the row maximum for stability.
 

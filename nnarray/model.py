@@ -188,25 +188,24 @@ class MLP:
         return bufs
 
     # ----------------------------------------------------------------- forward / backward on device arrays
-    def forward(self, X: Array, masks: Sequence[Array | None] | None = None) -> tuple[Array, list[Array]]:
+    def forward(self, X: Array, masks: Sequence[Array | None] | None = None,
+                ops: Any = None) -> tuple[Array, list[Array]]:
         """Forward pass on backend arrays. Returns ``(A, Hs)``.
 
         ``X`` : (N, n_in) backend array of ``self.dtype``. ``A`` : (N, C) output-layer values.
         ``Hs`` : the input X followed by each hidden layer's output H (what backward needs).
         ``masks`` : training only: per hidden layer a (N, n_l) backend array M/(1 − p) or None
         (:meth:`dropout_masks` moved to the device); H is multiplied by it. None: no dropout.
+        ``ops`` : what computes a hidden layer's elementwise part (``bias_relu``, ``hidden_backward``):
+        :mod:`nnarray.functions` by default, a fast path's one-pass kernels otherwise.
         """
-        xp, p = self.xp, self.params
+        xp, p, ops = self.xp, self.params, ops or F
         Hs = [X]
         H = X
         L = self.n_layers
         for l in range(1, L):
-            # H_j = ReLU(B⁽ˡ⁾_j + Σ_i H_i W⁽ˡ⁾_j,i); the bias is added in place to the fresh product
-            Z = H @ p[f"W{l}"]
-            Z += p[f"b{l}"]
-            H = F.relu(xp, Z)
-            if masks is not None and masks[l - 1] is not None:
-                H *= masks[l - 1]  # inverted dropout, in place on relu's fresh output
+            # H_j = ReLU(B⁽ˡ⁾_j + Σ_i H_i W⁽ˡ⁾_j,i) (· M_j): the bias added in place to the fresh product
+            H = ops.bias_relu(xp, H @ p[f"W{l}"], p[f"b{l}"], None if masks is None else masks[l - 1])
             Hs.append(H)
         # A_k = B_k + Σ_j H_j W_k,j
         A = H @ p[f"W{L}"]
@@ -214,24 +213,24 @@ class MLP:
         return A, Hs
 
     def backward(self, a: Array, Hs: Sequence[Array],
-                 masks: Sequence[Array | None] | None = None) -> dict[str, Array]:
+                 masks: Sequence[Array | None] | None = None, ops: Any = None) -> dict[str, Array]:
         """Back-propagation from ``a`` (N, C) = ∂E/∂A through the layers cached in ``Hs``.
 
         Returns the gradient dict (same keys as ``params``). Per layer, summed over the batch rows:
         ΔB_k = Σ_n a_k,  ΔW_k,j = Σ_n H_j a_k,  h_j = Σ_k W_k,j a_k masked where H_j ≤ 0, and multiplied
-        by the dropout mask M/(1 − p) when ``masks`` (the ones given to :meth:`forward`) has one.
+        by the dropout mask M/(1 − p) when ``masks`` (the ones given to :meth:`forward`) has one. ``ops``: as
+        in :meth:`forward`.
         """
-        xp, p = self.xp, self.params
+        xp, p, ops = self.xp, self.params, ops or F
         grads = {}
         for l in range(self.n_layers, 0, -1):
             H_prev = Hs[l - 1]
             grads[f"W{l}"] = H_prev.T @ a
             grads[f"b{l}"] = xp.sum(a, axis=0)
             if l > 1:  # the input layer has no gradient to pass on
-                # h_j = Σ_k W_k,j a_k, masked in place (the product is a fresh array of ours)
-                a = F.relu_backward(xp, a @ p[f"W{l}"].T, H_prev, inplace=True)
-                if masks is not None and masks[l - 2] is not None:  # H_prev is hidden layer l − 1's output
-                    a *= masks[l - 2]  # ∂(ReLU(Z)·M/(1−p))/∂Z = 1[Z > 0]·M/(1−p)
+                # h_j = Σ_k W_k,j a_k, masked in place (the product is a fresh array of ours); H_prev is hidden
+                # layer l − 1's output, so its dropout mask is masks[l − 2]
+                a = ops.hidden_backward(xp, a @ p[f"W{l}"].T, H_prev, None if masks is None else masks[l - 2])
         return grads
 
     # ----------------------------------------------------------------- public API (validated input)

@@ -67,6 +67,9 @@ class TrainStep:
     """
 
     name = "generic"
+    #: What computes the hidden layers' elementwise parts (:meth:`nnarray.MLP.forward`'s ``ops``): None for
+    #: :mod:`nnarray.functions`; a fast path may give one-pass kernels of the same functions.
+    ops = None
 
     def __init__(self, net, opt, Xd, Td, reduction):
         self.net, self.opt, self.Xd, self.Td, self.reduction = net, opt, Xd, Td, reduction
@@ -133,11 +136,11 @@ class TrainStep:
             masks = self.draw_masks(idx.shape[0])
         if masks is not None:  # host → device, once per batch (no read back)
             masks = [None if M is None else net.backend.asarray(M, dtype=net.dtype) for M in masks]
-        A, Hs = net.forward(xp.take(self.Xd, idx, axis=0), masks)
+        A, Hs = net.forward(xp.take(self.Xd, idx, axis=0), masks, self.ops)
         a, E, correct = F.softmax_cross_entropy(xp, A, xp.take(self.Td, idx, axis=0), self.reduction, n)
         self.loss_sum += E
         self.correct += correct
-        self.opt.update(net.params, net.backward(a, Hs, masks))
+        self.opt.update(net.params, net.backward(a, Hs, masks, self.ops))
 
     def epoch(self, order_d, batch_size, comm=None, on_batches=None, log_every=50):
         """Train on every batch of ``order_d`` (the epoch's permutation of row indices, on the device).

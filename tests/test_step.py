@@ -133,3 +133,75 @@ def test_generic_step_where_no_fast_path_applies(blobs):
     with pytest.raises(ValueError,
                        match=r"fast=True: no fast path available here \(no fast path for backend 'array_api_strict'\)"):
         nn.fit(strict, nn.SGD(0.1), X, t, epochs=1, options=nn.FitOptions(fast=True))
+
+
+# ------------------------------------------------------------------------------------ the NumPy fast path
+@pytest.fixture
+def numba_step(monkeypatch):
+    pytest.importorskip("numba", reason="the numba extra (pip install 'nnarray[numba]')")
+    monkeypatch.delenv("NNARRAY_NUMBA", raising=False)
+    monkeypatch.delenv("NNARRAY_FAST", raising=False)
+    from nnarray.fast.numpy_numba import NumbaStep  # noqa: PLC0415
+
+    return NumbaStep
+
+
+def test_numpy_takes_the_numba_step_unless_switched_off(numba_step, monkeypatch, blobs):
+    X, t = blobs(n=50)
+    net = nn.MLP([12, 8, 3], backend="numpy", seed=0)
+    Xd, Td = _device_data(net, X, t)
+    assert type(make_step(net, nn.SGD(0.1), Xd, Td, "mean")) is numba_step
+    assert type(make_step(net, nn.SGD(0.1), Xd, Td, "mean", fast=False)) is TrainStep
+    monkeypatch.setenv("NNARRAY_NUMBA", "0")
+    assert type(make_step(net, nn.SGD(0.1), Xd, Td, "mean")) is TrainStep
+    with pytest.raises(ValueError, match=r"fast=True: no fast path available here \(the numba extra"):
+        make_step(net, nn.SGD(0.1), Xd, Td, "mean", fast=True)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("sizes,dropout", [([12, 16, 3], 0.0), ([12, 16, 3], 0.5), ([12, 16, 9, 3], (0.0, 0.3))])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_the_numba_step_is_the_generic_step_bit_for_bit(numba_step, blobs, dtype, sizes, dropout, reduction):
+    """Same operations in the same order, so the same values: three epochs of AdamW (with dropout where given),
+    the parameters and the optimizer state equal exactly."""
+    X, t = blobs(n=150, n_in=sizes[0], n_classes=sizes[-1])
+    results = []
+    for fast in (False, True):
+        net = nn.MLP(sizes, backend="numpy", seed=0, dtype=dtype, dropout=dropout)
+        opt = nn.AdamW(1e-2, weight_decay=0.05)
+        hist = nn.fit(net, opt, X, t, epochs=3, batch_size=32, reduction=reduction, seed=4,
+                      options=nn.FitOptions(fast=fast))
+        results.append((net.params, opt.state, hist.train_loss))
+    (p0, s0, l0), (p1, s1, l1) = results
+    assert l0 == l1
+    for k in p0:
+        np.testing.assert_array_equal(p0[k], p1[k], err_msg=k)
+        for name in s0:
+            np.testing.assert_array_equal(s0[name][k], s1[name][k], err_msg=f"{name} {k}")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_one_pass_hidden_layer_keeps_numpys_edge_values(numba_step, dtype):
+    """NaN and ±inf in the product, the bias, the gradient and the mask give what the generic expressions give
+    (maximum keeps NaN, −inf becomes 0; an infinite gradient times a 0 mask is NaN)."""
+    special = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 1.5, -1.5, 3e-39, -3e-39], dtype=dtype)
+    with np.errstate(all="ignore"):  # inf − inf: NaN on purpose
+        _edge_values_agree(special, dtype)
+
+
+def _edge_values_agree(special, dtype):
+    from nnarray import functions as F  # noqa: PLC0415
+    from nnarray.fast import numpy_numba  # noqa: PLC0415
+
+    ops = numpy_numba.Ops()
+    Z = np.add.outer(special, special[::-1]).astype(dtype)
+    b = special[::-1].copy()
+    M = np.abs(np.add.outer(special[::-1], special)).astype(dtype)
+    for m in (None, M):
+        np.testing.assert_array_equal(ops.bias_relu(np, Z.copy(), b, m), F.bias_relu(np, Z.copy(), b, m))
+        H = F.bias_relu(np, Z.copy(), b)
+        np.testing.assert_array_equal(ops.hidden_backward(np, Z.copy(), H, m),
+                                      F.hidden_backward(np, Z.copy(), H, m))
+    strided = np.asarray(Z.T.copy()).T  # not C-contiguous: the generic expressions run
+    np.testing.assert_array_equal(ops.bias_relu(np, strided.copy(order="K"), b, None),
+                                  F.bias_relu(np, Z.copy(), b))

@@ -17,10 +17,13 @@ cupy       :class:`~nnarray.fast.cupy_graph.CupyGraphStep`        experimental: 
 jax        :class:`~nnarray.fast.jax_jit.JaxJitStep`              by default (``fast=None``): the generic
                                                                   step traced by ``jax.jit``; every
                                                                   optimizer without gradient hooks
+numpy      :class:`~nnarray.fast.numpy_numba.NumbaStep`           by default with the ``numba`` extra: the
+                                                                  generic step, its hidden layers'
+                                                                  elementwise passes one compiled loop each
 =========  =====================================================  ==========================================
 
-NumPy has no fast path: a buffered NumPy step (preallocated ``out=`` arrays) did not gain enough over the generic
-step to justify a second copy of it (docs/speed.md).
+A buffered NumPy step (preallocated ``out=`` arrays, a second copy of the step) did not gain enough to stay
+(docs/speed.md); the Numba step only swaps the elementwise functions (:meth:`nnarray.MLP.forward`'s ``ops``).
 """
 
 from __future__ import annotations
@@ -46,3 +49,12 @@ def _jax_jit_step():
 
 
 register_fast_path("jax", _jax_jit_step)
+
+
+def _numpy_numba_step():
+    from .numpy_numba import NumbaStep  # noqa: PLC0415 -- Numba's kernels load on first use
+
+    return NumbaStep
+
+
+register_fast_path("numpy", _numpy_numba_step)

@@ -1,0 +1,77 @@
+"""The generic training step with its elementwise passes compiled by Numba, on NumPy: :class:`NumbaStep`.
+
+The generic step's hidden layers make three passes over the batch-by-units array forward (the bias added to the
+product, ReLU into a new array, the dropout mask) and three backward (the comparison H > 0, its cast to the
+compute dtype, the product with the arriving gradient; then the dropout mask). Here each direction is one
+compiled loop, in place on the fresh product (:class:`Ops`), with the same
+operations in the same order, so the values are the generic step's bit for bit (tests/test_step.py). Everything
+else — the products, the loss head, the optimizer — is the generic step's.
+
+Used by default on NumPy when the ``numba`` extra is installed (:func:`nnarray.fused.numpy_engine`);
+``fit(fast=False)`` or ``$NNARRAY_FAST=0`` runs the generic step. Arrays that are not C-contiguous or not of one
+dtype take :mod:`nnarray.functions`' expressions.
+"""
+
+from __future__ import annotations
+
+from .. import functions as F
+from ..fused import numpy_engine
+from ..step import TrainStep
+
+__all__ = ["NumbaStep", "Ops"]
+
+
+def _plain(*arrays):
+    """True when the arrays are C-contiguous and of the first one's dtype (what the compiled loops take)."""
+    dtype = arrays[0].dtype
+    return all(a.flags.c_contiguous and a.dtype == dtype for a in arrays)
+
+
+class Ops:
+    """The ``ops`` of :meth:`nnarray.MLP.forward`/``backward``: :mod:`nnarray.functions`' ``bias_relu`` and
+    ``hidden_backward`` as compiled loops, in place on the fresh product (made when the step is: the kernels
+    need the ``numba`` extra)."""
+
+    def __init__(self):
+        from .. import _numba_kernels as K  # noqa: PLC0415 -- the numba extra, checked by NumbaStep.unsupported
+
+        self._bias_relu = (K.bias_relu, K.bias_relu_masked)
+        self._hidden_backward = (K.relu_mask, K.relu_mask_masked)
+
+    def bias_relu(self, xp, Z, b, M=None):
+        """:func:`nnarray.functions.bias_relu` in one pass over ``Z``."""
+        plain, masked = self._bias_relu
+        if M is None and _plain(Z, b):
+            plain(Z, b)
+            return Z
+        if M is not None and _plain(Z, b, M):
+            masked(Z, b, M)
+            return Z
+        return F.bias_relu(xp, Z, b, M)
+
+    def hidden_backward(self, xp, h, H, M=None):
+        """:func:`nnarray.functions.hidden_backward` in one pass over ``h``."""
+        plain, masked = self._hidden_backward
+        if M is None and _plain(h, H):
+            plain(h, H)
+            return h
+        if M is not None and _plain(h, H, M):
+            masked(h, H, M)
+            return h
+        return F.hidden_backward(xp, h, H, M)
+
+
+class NumbaStep(TrainStep):
+    """:class:`~nnarray.step.TrainStep` with one compiled pass per hidden layer and direction."""
+
+    name = "numpy-numba"
+
+    def __init__(self, net, opt, Xd, Td, reduction):
+        super().__init__(net, opt, Xd, Td, reduction)
+        self.ops = Ops()
+
+    @classmethod
+    def unsupported(cls, net, opt, Xd, Td, batch_size=None, explicit=False):
+        if numpy_engine() != "numba":
+            return "the numba extra is not installed or NNARRAY_NUMBA=0 (pip install 'nnarray[numba]')"
+        return None
