@@ -25,9 +25,9 @@ def test_masks_have_the_rate_and_the_scale():
 def _recording_forward(net, calls):
     forward = net.forward
 
-    def recorded(X, masks=None):
+    def recorded(X, masks=None, ops=None):
         calls.append(masks)
-        return forward(X, masks)
+        return forward(X, masks, ops)
 
     net.forward = recorded
 

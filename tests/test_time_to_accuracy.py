@@ -104,9 +104,10 @@ def test_same_network_same_first_epoch(reached):
     assert loss_nn == pytest.approx(loss_torch, rel=1e-3)
 
 
-def test_generic_row_and_a_fast_row_that_cannot_run(tta):
-    """ci/gpu.sh compares nnarray with and without its fast path; where a backend has none (NumPy), the fast
-    row says why instead of stopping the others."""
+def test_generic_row_and_a_fast_row_that_cannot_run(tta, monkeypatch):
+    """ci/gpu.sh compares nnarray with and without its fast path; where a backend has none (NumPy without the
+    numba engine), the fast row says why instead of stopping the others."""
+    monkeypatch.setenv("NNARRAY_NUMBA", "0")
     report = tta.main([*QUICK[:4], "--max-epochs", "2", "--target", "0.5", "--backend", "numpy", "--no-warmup",
                        "--impls", "nnarray:generic,nnarray:fast"])
     assert report["settings"]["warmup"] is False

@@ -44,7 +44,7 @@ def test_dataset_advice_names_flags_under_a_command(tmp_path):
 
 def test_fast_path_refusal_in_both_vocabularies(blobs):
     X, t = blobs(n=40, seed=0)
-    net = nn.MLP([X.shape[1], 4, 3], backend="numpy", seed=0)
+    net = nn.MLP([X.shape[1], 4, 3], backend="array_api_strict", seed=0)  # a backend without a fast path
     with pytest.raises(ValueError,
                        match=r"^fast=True: no fast path available here \(.*\); use fast=None or fast=False$"):
         nn.fit(net, nn.SGD(0.1), X, t, epochs=1, options=nn.FitOptions(fast=True))
