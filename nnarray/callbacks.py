@@ -56,9 +56,10 @@ class FitRun:
     (the generator of the epoch permutations), ``schedule`` (or None), ``first_epoch`` and ``last_epoch``
     (the epoch numbers this call trains, inclusive), ``epoch`` (the current one), ``n_samples``,
     ``batch_size``, ``n_batches`` (per epoch), ``has_validation``, ``start_loss`` (the training loss before
-    the first update, set by ``fit`` before the first epoch), ``comm``, ``stop_training`` (set it to stop
-    after this epoch) and ``outcome`` (``"done"``, ``"stopped"``, ``"interrupted"``, ``"diverged"`` or
-    ``"error"`` once training ended; None before).
+    the first update, set by ``fit`` before the first epoch), ``step`` (the training step ``fit`` chose, with
+    its ``name`` and ``description``: a fast path or the generic step; set before the first epoch), ``comm``,
+    ``stop_training`` (set it to stop after this epoch) and ``outcome`` (``"done"``, ``"stopped"``,
+    ``"interrupted"``, ``"diverged"`` or ``"error"`` once training ended; None before).
     """
 
     def __init__(self, net, opt, history, rng, schedule, epochs, n_samples, batch_size, has_validation, comm):
@@ -69,6 +70,7 @@ class FitRun:
         self.n_batches = -(-n_samples // batch_size)
         self.has_validation = has_validation
         self.start_loss = None
+        self.step = None
         self.stop_training = False
         self.outcome = None
 

@@ -302,7 +302,7 @@ def _fit(run, cbs, X, t, validation, reduction, lrs, options):
     Xv = tv = None
     if validation is not None:
         Xv, tv = be.asarray(validation[0], dtype=net.dtype), be.asarray(validation[1], dtype=be.index_dtype)
-    step = make_step(net, opt, Xd, Td, reduction, fast=options.fast, batch_size=run.batch_size)
+    step = run.step = make_step(net, opt, Xd, Td, reduction, fast=options.fast, batch_size=run.batch_size)
     guard = next((cb for cb in cbs if isinstance(cb, DivergenceGuard)), None) or DivergenceGuard()
     hooks = _Hooks(run, cbs if comm.rank == 0 else [])  # rank 0 alone writes checkpoints and outputs
     run.start_loss = _start_loss(net, Xd, td, comm)

@@ -78,6 +78,8 @@ def test_train_end_to_end_writes_every_output(tmp_path, capsys):
     assert "2750 training, 250 validation (held out of the training set), 10000 test samples" in text
     assert "backend:  numpy" in text and "network:  784-64-10" in text
     assert "updates:  " in text  # the optimizer's fused form or the functional rule (tests/test_fused.py)
+    numba = nn.fused.numpy_engine() == "numba"
+    assert f"step:     {'the generic step, each hidden layer' if numba else 'the generic Array API step'}" in text
     epoch_lines = [line for line in text.splitlines() if line.startswith("epoch ")]
     assert len(epoch_lines) == 2
     assert all("val acc" in line and "lr 0.0" in line and "samples/s" in line for line in epoch_lines)

@@ -205,3 +205,19 @@ def _edge_values_agree(special, dtype):
     strided = np.asarray(Z.T.copy()).T  # not C-contiguous: the generic expressions run
     np.testing.assert_array_equal(ops.bias_relu(np, strided.copy(order="K"), b, None),
                                   F.bias_relu(np, Z.copy(), b))
+
+
+def test_fit_tells_its_callbacks_which_step_it_chose(numba_step, blobs):
+    """FitRun.step is the step fit made (the training command prints its description when training begins)."""
+    X, t = blobs(n=60)
+    seen = []
+
+    class Look(nn.callbacks.Callback):
+        def on_train_begin(self, run):
+            seen.append((type(run.step), run.step.description))
+
+    for fast in (None, False):
+        nn.fit(nn.MLP([12, 8, 3], seed=0), nn.SGD(0.1), X, t, epochs=1, callbacks=[Look()],
+               options=nn.FitOptions(fast=fast))
+    assert [kind for kind, _ in seen] == [numba_step, TrainStep]
+    assert "Numba" in seen[0][1] and seen[1][1] == "the generic Array API step"

@@ -22,10 +22,14 @@ FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sanda
 
 
 class EpochLine(Callback):
-    """Prints each finished epoch: losses, accuracies (``*``: a new best on validation), η, time and speed."""
+    """Prints the training step fit chose when training begins, then each finished epoch: losses, accuracies
+    (``*``: a new best on validation), η, time and speed."""
 
     def __init__(self, run):
         self.run = run
+
+    def on_train_begin(self, fit_run):
+        say(self.run.args.quiet, f"step:     {fit_run.step.description}")
 
     def on_epoch_end(self, fit_run, rec):
         say(self.run.args.quiet, epoch_line(rec, self.run.args.epochs, self.run.best.saved))

@@ -254,6 +254,7 @@ class CupyGraphStep(TrainStep):
     """
 
     name = "cupy-graph"
+    description = "the step captured in one CUDA graph per batch shape (experimental)"
 
     @classmethod
     def unsupported(cls, net, opt, Xd, Td, batch_size=None, explicit=False):

@@ -70,6 +70,7 @@ class JaxJitStep(TrainStep):
     """:class:`~nnarray.step.TrainStep` with its batch computation compiled by ``jax.jit`` (see the module)."""
 
     name = "jax-jit"
+    description = "the generic step traced once by jax.jit"
 
     @classmethod
     def unsupported(cls, net, opt, Xd, Td, batch_size=None, explicit=False):

@@ -65,6 +65,7 @@ class NumbaStep(TrainStep):
     """:class:`~nnarray.step.TrainStep` with one compiled pass per hidden layer and direction."""
 
     name = "numpy-numba"
+    description = "the generic step, each hidden layer's elementwise passes one compiled Numba loop (numba extra)"
 
     def __init__(self, net, opt, Xd, Td, reduction):
         super().__init__(net, opt, Xd, Td, reduction)
