@@ -118,36 +118,20 @@ def adagrad(P, G, H, eps, wd, neg_clr, tiny):  # h only grows: nothing to flush
 # where H ≤ 0, as h · 0 does. The literal 0.0 is float64: a float32 value passes through float64 exactly, and a
 # product of two float32 values is exact there, so its one rounding back to float32 is float32's own product.
 @_jit
-def bias_relu(Z, b):
+def bias_relu(Z, b, M, masked):  # M is read only when masked (the caller passes Z otherwise)
     n, m = Z.shape
     for i in range(n):
         for j in range(m):
             z = Z[i, j] + b[j]
-            Z[i, j] = z if z > 0 or z != z else 0.0
+            h = z if z > 0 or z != z else 0.0
+            Z[i, j] = h * M[i, j] if masked else h
 
 
 @_jit
-def bias_relu_masked(Z, b, M):
-    n, m = Z.shape
-    for i in range(n):
-        for j in range(m):
-            z = Z[i, j] + b[j]
-            Z[i, j] = (z if z > 0 or z != z else 0.0) * M[i, j]
-
-
-@_jit
-def relu_mask(h, H):
+def relu_mask(h, H, M, masked):  # M is read only when masked (the caller passes h otherwise)
     n, m = h.shape
     for i in range(n):
         for j in range(m):
             x = h[i, j]
-            h[i, j] = x if H[i, j] > 0 else x * 0
-
-
-@_jit
-def relu_mask_masked(h, H, M):
-    n, m = h.shape
-    for i in range(n):
-        for j in range(m):
-            x = h[i, j]
-            h[i, j] = (x if H[i, j] > 0 else x * 0) * M[i, j]
+            x = x if H[i, j] > 0 else x * 0
+            h[i, j] = x * M[i, j] if masked else x

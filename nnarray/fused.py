@@ -81,23 +81,24 @@ class NumbaForm(FusedForm):
         # Python costs about 3 × what it costs in isolation). The checks of every array run as C-level maps.
         keys, gs = list(grads), list(grads.values())
         ps = list(map(params.__getitem__, keys))
-        columns = self._state_columns(keys, ps) if self.opt.state_names() else ()
+        names = self.opt.state_names()
+        columns = self._state_columns(names, keys, ps) if names else ()
         arrays = ps if not columns else ps + [a for column in columns for a in column]
         dtype = ps[0].dtype
         # carray: C-contiguous, aligned and writeable; the dtype the very one of p (else parameter by parameter)
         if not (all(map(_CARRAY, arrays)) and all(map(_C_CONTIGUOUS, gs))
                 and all(map(is_, map(_DTYPE, arrays + gs), repeat(dtype)))):
-            self._update_each(params, grads, scalars)  # read-only, strided or mixed: parameter by parameter
+            super().update(params, grads, scalars)  # read-only, strided or mixed: parameter by parameter
             return
         kernel, consts = self._kernel(scalars, dtype)
         for p, g, *state in zip(ps, gs, *columns, strict=True):
             kernel(p, g, *state, *consts)
 
-    def _state_columns(self, keys, ps):
-        """Per state name (:meth:`Optimizer.state_names`' order) the list of the arrays of ``keys``, each
+    def _state_columns(self, names, keys, ps):
+        """Per state name of ``names`` (:meth:`Optimizer.state_names`) the list of the arrays of ``keys``, each
         created where missing."""
         opt = self.opt
-        states = [opt.state[name] for name in opt.state_names()]
+        states = [opt.state[name] for name in names]
         try:
             return [list(map(s.__getitem__, keys)) for s in states]
         except KeyError:
@@ -105,31 +106,15 @@ class NumbaForm(FusedForm):
                 opt._created_state(k, p)
             return [list(map(s.__getitem__, keys)) for s in states]
 
-    def _update_each(self, params, grads, scalars):
-        """Parameter by parameter: read-only arrays take the functional rule (results stored), strided or
-        mixed-dtype ones the rule written in place, the others the step's Numba loop."""
-        opt = self.opt
-        for k, g in grads.items():
-            p = params[k]
-            state = opt._created_state(k, p) if p.flags.writeable else None
-            if state is None or not all(a.flags.writeable for a in state.values()):
-                opt._store_rule(params, k, g, scalars)
-            else:
-                self.apply(p, g, state, scalars)
-
     def apply(self, p, g, state, scalars):
         arrays = list(state.values())
         dtype = p.dtype
         if (p.flags.c_contiguous and g.flags.c_contiguous and g.dtype == dtype
                 and all(a.flags.c_contiguous and a.dtype == dtype for a in arrays)):
-            self._launch(p, g, arrays, scalars)
+            kernel, consts = self._kernel(scalars, dtype)
+            kernel(p, g, *arrays, *consts)
         else:
             self._write_rule(p, g, state, scalars)
-
-    def _launch(self, p, g, arrays, scalars):
-        """The step's kernel on C-contiguous ``p``, ``g`` and state ``arrays`` of one dtype."""
-        kernel, consts = self._kernel(scalars, p.dtype)
-        kernel(p, g, *arrays, *consts)
 
     def _write_rule(self, p, g, state, scalars):
         """The functional rule's results written into ``p`` and the state arrays (strided or mixed dtypes)."""

@@ -21,12 +21,6 @@ from ..step import TrainStep
 __all__ = ["NumbaStep", "Ops"]
 
 
-def _plain(*arrays):
-    """True when the arrays are C-contiguous and of the first one's dtype (what the compiled loops take)."""
-    dtype = arrays[0].dtype
-    return all(a.flags.c_contiguous and a.dtype == dtype for a in arrays)
-
-
 class Ops:
     """The ``ops`` of :meth:`nnarray.MLP.forward`/``backward``: :mod:`nnarray.functions`' ``bias_relu`` and
     ``hidden_backward`` as compiled loops, in place on the fresh product (made when the step is: the kernels
@@ -35,30 +29,25 @@ class Ops:
     def __init__(self):
         from .. import _numba_kernels as K  # noqa: PLC0415 -- the numba extra, checked by NumbaStep.unsupported
 
-        self._bias_relu = (K.bias_relu, K.bias_relu_masked)
-        self._hidden_backward = (K.relu_mask, K.relu_mask_masked)
+        self._kernels = {"bias_relu": K.bias_relu, "hidden_backward": K.relu_mask}
 
     def bias_relu(self, xp, Z, b, M=None):
         """:func:`nnarray.functions.bias_relu` in one pass over ``Z``."""
-        plain, masked = self._bias_relu
-        if M is None and _plain(Z, b):
-            plain(Z, b)
-            return Z
-        if M is not None and _plain(Z, b, M):
-            masked(Z, b, M)
-            return Z
-        return F.bias_relu(xp, Z, b, M)
+        return self._one_pass("bias_relu", xp, Z, b, M)
 
     def hidden_backward(self, xp, h, H, M=None):
         """:func:`nnarray.functions.hidden_backward` in one pass over ``h``."""
-        plain, masked = self._hidden_backward
-        if M is None and _plain(h, H):
-            plain(h, H)
-            return h
-        if M is not None and _plain(h, H, M):
-            masked(h, H, M)
-            return h
-        return F.hidden_backward(xp, h, H, M)
+        return self._one_pass("hidden_backward", xp, h, H, M)
+
+    def _one_pass(self, name, xp, out, other, M):
+        """The compiled loop ``name`` in place on ``out`` when every array is C-contiguous and of ``out``'s dtype
+        (what the loops take), else :mod:`nnarray.functions`' expressions."""
+        arrays = (out, other) if M is None else (out, other, M)
+        if all(a.flags.c_contiguous and a.dtype == out.dtype for a in arrays):
+            # Without dropout the loop gets ``out`` as a mask it never reads (masked=False).
+            self._kernels[name](out, other, out if M is None else M, M is not None)
+            return out
+        return getattr(F, name)(xp, out, other, M)
 
 
 class NumbaStep(TrainStep):
