@@ -11,7 +11,8 @@ measures it faster per epoch at the sizes people train and no slower at the seed
   loop per parameter (:class:`NumbaForm`) that reads p, g and the state once and writes them once, and flushes
   a decaying state to zero rather than leave it subnormal (:mod:`nnarray._numba_kernels`). Without the extra
   the functional rule runs; :func:`numpy_engine` says which one does.
-* **torch** — no fused form: the functional rule.
+* **torch** — on the CPU, with the ``numba`` extra, NumPy's loops on the tensors' own memory (:class:`TorchNumbaForm`:
+  ``Tensor.numpy()`` is a view); on CUDA the functional rule.
 * **CuPy** — one ``ElementwiseKernel`` per optimizer: one kernel launch per parameter and step. The kernels
   are compiled on first use; this module imports without CuPy.
 
@@ -35,8 +36,8 @@ if TYPE_CHECKING:
     from .backend import Backend
     from .optim import Optimizer
 
-__all__ = ["NUMPY_FUSED_FAMILIES", "NUMBA_MISSING", "NumbaForm", "describe_updates",
-           "numpy_engine", "numpy_form", "cupy_form"]
+__all__ = ["NUMPY_FUSED_FAMILIES", "NUMBA_MISSING", "NumbaForm", "TorchNumbaForm", "describe_updates",
+           "numpy_engine", "numpy_form", "torch_form", "cupy_form"]
 
 # Which optimizers get a compiled pass on NumPy: the figures are in docs/speed.md.
 NUMPY_FUSED_FAMILIES = frozenset({"sgd", "adam", "rmsprop", "adagrad"})
@@ -83,16 +84,22 @@ class NumbaForm(FusedForm):
         ps = list(map(params.__getitem__, keys))
         names = self.opt.state_names()
         columns = self._state_columns(names, keys, ps) if names else ()
+        if not self._loops(ps, gs, columns, scalars):
+            super().update(params, grads, scalars)  # read-only, strided or mixed: parameter by parameter
+
+    def _loops(self, ps, gs, columns, scalars):
+        """Run the kernel on every parameter ``ps[i]`` with its gradient ``gs[i]`` and state ``column[i]`` of each
+        of ``columns``, when all are C-contiguous, writeable and of one dtype; False (nothing run) otherwise."""
         arrays = ps if not columns else ps + [a for column in columns for a in column]
         dtype = ps[0].dtype
-        # carray: C-contiguous, aligned and writeable; the dtype the very one of p (else parameter by parameter)
+        # carray: C-contiguous, aligned and writeable; the dtype the very one of p
         if not (all(map(_CARRAY, arrays)) and all(map(_C_CONTIGUOUS, gs))
                 and all(map(is_, map(_DTYPE, arrays + gs), repeat(dtype)))):
-            super().update(params, grads, scalars)  # read-only, strided or mixed: parameter by parameter
-            return
+            return False
         kernel, consts = self._kernel(scalars, dtype)
         for p, g, *state in zip(ps, gs, *columns, strict=True):
             kernel(p, g, *state, *consts)
+        return True
 
     def _state_columns(self, names, keys, ps):
         """Per state name of ``names`` (:meth:`Optimizer.state_names`) the list of the arrays of ``keys``, each
@@ -122,6 +129,41 @@ class NumbaForm(FusedForm):
         p[...] = new_p
         for name, v in new_state.items():
             state[name][...] = v
+
+
+class TorchNumbaForm(NumbaForm):
+    """:class:`NumbaForm` on PyTorch's CPU tensors: the same Numba loops run on the tensors' own memory through
+    NumPy views (``Tensor.numpy()`` shares it, no copy). A tensor that is not contiguous, not of the parameters'
+    dtype or has no view (one that requires grad) gets the functional rule's results written into it, as
+    :class:`NumbaForm` does for a strided array."""
+
+    description = "one compiled Numba pass per parameter on the CPU tensors' memory (numba extra)"
+
+    def update(self, params, grads, scalars):
+        keys = list(grads)
+        ts = list(map(params.__getitem__, keys))
+        names = self.opt.state_names()
+        columns = self._state_columns(names, keys, ts) if names else ()
+        views = _numpy_views(ts, [grads[k] for k in keys], columns)
+        if views is None or not self._loops(*views, scalars):
+            super(NumbaForm, self).update(params, grads, scalars)  # FusedForm's: parameter by parameter
+
+    def apply(self, p, g, state, scalars):
+        views = _numpy_views([p], [g], [[a] for a in state.values()])
+        if views is None or not self._loops(*views, scalars):
+            import torch  # noqa: PLC0415 -- only torch tensors come here
+
+            with torch.no_grad():  # a leaf that requires grad may be written in place only so (as torch.optim does)
+                self._write_rule(p, g, state, scalars)
+
+
+def _numpy_views(ps, gs, columns):
+    """``(ps, gs, columns)`` as NumPy views of the same memory, or None where a tensor has none (it requires
+    grad, or is not on the CPU)."""
+    try:
+        return [t.numpy() for t in ps], [t.numpy() for t in gs], [[t.numpy() for t in column] for column in columns]
+    except (RuntimeError, TypeError):
+        return None
 
 
 #: Why the NumPy updates run the functional rule rather than one compiled pass (Numba missing).
@@ -156,6 +198,15 @@ def numpy_form(opt, family, backend):
     :data:`NUMPY_FUSED_FAMILIES` when :func:`numpy_engine` says so, else None (the functional rule)."""
     if family in NUMPY_FUSED_FAMILIES and numpy_engine() == "numba":
         return NumbaForm(opt, backend, family)
+    return None
+
+
+def torch_form(opt, family, backend):
+    """The torch fused form of ``family`` for ``opt``: on the CPU, NumPy's Numba loops on the tensors' memory
+    (:class:`TorchNumbaForm`) when :func:`numpy_engine` says so; else None (the functional rule; on CUDA too)."""
+    device = getattr(backend, "device", None)
+    if family in NUMPY_FUSED_FAMILIES and numpy_engine() == "numba" and getattr(device, "type", None) == "cpu":
+        return TorchNumbaForm(opt, backend, family)
     return None
 
 
@@ -266,4 +317,5 @@ def cupy_form(opt, family, backend):
 
 
 register_fused_forms("numpy", numpy_form)
+register_fused_forms("torch", torch_form)
 register_fused_forms("cupy", cupy_form)

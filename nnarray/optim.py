@@ -399,8 +399,8 @@ def register_fused_forms(backend_name, make):
 
 
 def _fused_for(opt, cls, family, backend):
-    """``opt``'s fused form of ``cls``'s rule on ``backend`` (NumPy, CuPy; :mod:`nnarray.fused`), or None: made
-    once per backend and configuration and kept (a Numba form keeps its step's constants)."""
+    """``opt``'s fused form of ``cls``'s rule on ``backend`` (NumPy, torch on the CPU, CuPy; :mod:`nnarray.fused`), or
+    None: made once per backend and configuration and kept (a Numba form keeps its step's constants)."""
     make = _FUSED_MAKERS.get(backend.name)
     if make is None or not _own_rule(opt, cls):
         return None
@@ -519,9 +519,9 @@ class SGD(Optimizer):
         return (-lr * g + mu * v + p if self.nesterov else v + p), {"velocity": v}  # Nesterov: −η (g + μ b)
 
     def fused(self, backend: Backend) -> FusedForm | None:
-        """The in-place form on NumPy (with the ``numba`` extra) and CuPy (:mod:`nnarray.fused`); on CuPy without
-        Nesterov and weight decay also the :class:`HeavyBallSGD` the graph step's kernels compute. None
-        elsewhere (torch: the rule)."""
+        """The in-place form on NumPy and torch's CPU tensors (with the ``numba`` extra) and CuPy
+        (:mod:`nnarray.fused`); on CuPy without Nesterov and weight decay also the :class:`HeavyBallSGD` the graph
+        step's kernels compute. None elsewhere (the rule)."""
         return _fused_for(self, SGD, "sgd", backend)
 
 

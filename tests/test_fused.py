@@ -1,6 +1,6 @@
 """The optimizers' fused forms (nnarray/fused.py) against their functional rules: on NumPy the Numba loops of
 SGD, Adam/AdamW, RMSprop and AdaGrad to 1e-12 in float64 for every option, over several steps and a change of η;
-every optimizer on torch takes the functional rule; the CuPy kernels checked on a GPU."""
+on torch's CPU tensors the same loops on the tensors' memory; the CuPy kernels checked on a GPU."""
 
 import numpy as np
 import pytest
@@ -273,21 +273,19 @@ def test_cupy_fused_form_equals_the_functional_rule(name, kw):
         np.testing.assert_allclose(cp.asnumpy(dev[k]), cpu[k], rtol=1e-12, atol=1e-15)
 
 
-@pytest.mark.torch
-@pytest.mark.parametrize("name,kw", CONFIGS, ids=IDS)
-def test_torch_takes_the_functional_rule(name, kw):
-    """No fused form on torch (its in-place methods were not measured 10 % faster at both sizes): the update
-    is the functional rule on torch tensors, equal to NumPy's to 1e-12 in float64."""
-    import torch  # noqa: PLC0415
+def _torch_params(torch, host):
+    """Tensors of their own memory: W1, b1, b2 contiguous, W2 a transposed (strided) view as in :func:`_params`."""
+    out = {k: torch.asarray(np.ascontiguousarray(v)).clone() for k, v in host.items()}
+    out["W2"] = out["W2"].T.contiguous().T
+    return out
 
-    rng = np.random.default_rng(2)
-    host = _params(rng)
-    params = {k: torch.asarray(np.ascontiguousarray(v)) for k, v in host.items()}
+
+def _torch_run(torch, name, kw, params, host, rng, steps=6):
+    """``steps`` updates of ``params`` (tensors) and of NumPy's reference from ``host``, η halved mid-run; the
+    optimizer and the reference's parameters after them."""
     ref_params = _read_only(host)
     opt, ref = getattr(nn, name)(lr=LR[name], **kw), getattr(nn, name)(lr=LR[name], **kw)
-    assert opt.fused(nn.get_backend("torch")) is None
-    lrs = [LR[name]] * 3 + [LR[name] * 0.5] * 3
-    for lr in lrs:
+    for lr in [LR[name]] * (steps // 2) + [LR[name] * 0.5] * (steps - steps // 2):
         g = {k: rng.standard_normal(v.shape) for k, v in host.items()}
         g_t = {k: torch.asarray(v) for k, v in g.items()}
         opt.lr = ref.lr = lr
@@ -297,9 +295,47 @@ def test_torch_takes_the_functional_rule(name, kw):
         for k in g:
             np.testing.assert_array_equal(g_t[k].numpy(), g[k])  # the gradient is never changed
     for k in params:
-        np.testing.assert_allclose(params[k].numpy(), ref_params[k], rtol=1e-12, atol=1e-15, err_msg=k)
+        np.testing.assert_allclose(params[k].detach().numpy(), ref_params[k], rtol=1e-12, atol=1e-15, err_msg=k)
         for n in ref.state_names():
             np.testing.assert_allclose(opt.state[n][k].numpy(), ref.state[n][k], rtol=1e-12, atol=1e-15)
+    return opt
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("name,kw", CONFIGS, ids=IDS)
+def test_torch_cpu_form_runs_the_numba_loops_on_the_tensors_memory(name, kw, numba_on, monkeypatch):
+    """On the CPU the torch form runs NumPy's loops on views of the tensors: in place, equal to the functional
+    rule to 1e-12 in float64; the strided W2 gets the rule's results written into it."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(2)
+    host = _params(rng)
+    params = _torch_params(torch, host)
+    ids = {k: id(v) for k, v in params.items()}
+    form = getattr(nn, name)(lr=LR[name], **kw).fused(nn.get_backend("torch"))
+    assert isinstance(form, fused.TorchNumbaForm) and form.description == fused.TorchNumbaForm.description
+    calls = _counted(fused.TorchNumbaForm, monkeypatch)
+    _torch_run(torch, name, kw, params, host, rng)
+    assert calls.count("write") == 6 and calls.count("loop") == 6 * 3  # W2 strided: the rule written back
+    assert {k: id(v) for k, v in params.items()} == ids, "updated in place, the strided view included"
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("name,kw", [("SGD", {"momentum": 0.9, "nesterov": True}), ("AdamW", {"weight_decay": 0.05}),
+                                     ("RMSprop", {"momentum": 0.5}), ("AdaGrad", {"lr_decay": 0.1})])
+def test_torch_without_numba_or_for_a_leaf_that_requires_grad_takes_the_rule(name, kw, numba_on, monkeypatch):
+    """A tensor that requires grad has no NumPy view: the rule's results are written into it (under no_grad, as
+    torch.optim writes); with ``NNARRAY_NUMBA=0`` torch has no form and the rule's results are stored."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(3)
+    host = _params(rng)
+    params = {k: v.requires_grad_(True) for k, v in _torch_params(torch, host).items()}
+    ids = {k: id(v) for k, v in params.items()}
+    calls = _counted(fused.TorchNumbaForm, monkeypatch)
+    _torch_run(torch, name, kw, params, host, rng)
+    assert calls == ["write"] * 6 * 4 and {k: id(v) for k, v in params.items()} == ids
+    monkeypatch.setenv("NNARRAY_NUMBA", "0")
+    assert getattr(nn, name)(lr=LR[name], **kw).fused(nn.get_backend("torch")) is None
+    _torch_run(torch, name, kw, _torch_params(torch, host), host, np.random.default_rng(3))
 
 
 @pytest.mark.parametrize("name,kw,state", [("SGD", {"momentum": 0.9}, "velocity"), ("Adam", {}, "exp_avg"),
