@@ -66,6 +66,13 @@ def hidden_backward(xp: Any, h: Any, H: Any, M: Any = None) -> Any:
     return h
 
 
+def weight_gradient(xp: Any, H: Any, a: Any) -> Any:
+    """ΔW (n_in, n_out) = Hᵀ·a, summed over the batch: the seed's ΔW_k,j = Σ_n H_j a_k for a layer whose input is
+    ``H`` (N, n_in) and whose gradient at its output is ``a`` (N, n_out). A fast path may compute the same product
+    in another memory layout (the torch fast path: (aᵀ·H)ᵀ, its weights' Fortran order)."""
+    return H.T @ a
+
+
 def softmax(xp, A):
     """Y_k = exp(A_k) / Σ_m exp(A_m) per row of ``A`` (N, C), shifted by the row maximum for stability.
 

@@ -44,6 +44,8 @@ NUMPY_FUSED_FAMILIES = frozenset({"sgd", "adam", "rmsprop", "adagrad"})
 
 _CARRAY = attrgetter("flags.carray")
 _C_CONTIGUOUS = attrgetter("flags.c_contiguous")
+_FARRAY = attrgetter("flags.farray")
+_F_CONTIGUOUS = attrgetter("flags.f_contiguous")
 _DTYPE = attrgetter("dtype")
 
 
@@ -89,13 +91,20 @@ class NumbaForm(FusedForm):
 
     def _loops(self, ps, gs, columns, scalars):
         """Run the kernel on every parameter ``ps[i]`` with its gradient ``gs[i]`` and state ``column[i]`` of each
-        of ``columns``, when all are C-contiguous, writeable and of one dtype; False (nothing run) otherwise."""
+        of ``columns``, when all are writeable, of one dtype and C-contiguous (or all Fortran-contiguous); False
+        (nothing run) otherwise."""
         arrays = ps if not columns else ps + [a for column in columns for a in column]
         dtype = ps[0].dtype
-        # carray: C-contiguous, aligned and writeable; the dtype the very one of p
-        if not (all(map(_CARRAY, arrays)) and all(map(_C_CONTIGUOUS, gs))
-                and all(map(is_, map(_DTYPE, arrays + gs), repeat(dtype)))):
+        if not all(map(is_, map(_DTYPE, arrays + gs), repeat(dtype))):  # the very dtype of p
             return False
+        # carray: C-contiguous, aligned and writeable
+        if not (all(map(_CARRAY, arrays)) and all(map(_C_CONTIGUOUS, gs))):
+            if not (all(map(_FARRAY, arrays)) and all(map(_F_CONTIGUOUS, gs))):
+                return False
+            # Fortran order throughout (the torch fast path stores its weights so): the loops see the transposes,
+            # C-contiguous views of the same memory, element for element the same pairs
+            ps, gs = [a.T for a in ps], [a.T for a in gs]
+            columns = [[a.T for a in column] for column in columns]
         kernel, consts = self._kernel(scalars, dtype)
         for p, g, *state in zip(ps, gs, *columns, strict=True):
             kernel(p, g, *state, *consts)

@@ -225,7 +225,7 @@ class MLP:
         grads = {}
         for l in range(self.n_layers, 0, -1):
             H_prev = Hs[l - 1]
-            grads[f"W{l}"] = H_prev.T @ a
+            grads[f"W{l}"] = ops.weight_gradient(xp, H_prev, a)  # ΔW = H_prevᵀ·a
             grads[f"b{l}"] = xp.sum(a, axis=0)
             if l > 1:  # the input layer has no gradient to pass on
                 # h_j = Σ_k W_k,j a_k, masked in place (the product is a fresh array of ours); H_prev is hidden

@@ -349,8 +349,9 @@ def _copy(v):
 
 
 def _zeros_like(p):
-    xp = array_api_compat.array_namespace(p)
-    return xp.zeros(p.shape, dtype=p.dtype, device=array_api_compat.device(p))
+    # zeros_like keeps p's memory layout where the library has one (a Fortran-ordered weight gets a Fortran-ordered
+    # state, which a fused form can then walk with it in one flat loop)
+    return array_api_compat.array_namespace(p).zeros_like(p)
 
 
 def _xp(p):

@@ -126,6 +126,11 @@ class TrainStep:
                 yield [None if M is None else M[r : r + n, ...] for M in device]
                 r += n
 
+    def gather(self, A, idx):
+        """The rows ``idx`` of ``A`` (the batch of X or T): ``take`` along axis 0 (a fast path may use its
+        library's own gather)."""
+        return self.net.xp.take(A, idx, axis=0)
+
     def __call__(self, idx, n=None, masks=None):
         """One mini-batch: the rows ``idx`` (1-D device array of the backend's index dtype); ``n`` the global batch
         size.
@@ -138,8 +143,8 @@ class TrainStep:
             masks = self.draw_masks(idx.shape[0])
         if masks is not None:  # host → device, once per batch (no read back)
             masks = [None if M is None else net.backend.asarray(M, dtype=net.dtype) for M in masks]
-        A, Hs = net.forward(xp.take(self.Xd, idx, axis=0), masks, self.ops)
-        a, E, correct = F.softmax_cross_entropy(xp, A, xp.take(self.Td, idx, axis=0), self.reduction, n)
+        A, Hs = net.forward(self.gather(self.Xd, idx), masks, self.ops)
+        a, E, correct = F.softmax_cross_entropy(xp, A, self.gather(self.Td, idx), self.reduction, n)
         self.loss_sum += E
         self.correct += correct
         self.opt.update(net.params, net.backward(a, Hs, masks, self.ops))

@@ -51,7 +51,7 @@ import numpy as np
 import yardsticks as ys
 
 import nnarray as nn
-from nnarray import fused
+from nnarray import fused, threads
 
 EPOCH_SAMPLES, LR, SEED = 60000, 0.1, 0
 WARMUP_BATCHES = SETTLE_BATCHES = 20
@@ -435,6 +435,21 @@ def epoch_gflop(cfg):
     return EPOCH_SAMPLES * 2.0 * (2 * ys.N_IN * h + 3 * h * ys.N_CLASSES) / 1e9
 
 
+def jax_threads_note(backends):
+    """A line for the header when JAX rows run with the thread variables set below the cores this process may
+    use: XLA's CPU runtime reads none of them (one such run had 1.7 cores busy at ``OMP_NUM_THREADS=1``), so those
+    rows would have more cores than the others; ``taskset`` gives every row the same. None otherwise."""
+    if not any(b.split(":")[0] == "jax" for b in backends):
+        return None
+    cores = threads.usable_cores()
+    limits = [int(v) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+              if (v := os.environ.get(k, "").strip()).isdigit()]
+    if not limits or min(limits) >= cores:
+        return None
+    return (f"threads     note: JAX (XLA) ignores the thread variables: its rows use all {cores} cores this process "
+            f"may run on, the others {min(limits)}; for the same cores everywhere run under taskset -c 0")
+
+
 def header(args, env, data_desc):
     what = (f"recipes {args.recipes}" + (f" and seed network configs {args.configs}" if args.configs else "")
             if args.recipes else f"seed network, SGD lr={LR} (mean)")
@@ -493,6 +508,9 @@ def main(argv=None):
     env["numpy_updates"] = fused.numpy_engine()
     env["gemm_gflops_1000"] = gemm_rate(args.dtype)
     print(header(args, env, data_desc), flush=True)
+    if (note := jax_threads_note(backends)) is not None:
+        print(note, flush=True)
+        env["jax_threads_note"] = note
     results = []
     for cfg in cfgs:
         results.append(run_config(cfg, X, t, backends, yard, args.dtype, args.repeats, args.settle,

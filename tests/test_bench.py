@@ -181,3 +181,17 @@ def test_recipes_time_the_optimizers_and_dropout_against_torchs_best(bench):
     assert (at["layers"], at["batch"], at["optimizer"][0], at["dropout"]) == ("784-1000-10", 100, "SGD", 0.0)
     with pytest.raises(SystemExit, match="--configs: expected HIDDENxBATCH"):
         bench.parse_recipes("momentum@1000")
+
+
+def test_the_header_says_when_jax_rows_would_get_more_cores_than_the_others(bench, monkeypatch):
+    """XLA reads no thread variable: with OMP_NUM_THREADS=1 on two cores the JAX rows would run on both."""
+    monkeypatch.setattr(bench.threads, "usable_cores", lambda: 2)
+    for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.delenv(k, raising=False)
+    assert bench.jax_threads_note(["numpy", "jax:fast"]) is None  # nothing limited: every row has both cores
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    note = bench.jax_threads_note(["numpy", "jax:fast"])
+    assert "use all 2 cores" in note and "the others 1" in note and "taskset -c 0" in note
+    assert bench.jax_threads_note(["numpy", "torch"]) is None  # no JAX row
+    monkeypatch.setattr(bench.threads, "usable_cores", lambda: 1)
+    assert bench.jax_threads_note(["jax"]) is None  # one core: the same for everyone

@@ -221,3 +221,90 @@ def test_fit_tells_its_callbacks_which_step_it_chose(numba_step, blobs):
                options=nn.FitOptions(fast=fast))
     assert [kind for kind, _ in seen] == [numba_step, TrainStep]
     assert "Numba" in seen[0][1] and seen[1][1] == "the generic Array API step"
+
+
+# ------------------------------------------------------------------------------------ the torch CPU fast path
+@pytest.fixture
+def torch_cpu_step(numba_step):
+    pytest.importorskip("torch", reason="PyTorch (the test extra installs its CPU wheel)")
+    from nnarray.fast.torch_cpu import TorchCpuStep  # noqa: PLC0415
+
+    return TorchCpuStep
+
+
+def test_torch_on_the_cpu_takes_its_fast_step_unless_switched_off(torch_cpu_step, monkeypatch, blobs):
+    X, t = blobs(n=50)
+    net = nn.MLP([12, 8, 3], backend="torch", seed=0)
+    Xd, Td = _device_data(net, X, t)
+    assert type(make_step(net, nn.SGD(0.1), Xd, Td, "mean")) is torch_cpu_step
+    assert type(make_step(net, nn.SGD(0.1), Xd, Td, "mean", fast=False)) is TrainStep
+    monkeypatch.setenv("NNARRAY_NUMBA", "0")
+    assert type(make_step(net, nn.SGD(0.1), Xd, Td, "mean")) is TrainStep
+    with pytest.raises(ValueError, match=r"fast=True: no fast path available here \(the numba extra"):
+        make_step(net, nn.SGD(0.1), Xd, Td, "mean", fast=True)
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("sizes,dropout", [([12, 16, 3], 0.0), ([12, 16, 3], 0.5), ([12, 16, 9, 3], (0.0, 0.3))])
+@pytest.mark.parametrize("opt_name,kw", [("AdamW", {"lr": 1e-2, "weight_decay": 0.05}),
+                                         ("SGD", {"lr": 0.05, "momentum": 0.9, "nesterov": True})])
+def test_the_torch_cpu_step_is_the_generic_step_in_float64(torch_cpu_step, blobs, sizes, dropout, opt_name, kw):
+    """Its products run in another layout (MKL sums in another order), everything else as the generic step:
+    three epochs in float64 agree to 1e-12 relative, with the weights stored in Fortran order and the update's
+    Numba loops walking them (no parameter left to the rule)."""
+    X, t = blobs(n=150, n_in=sizes[0], n_classes=sizes[-1])
+    results = []
+    for fast in (False, True):
+        net = nn.MLP(sizes, backend="torch", seed=0, dtype="float64", dropout=dropout)
+        opt = getattr(nn, opt_name)(**kw)
+        hist = nn.fit(net, opt, X, t, epochs=3, batch_size=32, seed=4, options=nn.FitOptions(fast=fast))
+        results.append((net.params, opt.state, hist.train_loss))
+    (p0, s0, l0), (p1, s1, l1) = results
+    np.testing.assert_allclose(l1, l0, rtol=1e-12)
+    for k in p0:
+        assert p1[k].shape == p0[k].shape
+        if p1[k].ndim == 2:  # torch.nn.Linear's layout: the transpose of a C-contiguous buffer
+            assert p1[k].stride() == (1, p1[k].shape[0]) and p0[k].is_contiguous()
+        np.testing.assert_allclose(p1[k].numpy(), p0[k].numpy(), rtol=1e-12, atol=1e-14, err_msg=k)
+        for name in s0:
+            assert s1[name][k].stride() == p1[k].stride(), "the state lies as its weight does"
+            np.testing.assert_allclose(s1[name][k].numpy(), s0[name][k].numpy(), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.torch
+def test_the_torch_cpu_step_runs_the_loops_on_fortran_ordered_weights(torch_cpu_step, blobs, monkeypatch):
+    """Every update of a fit is the Numba loops on the tensors' memory (none falls back to the rule), the
+    batches are gathered by index_select, and the saved model is the seed's W (n_in, n_out) as any other."""
+    from nnarray import _numba_kernels, fused  # noqa: PLC0415
+
+    runs, rules = [], []
+    kernel = _numba_kernels.sgd_momentum
+    monkeypatch.setattr(_numba_kernels, "sgd_momentum", lambda *a: (runs.append(a[0].shape), kernel(*a))[1])
+    write = fused.TorchNumbaForm._write_rule
+    monkeypatch.setattr(fused.TorchNumbaForm, "_write_rule", lambda *a: (rules.append(1), write(*a))[1])
+    X, t = blobs(n=64)
+    net = nn.MLP([12, 8, 3], backend="torch", seed=0)
+    nn.fit(net, nn.SGD(0.1, momentum=0.9), X, t, epochs=2, batch_size=16)
+    assert len(runs) == 2 * 4 * 4 and not rules  # 8 batches, 4 parameters each
+    assert (8, 12) in runs and (3, 8) in runs, "the loops see the weights' C-contiguous transposes"
+    ref = nn.MLP([12, 8, 3], backend="numpy", seed=0)
+    nn.fit(ref, nn.SGD(0.1, momentum=0.9), X, t, epochs=2, batch_size=16)
+    np.testing.assert_allclose(net.predict(X).numpy(), np.asarray(ref.predict(X)), rtol=1e-4, atol=1e-6)
+
+
+def test_torch_cpu_ops_fall_back_to_the_expressions_for_tensors_without_a_view(torch_cpu_step):
+    """A tensor that requires grad has no NumPy view: the generic expressions run, with the same values."""
+    import torch  # noqa: PLC0415
+
+    from nnarray.fast.torch_cpu import TorchOps  # noqa: PLC0415
+
+    g = torch.Generator().manual_seed(0)
+    Z, b, M = (torch.randn(4, 5, generator=g, dtype=torch.float64) for _ in range(3))
+    b = b[0]
+    xp = nn.get_backend("torch").xp
+    for z in (Z.clone(), Z.clone().requires_grad_(True) * 1.0):  # the second: a product that requires grad
+        got = TorchOps().bias_relu(xp, z, b, M)
+        assert got.requires_grad == z.requires_grad and torch.equal(got.detach(), F.bias_relu(xp, Z.clone(), b, M))
+    H = F.bias_relu(xp, Z.clone(), b)
+    assert torch.equal(TorchOps().hidden_backward(xp, Z.clone(), H), F.hidden_backward(xp, Z.clone(), H))
+    np.testing.assert_allclose(TorchOps.weight_gradient(xp, Z, M).numpy(), (Z.T @ M).numpy(), rtol=1e-15)

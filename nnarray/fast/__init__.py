@@ -20,6 +20,10 @@ jax        :class:`~nnarray.fast.jax_jit.JaxJitStep`              by default (``
 numpy      :class:`~nnarray.fast.numpy_numba.NumbaStep`           by default with the ``numba`` extra: the
                                                                   generic step, its hidden layers'
                                                                   elementwise passes one compiled loop each
+torch      :class:`~nnarray.fast.torch_cpu.TorchCpuStep`          by default on the CPU with the ``numba``
+                                                                  extra: MKL's products in
+                                                                  ``torch.nn.Linear``'s layout, Numba's
+                                                                  loops on the tensors' memory
 =========  =====================================================  ==========================================
 
 A buffered NumPy step (preallocated ``out=`` arrays, a second copy of the step) did not gain enough to stay
@@ -58,3 +62,12 @@ def _numpy_numba_step():
 
 
 register_fast_path("numpy", _numpy_numba_step)
+
+
+def _torch_cpu_step():
+    from .torch_cpu import TorchCpuStep  # noqa: PLC0415 -- imports torch only when used
+
+    return TorchCpuStep
+
+
+register_fast_path("torch", _torch_cpu_step)

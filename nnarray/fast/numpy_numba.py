@@ -31,6 +31,8 @@ class Ops:
 
         self._kernels = {"bias_relu": K.bias_relu, "hidden_backward": K.relu_mask}
 
+    weight_gradient = staticmethod(F.weight_gradient)
+
     def bias_relu(self, xp, Z, b, M=None):
         """:func:`nnarray.functions.bias_relu` in one pass over ``Z``."""
         return self._one_pass("bias_relu", xp, Z, b, M)
@@ -40,14 +42,19 @@ class Ops:
         return self._one_pass("hidden_backward", xp, h, H, M)
 
     def _one_pass(self, name, xp, out, other, M):
-        """The compiled loop ``name`` in place on ``out`` when every array is C-contiguous and of ``out``'s dtype
-        (what the loops take), else :mod:`nnarray.functions`' expressions."""
+        """The compiled loop ``name`` in place on ``out`` when the arrays allow it (:meth:`_ran`), else
+        :mod:`nnarray.functions`' expressions."""
+        return out if self._ran(name, out, other, M) else getattr(F, name)(xp, out, other, M)
+
+    def _ran(self, name, out, other, M):
+        """Run the loop ``name`` on NumPy arrays that are all C-contiguous and of ``out``'s dtype (what the loops
+        take): True, or False having done nothing."""
         arrays = (out, other) if M is None else (out, other, M)
-        if all(a.flags.c_contiguous and a.dtype == out.dtype for a in arrays):
-            # Without dropout the loop gets ``out`` as a mask it never reads (masked=False).
-            self._kernels[name](out, other, out if M is None else M, M is not None)
-            return out
-        return getattr(F, name)(xp, out, other, M)
+        if not all(a.flags.c_contiguous and a.dtype == out.dtype for a in arrays):
+            return False
+        # Without dropout the loop gets ``out`` as a mask it never reads (masked=False).
+        self._kernels[name](out, other, out if M is None else M, M is not None)
+        return True
 
 
 class NumbaStep(TrainStep):

@@ -1,0 +1,95 @@
+"""PyTorch on the CPU: MKL's products in ``torch.nn.Linear``'s layout, the elementwise passes and the update as
+the NumPy fast path's Numba loops on the tensors' own memory: :class:`TorchCpuStep`.
+
+nnarray on torch runs the generic step with torch's operations: its products are MKL's, faster than OpenBLAS at
+the wide layers people train, but every elementwise pass is a torch operation of its own, and the products run
+in the seed's layout. This step changes how the step computes, not what:
+
+* **the weights in Fortran order** — W (n_in, n_out) as the transpose of a C-contiguous (n_out, n_in) buffer, the
+  way ``torch.nn.Linear`` keeps its weight: the forward product H·W is then MKL's NT product and
+  ΔW = (aᵀ·H)ᵀ (:meth:`TorchOps.weight_gradient`) its TN product of the other shape, the pair PyTorch itself
+  runs (at 784-2048-10, batch 128, one thread: 3109 against 3324 µs and 2757 against 3166 µs per product). The
+  values are the seed's W; only their strides change (the model's ``params`` keep their shapes);
+* **each hidden layer's elementwise passes** one compiled loop per direction (:class:`Ops` of
+  :mod:`nnarray.fast.numpy_numba`) on NumPy views of the tensors (``Tensor.numpy()`` shares the memory);
+* **the batch gathers** ``torch.index_select`` (array-api-compat's ``take`` first maps negative indices, three
+  more operations per gather);
+* **the update** the optimizer's torch form (:class:`nnarray.fused.TorchNumbaForm`), which runs the loops on the
+  Fortran-ordered weights and state as they lie.
+
+The elementwise parts are the generic step's operations in the same order; the products differ by rounding only
+(MKL sums in another order): tested against the generic step (tests/test_step.py). Used by default on torch's
+CPU device with the ``numba`` extra; ``fit(fast=False)`` or ``$NNARRAY_FAST=0`` runs the generic step.
+"""
+
+from __future__ import annotations
+
+from .. import functions as F
+from ..fused import numpy_engine
+from ..step import TrainStep
+from .numpy_numba import Ops
+
+__all__ = ["TorchCpuStep", "TorchOps"]
+
+
+class TorchOps(Ops):
+    """:class:`~nnarray.fast.numpy_numba.Ops` on CPU tensors (through NumPy views of their memory), and the
+    weight gradient in the Fortran order of :class:`TorchCpuStep`'s weights."""
+
+    @staticmethod
+    def weight_gradient(xp, H, a):
+        """ΔW = Hᵀ·a computed as (aᵀ·H)ᵀ: a Fortran-ordered (n_in, n_out) view, the layout of the weights."""
+        return (a.T @ H).T
+
+    def _one_pass(self, name, xp, out, other, M):
+        try:
+            views = (out.numpy(), other.numpy(), None if M is None else M.numpy())
+        except (RuntimeError, TypeError):  # a tensor that requires grad has no view
+            views = None
+        if views is not None and self._ran(name, *views):
+            return out
+        return getattr(F, name)(xp, out, other, M)
+
+
+class TorchCpuStep(TrainStep):
+    """:class:`~nnarray.step.TrainStep` on torch's CPU tensors with MKL's products in ``torch.nn.Linear``'s layout
+    and Numba's loops for the rest (see the module)."""
+
+    name = "torch-cpu"
+    description = ("the generic step, its products in torch.nn.Linear's layout, each hidden layer's elementwise "
+                   "passes one compiled Numba loop on the tensors' memory (numba extra)")
+
+    def __init__(self, net, opt, Xd, Td, reduction):
+        super().__init__(net, opt, Xd, Td, reduction)
+        import torch  # noqa: PLC0415 -- only on the torch backend
+
+        self._index_select = torch.index_select
+        self.ops = TorchOps()
+        fortran_weights(net, opt)
+
+    @classmethod
+    def unsupported(cls, net, opt, Xd, Td, batch_size=None, explicit=False):
+        if net.backend.name != "torch":
+            return f"the torch CPU step runs on torch only, not on {net.backend.name!r}"
+        device = getattr(net.backend.device, "type", str(net.backend.device))
+        if device != "cpu":
+            return f"the torch CPU step runs on the CPU, not on {device!r}"
+        if numpy_engine() != "numba":
+            return "the numba extra is not installed or NNARRAY_NUMBA=0 (pip install 'nnarray[numba]')"
+        return None
+
+    def gather(self, A, idx):
+        return self._index_select(A, 0, idx)
+
+
+def fortran_weights(net, opt):
+    """Store every weight matrix of ``net`` (and the optimizer's state of it) in Fortran order, the same values:
+    the transpose of a C-contiguous copy of its transpose."""
+    params = net.params
+    for k, W in list(params.items()):
+        if W.ndim == 2 and W.stride(0) != 1:
+            params[k] = W.T.contiguous().T
+            for arrays in opt.state.values():
+                s = arrays.get(k)
+                if s is not None and s.ndim == 2 and s.stride(0) != 1:
+                    arrays[k] = s.T.contiguous().T
