@@ -35,6 +35,7 @@ stops training after the current epoch by setting ``run.stop_training = True`` o
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
@@ -388,11 +389,9 @@ class ProgressBar(Callback):
             self.log_every = max(1, run.n_batches // 50)
 
     def on_epoch_begin(self, run, epoch):
-        from tqdm.auto import tqdm  # noqa: PLC0415
-
         self.close()
-        self.bar = tqdm(total=run.n_batches, desc=f"epoch {epoch}/{run.last_epoch}", unit="batch", leave=False,
-                        dynamic_ncols=True, file=self.file or sys.stderr)
+        self.bar = _bar_class()(total=run.n_batches, desc=f"epoch {epoch}/{run.last_epoch}", unit="batch",
+                                leave=False, dynamic_ncols=True, file=self.file or sys.stderr)
 
     def on_batches(self, run, done, n_batches, read_loss):
         if self.bar is not None:
@@ -409,6 +408,24 @@ class ProgressBar(Callback):
 
     def on_train_end(self, run):
         self.close()
+
+
+_BAR_CLASS: list = []
+
+
+def _bar_class():
+    """tqdm's bar whose ``__del__`` tolerates a half-made bar: Ctrl-C or SIGTERM inside tqdm's constructor leaves
+    one without its attributes, and tqdm's own ``__del__`` then prints a traceback when Python exits."""
+    if not _BAR_CLASS:
+        from tqdm.auto import tqdm  # noqa: PLC0415 -- the scripts extra (ProgressBar.preflight checks it)
+
+        class Bar(tqdm):
+            def __del__(self):
+                with contextlib.suppress(AttributeError):
+                    super().__del__()
+
+        _BAR_CLASS.append(Bar)
+    return _BAR_CLASS[0]
 
 
 class DivergenceGuard(Callback):

@@ -242,3 +242,20 @@ def test_hooks_run_in_order_and_train_end_says_how_it_ended(data):
                      ("epoch", 1, 0.1), ("batches", 4, 10), ("batches", 8, 10), ("batches", 10, 10), ("end", 1),
                      ("epoch", 2, 0.05), ("batches", 4, 10), ("batches", 8, 10), ("batches", 10, 10), ("end", 2),
                      ("train_end", "stopped")]
+
+
+def test_a_progress_bar_cut_short_in_its_constructor_is_deleted_quietly():
+    """Ctrl-C or SIGTERM inside tqdm's constructor leaves a bar without its attributes; tqdm's own __del__ then
+    raises (Python prints the traceback at exit, under the command's clean interruption message)."""
+    tqdm = pytest.importorskip("tqdm.auto", reason="the scripts extra (tqdm)").tqdm
+    from nnarray.callbacks import _bar_class  # noqa: PLC0415
+
+    half_made = object.__new__(tqdm)
+    half_made.disable = False  # the constructor got that far, not as far as the bar's position
+    with pytest.raises(AttributeError, match="pos"):
+        tqdm.__del__(half_made)
+    bar_class = _bar_class()
+    assert issubclass(bar_class, tqdm) and _bar_class() is bar_class
+    half_made = object.__new__(bar_class)
+    half_made.disable = False
+    bar_class.__del__(half_made)  # no exception
