@@ -298,8 +298,9 @@ class MLP:
         return other
 
     def state_dict(self) -> dict[str, np.ndarray]:
-        """Host NumPy copies of the parameters, keyed like ``params``."""
-        return {k: np.array(to_numpy(v)) for k, v in self.params.items()}
+        """Host NumPy copies of the parameters, keyed like ``params``, C-contiguous (the seed's layout, whatever
+        layout a fast path keeps them in on its device)."""
+        return {k: np.array(to_numpy(v), order="C") for k, v in self.params.items()}
 
     def load_state_dict(self, state: dict[str, Array]) -> None:
         """Replace the parameters by ``state`` (host or backend arrays of the right shapes)."""
@@ -308,4 +309,5 @@ class MLP:
         if expected != got:
             raise ValueError(f"state: parameter shapes {got} do not match this network's {expected}")
         # Copies: SGD updates parameters in place, which must never reach the caller's arrays.
-        self.params = {k: self.backend.asarray(to_numpy(state[k]), dtype=self.dtype, copy=True) for k in expected}
+        self.params = {k: self.backend.asarray(np.ascontiguousarray(to_numpy(state[k])), dtype=self.dtype, copy=True)
+                       for k in expected}

@@ -303,7 +303,8 @@ class Optimizer:
         self.state = {name: {k: _copy(v) for k, v in arrays.items()} for name, arrays in snap["state"].items()}
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue: type, hyperparameters, step count and host copies of the state."""
+        """Everything needed to continue: type, hyperparameters, step count and host copies of the state
+        (C-contiguous: ``ndarray.copy``'s order, whatever layout a fast path keeps the state in)."""
         return {
             "type": type(self).__name__,
             "hyperparameters": self.hyperparameters(),

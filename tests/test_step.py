@@ -272,7 +272,7 @@ def test_the_torch_cpu_step_is_the_generic_step_in_float64(torch_cpu_step, blobs
 
 
 @pytest.mark.torch
-def test_the_torch_cpu_step_runs_the_loops_on_fortran_ordered_weights(torch_cpu_step, blobs, monkeypatch):
+def test_the_torch_cpu_step_runs_the_loops_on_fortran_ordered_weights(torch_cpu_step, blobs, monkeypatch, tmp_path):
     """Every update of a fit is the Numba loops on the tensors' memory (none falls back to the rule), the
     batches are gathered by index_select, and the saved model is the seed's W (n_in, n_out) as any other."""
     from nnarray import _numba_kernels, fused  # noqa: PLC0415
@@ -290,6 +290,14 @@ def test_the_torch_cpu_step_runs_the_loops_on_fortran_ordered_weights(torch_cpu_
     ref = nn.MLP([12, 8, 3], backend="numpy", seed=0)
     nn.fit(ref, nn.SGD(0.1, momentum=0.9), X, t, epochs=2, batch_size=16)
     np.testing.assert_allclose(net.predict(X).numpy(), np.asarray(ref.predict(X)), rtol=1e-4, atol=1e-6)
+    # what leaves the device is in the seed's C layout: a model saved here and loaded on NumPy is NumPy's own
+    assert net.params["W1"].stride() == (1, 12)
+    assert all(v.flags.c_contiguous for v in net.state_dict().values())
+    path = tmp_path / "net.npz"
+    nn.save(net, path)
+    back = nn.load(path, backend="numpy")
+    assert all(v.flags.c_contiguous for v in back.params.values())
+    np.testing.assert_array_equal(back.params["W1"], net.params["W1"].numpy())
 
 
 def test_torch_cpu_ops_fall_back_to_the_expressions_for_tensors_without_a_view(torch_cpu_step):
