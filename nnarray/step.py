@@ -131,6 +131,11 @@ class TrainStep:
         library's own gather)."""
         return self.net.xp.take(A, idx, axis=0)
 
+    def loss_head(self, A, T, n):
+        """``(a, E, correct)`` of the batch's outputs ``A`` and teachers ``T``:
+        :func:`nnarray.functions.softmax_cross_entropy` (a fast path may compute it elsewhere)."""
+        return F.softmax_cross_entropy(self.net.xp, A, T, self.reduction, n)
+
     def __call__(self, idx, n=None, masks=None):
         """One mini-batch: the rows ``idx`` (1-D device array of the backend's index dtype); ``n`` the global batch
         size.
@@ -138,13 +143,13 @@ class TrainStep:
         ``masks``: the batch's host dropout masks (rows matching ``idx``); drawn here when the net has
         dropout and none are given.
         """
-        net, xp = self.net, self.net.xp
+        net = self.net
         if masks is None:
             masks = self.draw_masks(idx.shape[0])
         if masks is not None:  # host → device, once per batch (no read back)
             masks = [None if M is None else net.backend.asarray(M, dtype=net.dtype) for M in masks]
         A, Hs = net.forward(self.gather(self.Xd, idx), masks, self.ops)
-        a, E, correct = F.softmax_cross_entropy(xp, A, self.gather(self.Td, idx), self.reduction, n)
+        a, E, correct = self.loss_head(A, self.gather(self.Td, idx), n)
         self.loss_sum += E
         self.correct += correct
         self.opt.update(net.params, net.backward(a, Hs, masks, self.ops))

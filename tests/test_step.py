@@ -316,3 +316,24 @@ def test_torch_cpu_ops_fall_back_to_the_expressions_for_tensors_without_a_view(t
     H = F.bias_relu(xp, Z.clone(), b)
     assert torch.equal(TorchOps().hidden_backward(xp, Z.clone(), H), F.hidden_backward(xp, Z.clone(), H))
     np.testing.assert_allclose(TorchOps.weight_gradient(xp, Z, M).numpy(), (Z.T @ M).numpy(), rtol=1e-15)
+
+
+@pytest.mark.torch
+def test_the_torch_cpu_steps_loss_head_on_numpy_views_is_the_generic_head(torch_cpu_step, blobs):
+    """(a, E, correct) from NumPy views of the tensors: the generic head's values, ``a`` a tensor again; a tensor
+    that requires grad (no view) takes the generic head itself."""
+    import torch  # noqa: PLC0415
+
+    X, t = blobs(n=40)
+    net = nn.MLP([12, 8, 3], backend="torch", seed=0, dtype="float64")
+    step = make_step(net, nn.SGD(0.1), *_device_data(net, X, t), "mean")
+    assert type(step) is torch_cpu_step
+    A = torch.asarray(np.random.default_rng(0).standard_normal((40, 3)))
+    T = step.Td
+    for given in (A, A.clone().requires_grad_(True) * 1.0):
+        a, E, correct = step.loss_head(given, T, None)
+        a0, E0, c0 = F.softmax_cross_entropy(net.xp, A, T, "mean", None)
+        assert isinstance(a, torch.Tensor) and a.shape == (40, 3)
+        np.testing.assert_allclose(a.detach().numpy(), a0.numpy(), rtol=1e-14, atol=1e-16)
+        E = E.detach() if isinstance(E, torch.Tensor) else E
+        assert float(E) == pytest.approx(float(E0), rel=1e-14) and int(correct) == int(c0)
