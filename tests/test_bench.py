@@ -195,3 +195,30 @@ def test_the_header_says_when_jax_rows_would_get_more_cores_than_the_others(benc
     assert bench.jax_threads_note(["numpy", "torch"]) is None  # no JAX row
     monkeypatch.setattr(bench.threads, "usable_cores", lambda: 1)
     assert bench.jax_threads_note(["jax"]) is None  # one core: the same for everyone
+
+
+@pytest.fixture(scope="module")
+def bench_step(import_script):
+    return import_script("bench_step")
+
+
+def test_bench_step_pairs_the_fast_path_with_the_generic_step(bench_step, tmp_path, capsys):
+    """scripts/bench_step.py: two identical trainings, one per step, alternating blocks; the report's medians and
+    ratio come from the per-block samples (no timing asserted)."""
+    pytest.importorskip("numba", reason="NumPy's fast path needs the numba extra")
+    out = tmp_path / "step.json"
+    report = bench_step.main(["--backend", "numpy", "--recipe", "momentum@16x8", "--samples", "64", "--blocks", "3",
+                              "--batches", "2", "--data", "random", "--json", str(out)])
+    text = capsys.readouterr().out
+    assert "784-16-10, batch 8, SGD(lr=0.05, momentum=0.9)" in text and "fast / generic" in text
+    assert report["fast_step"] == "NumbaStep" and len(report["samples"]) == 3
+    ratios = sorted(s["fast"] / s["generic"] for s in report["samples"])
+    assert report["ratio"] == pytest.approx(ratios[1])
+    assert json.loads(out.read_text())["fast_us"] == pytest.approx(report["fast_us"])
+
+
+def test_bench_step_refuses_a_backend_without_a_fast_path(bench_step, capsys):
+    with pytest.raises(SystemExit):
+        bench_step.main(["--backend", "array_api_strict", "--recipe", "sgd@8x8", "--samples", "32", "--data", "random"])
+    err = capsys.readouterr().err
+    assert "--backend array_api_strict: no fast path runs this training on 'array_api_strict'" in err
