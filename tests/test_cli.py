@@ -779,3 +779,21 @@ def test_a_flag_and_its_argument_are_refused_in_the_same_words(flag, value, make
         make()
     expectation = str(exc.value).split(": expected ", 1)[1].split(", got")[0]
     assert f"argument {flag}: expected {expectation}, got {value}" in err
+
+
+def test_the_header_says_jax_does_not_take_the_thread_limit(tmp_path, capsys, monkeypatch):
+    """XLA reads no thread setting: with --threads 1 on two usable cores the command says so and how to limit it."""
+    pytest.importorskip("jax", reason="JAX (the test extra installs it)")
+    from nnarray import threads  # noqa: PLC0415
+    from nnarray.cli import train as cli_train  # noqa: PLC0415
+
+    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    jax_be = nn.get_backend("jax")
+    note = cli_train._jax_threads_note(jax_be, {"threads": 1, "method": "threadpoolctl"})
+    assert "use all 2 cores" in note and "taskset -c 0-0" in note
+    assert cli_train._jax_threads_note(jax_be, {"threads": 2, "method": "threadpoolctl"}) is None
+    assert cli_train._jax_threads_note(nn.get_backend("numpy"), {"threads": 1, "method": "threadpoolctl"}) is None
+    assert cli_train._jax_threads_note(jax_be, {"threads": None, "method": "none"}) is None
+    quick = [a if a != "numpy" else "jax" for a in QUICK]
+    assert cli.main(["train", *quick, "--epochs", "1", "--threads", "1", "--out", str(tmp_path / "r")]) == 0
+    assert "note: JAX does not take the thread limit" in capsys.readouterr().err

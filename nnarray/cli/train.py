@@ -233,6 +233,20 @@ def _threads_text(threads):
     return f"{threads['threads']} (--threads)"
 
 
+def _jax_threads_note(backend, threads):
+    """Why a thread limit below the usable cores does not bind JAX (None where it binds or nothing is limited):
+    XLA's CPU runtime reads no thread setting and sizes its pool by the cores the process may run on."""
+    from ..threads import usable_cores  # noqa: PLC0415
+
+    if backend.name != "jax" or not threads or not threads.get("threads"):
+        return None
+    cores = usable_cores()
+    if threads["threads"] >= cores:
+        return None
+    return (f"JAX does not take the thread limit: XLA's products use all {cores} cores this process may run on "
+            f"(limit the process instead, e.g. taskset -c 0-{threads['threads'] - 1})")
+
+
 def _header(run):
     """What the run is, printed before it starts."""
     args, cfg, net, threads, q = run.args, run.cfg, run.net, run.threads, run.args.quiet
@@ -243,6 +257,8 @@ def _header(run):
     say(q, f"threads:  {_threads_text(threads)}")
     if threads and threads.get("note"):
         print(f"note: {threads['note']}", file=sys.stderr)
+    if (note := _jax_threads_note(net.backend, threads)) is not None:
+        print(f"note: {note}", file=sys.stderr)
     P = 1 if run.comm is None else run.comm.size
     say(q, f"processes: {P}" + (" (data-parallel over MPI; --batch-size is the global batch)" if P > 1 else ""))
     say(q, f"network:  {'-'.join(map(str, net.layer_sizes))} (ReLU hidden, softmax output), {net.dtype_name}"
