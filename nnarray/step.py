@@ -33,9 +33,11 @@ A step object is made once per :func:`nnarray.fit` call for the whole training s
 
 Backend-specific fast paths (:mod:`nnarray.fast`) subclass :class:`TrainStep`: they may replace *how* a piece
 is computed (buffers, fused kernels, a CUDA graph that replays whole batches), not the algorithm, and are
-tested against the generic step. One whose kernels apply the update learns the rule from the optimizer's
-fused form (``opt.fused(backend)``) and refuses an optimizer with gradient hooks. They register with
-:func:`register_fast_path`; :func:`make_step` picks one.
+tested against the generic step. The pieces a subclass can swap without rewriting the step: ``ops`` (the hidden
+layers' elementwise parts and the weight gradient's product, :meth:`nnarray.MLP.forward`/``backward``),
+:meth:`TrainStep.gather` (the batch's rows) and :meth:`TrainStep.loss_head`. One whose kernels apply the update
+learns the rule from the optimizer's fused form (``opt.fused(backend)``) and refuses an optimizer with gradient
+hooks. They register with :func:`register_fast_path`; :func:`make_step` picks one.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ __all__ = ["NumbaStep", "Ops"]
 class Ops:
     """The ``ops`` of :meth:`nnarray.MLP.forward`/``backward``: :mod:`nnarray.functions`' ``bias_relu`` and
     ``hidden_backward`` as compiled loops, in place on the fresh product (made when the step is: the kernels
-    need the ``numba`` extra)."""
+    need the ``numba`` extra); ``weight_gradient`` is the generic product."""
 
     def __init__(self):
         from .. import _numba_kernels as K  # noqa: PLC0415 -- the numba extra, checked by NumbaStep.unsupported
