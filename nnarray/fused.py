@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from .optim import Optimizer
 
 __all__ = ["NUMPY_FUSED_FAMILIES", "NUMBA_MISSING", "NumbaForm", "TorchNumbaForm", "describe_updates",
-           "numpy_engine", "numpy_form", "torch_form", "cupy_form"]
+           "numpy_engine", "numpy_form", "numpy_views", "torch_form", "cupy_form"]
 
 # Which optimizers get a compiled pass on NumPy: the figures are in docs/speed.md.
 NUMPY_FUSED_FAMILIES = frozenset({"sgd", "adam", "rmsprop", "adagrad"})
@@ -89,10 +89,23 @@ class NumbaForm(FusedForm):
         if not self._loops(ps, gs, columns, scalars):
             super().update(params, grads, scalars)  # read-only, strided or mixed: parameter by parameter
 
+    def apply(self, p, g, state, scalars):
+        if not self._loops([p], [g], [[a] for a in state.values()], scalars):
+            self._write_rule(p, g, state, scalars)
+
+    def _views(self, ps, gs, columns):
+        """The NumPy arrays the loops run on: the arrays themselves here (a form for another library's arrays
+        gives NumPy views of their memory, or None where it has none)."""
+        return ps, gs, columns
+
     def _loops(self, ps, gs, columns, scalars):
         """Run the kernel on every parameter ``ps[i]`` with its gradient ``gs[i]`` and state ``column[i]`` of each
-        of ``columns``, when all are writeable, of one dtype and C-contiguous (or all Fortran-contiguous); False
-        (nothing run) otherwise."""
+        of ``columns`` (:meth:`_views` of them), when all are writeable, of one dtype and C-contiguous (or all
+        Fortran-contiguous); False (nothing run) otherwise."""
+        views = self._views(ps, gs, columns)
+        if views is None:
+            return False
+        ps, gs, columns = views
         arrays = ps if not columns else ps + [a for column in columns for a in column]
         dtype = ps[0].dtype
         if not all(map(is_, map(_DTYPE, arrays + gs), repeat(dtype))):  # the very dtype of p
@@ -122,16 +135,6 @@ class NumbaForm(FusedForm):
                 opt._created_state(k, p)
             return [list(map(s.__getitem__, keys)) for s in states]
 
-    def apply(self, p, g, state, scalars):
-        arrays = list(state.values())
-        dtype = p.dtype
-        if (p.flags.c_contiguous and g.flags.c_contiguous and g.dtype == dtype
-                and all(a.flags.c_contiguous and a.dtype == dtype for a in arrays)):
-            kernel, consts = self._kernel(scalars, dtype)
-            kernel(p, g, *arrays, *consts)
-        else:
-            self._write_rule(p, g, state, scalars)
-
     def _write_rule(self, p, g, state, scalars):
         """The functional rule's results written into ``p`` and the state arrays (strided or mixed dtypes)."""
         new_p, new_state = self.opt.rule(p, g, state, scalars)
@@ -148,29 +151,22 @@ class TorchNumbaForm(NumbaForm):
 
     description = "one compiled Numba pass per parameter on the CPU tensors' memory (numba extra)"
 
-    def update(self, params, grads, scalars):
-        keys = list(grads)
-        ts = list(map(params.__getitem__, keys))
-        names = self.opt.state_names()
-        columns = self._state_columns(names, keys, ts) if names else ()
-        views = _numpy_views(ts, [grads[k] for k in keys], columns)
-        if views is None or not self._loops(*views, scalars):
-            super(NumbaForm, self).update(params, grads, scalars)  # FusedForm's: parameter by parameter
+    def _views(self, ps, gs, columns):
+        groups = [numpy_views(ps), numpy_views(gs), *map(numpy_views, columns)]
+        return None if None in groups else (groups[0], groups[1], groups[2:])
 
-    def apply(self, p, g, state, scalars):
-        views = _numpy_views([p], [g], [[a] for a in state.values()])
-        if views is None or not self._loops(*views, scalars):
-            import torch  # noqa: PLC0415 -- only torch tensors come here
+    def _write_rule(self, p, g, state, scalars):
+        import torch  # noqa: PLC0415 -- only torch tensors come here
 
-            with torch.no_grad():  # a leaf that requires grad may be written in place only so (as torch.optim does)
-                self._write_rule(p, g, state, scalars)
+        with torch.no_grad():  # a leaf that requires grad may be written in place only so (as torch.optim does)
+            super()._write_rule(p, g, state, scalars)
 
 
-def _numpy_views(ps, gs, columns):
-    """``(ps, gs, columns)`` as NumPy views of the same memory, or None where a tensor has none (it requires
-    grad, or is not on the CPU)."""
+def numpy_views(tensors):
+    """NumPy views of the memory of CPU ``tensors`` (``Tensor.numpy()``, no copy), or None where one has none (it
+    requires grad, or is not on the CPU)."""
     try:
-        return [t.numpy() for t in ps], [t.numpy() for t in gs], [[t.numpy() for t in column] for column in columns]
+        return [t.numpy() for t in tensors]
     except (RuntimeError, TypeError):
         return None
 

@@ -71,8 +71,9 @@ class TrainStep:
     name = "generic"
     #: How this step computes, in a few words for people (the training command prints it).
     description = "the generic Array API step"
-    #: What computes the hidden layers' elementwise parts (:meth:`nnarray.MLP.forward`'s ``ops``): None for
-    #: :mod:`nnarray.functions`; a fast path may give one-pass kernels of the same functions.
+    #: What computes the hidden layers' elementwise parts and the weight gradient's product
+    #: (:meth:`nnarray.MLP.forward`/``backward``'s ``ops``): None for :mod:`nnarray.functions`; a fast path may give
+    #: one-pass kernels of the same functions.
     ops = None
 
     def __init__(self, net, opt, Xd, Td, reduction):

@@ -19,7 +19,7 @@ import os
 import sys
 import time
 
-__all__ = ["usable_cores", "idle_cores", "choose_threads", "limit_threads", "torch_threads"]
+__all__ = ["usable_cores", "idle_cores", "choose_threads", "limit_threads", "torch_threads", "cores_beyond_limit"]
 
 
 def usable_cores() -> int:
@@ -134,3 +134,10 @@ def limit_threads(n):
         stack.enter_context(torch_threads(n))
         method = method or "torch"
     return stack, method
+
+
+def cores_beyond_limit(limit):
+    """The cores this process may run on when that is more than a thread ``limit`` (else None): what JAX uses
+    regardless, since XLA's CPU runtime reads no thread setting and sizes its pool by the usable cores."""
+    cores = usable_cores()
+    return cores if limit and limit < cores else None

@@ -441,10 +441,9 @@ def jax_threads_note(backends):
     rows would have more cores than the others; ``taskset`` gives every row the same. None otherwise."""
     if not any(b.split(":")[0] == "jax" for b in backends):
         return None
-    cores = threads.usable_cores()
     limits = [int(v) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
               if (v := os.environ.get(k, "").strip()).isdigit()]
-    if not limits or min(limits) >= cores:
+    if not limits or (cores := threads.cores_beyond_limit(min(limits))) is None:
         return None
     return (f"threads     note: JAX (XLA) ignores the thread variables: its rows use all {cores} cores this process "
             f"may run on, the others {min(limits)}; for the same cores everywhere run under taskset -c 0")

@@ -146,11 +146,15 @@ def numba_step(monkeypatch):
     return NumbaStep
 
 
-def test_numpy_takes_the_numba_step_unless_switched_off(numba_step, monkeypatch, blobs):
+@pytest.mark.parametrize("backend,step_fixture", [("numpy", "numba_step"),
+                                                  pytest.param("torch", "torch_cpu_step", marks=pytest.mark.torch)])
+def test_numpy_and_torch_take_their_numba_steps_unless_switched_off(backend, step_fixture, request, monkeypatch,
+                                                                    blobs):
+    fast_step = request.getfixturevalue(step_fixture)
     X, t = blobs(n=50)
-    net = nn.MLP([12, 8, 3], backend="numpy", seed=0)
+    net = nn.MLP([12, 8, 3], backend=backend, seed=0)
     Xd, Td = _device_data(net, X, t)
-    assert type(make_step(net, nn.SGD(0.1), Xd, Td, "mean")) is numba_step
+    assert type(make_step(net, nn.SGD(0.1), Xd, Td, "mean")) is fast_step
     assert type(make_step(net, nn.SGD(0.1), Xd, Td, "mean", fast=False)) is TrainStep
     monkeypatch.setenv("NNARRAY_NUMBA", "0")
     assert type(make_step(net, nn.SGD(0.1), Xd, Td, "mean")) is TrainStep
@@ -230,18 +234,6 @@ def torch_cpu_step(numba_step):
     from nnarray.fast.torch_cpu import TorchCpuStep  # noqa: PLC0415
 
     return TorchCpuStep
-
-
-def test_torch_on_the_cpu_takes_its_fast_step_unless_switched_off(torch_cpu_step, monkeypatch, blobs):
-    X, t = blobs(n=50)
-    net = nn.MLP([12, 8, 3], backend="torch", seed=0)
-    Xd, Td = _device_data(net, X, t)
-    assert type(make_step(net, nn.SGD(0.1), Xd, Td, "mean")) is torch_cpu_step
-    assert type(make_step(net, nn.SGD(0.1), Xd, Td, "mean", fast=False)) is TrainStep
-    monkeypatch.setenv("NNARRAY_NUMBA", "0")
-    assert type(make_step(net, nn.SGD(0.1), Xd, Td, "mean")) is TrainStep
-    with pytest.raises(ValueError, match=r"fast=True: no fast path available here \(the numba extra"):
-        make_step(net, nn.SGD(0.1), Xd, Td, "mean", fast=True)
 
 
 @pytest.mark.torch

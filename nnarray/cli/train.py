@@ -236,12 +236,9 @@ def _threads_text(threads):
 def _jax_threads_note(backend, threads):
     """Why a thread limit below the usable cores does not bind JAX (None where it binds or nothing is limited):
     XLA's CPU runtime reads no thread setting and sizes its pool by the cores the process may run on."""
-    from ..threads import usable_cores  # noqa: PLC0415
+    from ..threads import cores_beyond_limit  # noqa: PLC0415
 
-    if backend.name != "jax" or not threads or not threads.get("threads"):
-        return None
-    cores = usable_cores()
-    if threads["threads"] >= cores:
+    if backend.name != "jax" or not threads or (cores := cores_beyond_limit(threads.get("threads"))) is None:
         return None
     return (f"JAX does not take the thread limit: XLA's products use all {cores} cores this process may run on "
             f"(limit the process instead, e.g. taskset -c 0-{threads['threads'] - 1})")

@@ -32,42 +32,20 @@ A buffered NumPy step (preallocated ``out=`` arrays, a second copy of the step) 
 
 from __future__ import annotations
 
+import importlib
+
 from ..step import register_fast_path
 
 __all__: list = []
 
 
-def _cupy_graph_step():
-    from .cupy_graph import CupyGraphStep  # noqa: PLC0415 -- imports CuPy's compiler only when used
-
-    return CupyGraphStep
-
-
-register_fast_path("cupy", _cupy_graph_step)
+def _lazy(module, cls):
+    """A loader of ``cls`` from ``nnarray.fast.<module>``, imported on first use (CuPy's compiler, JAX, Numba's
+    kernels and torch load only for the backend that needs them)."""
+    return lambda: getattr(importlib.import_module(f"{__name__}.{module}"), cls)
 
 
-def _jax_jit_step():
-    from .jax_jit import JaxJitStep  # noqa: PLC0415 -- imports JAX only when used
-
-    return JaxJitStep
-
-
-register_fast_path("jax", _jax_jit_step)
-
-
-def _numpy_numba_step():
-    from .numpy_numba import NumbaStep  # noqa: PLC0415 -- Numba's kernels load on first use
-
-    return NumbaStep
-
-
-register_fast_path("numpy", _numpy_numba_step)
-
-
-def _torch_cpu_step():
-    from .torch_cpu import TorchCpuStep  # noqa: PLC0415 -- imports torch only when used
-
-    return TorchCpuStep
-
-
-register_fast_path("torch", _torch_cpu_step)
+register_fast_path("cupy", _lazy("cupy_graph", "CupyGraphStep"))
+register_fast_path("jax", _lazy("jax_jit", "JaxJitStep"))
+register_fast_path("numpy", _lazy("numpy_numba", "NumbaStep"))
+register_fast_path("torch", _lazy("torch_cpu", "TorchCpuStep"))

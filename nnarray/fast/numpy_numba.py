@@ -46,7 +46,7 @@ class Ops:
         :mod:`nnarray.functions`' expressions."""
         return out if self._ran(name, out, other, M) else getattr(F, name)(xp, out, other, M)
 
-    def _ran(self, name, out, other, M):
+    def _ran(self, name, out, other, M=None):
         """Run the loop ``name`` on NumPy arrays that are all C-contiguous and of ``out``'s dtype (what the loops
         take): True, or False having done nothing."""
         arrays = (out, other) if M is None else (out, other, M)
@@ -62,10 +62,12 @@ class NumbaStep(TrainStep):
 
     name = "numpy-numba"
     description = "the generic step, each hidden layer's elementwise passes one compiled Numba loop (numba extra)"
+    #: The ``ops`` the step makes (a subclass for another library's arrays gives its own).
+    ops_class = Ops
 
     def __init__(self, net, opt, Xd, Td, reduction):
         super().__init__(net, opt, Xd, Td, reduction)
-        self.ops = Ops()
+        self.ops = self.ops_class()
 
     @classmethod
     def unsupported(cls, net, opt, Xd, Td, batch_size=None, explicit=False):

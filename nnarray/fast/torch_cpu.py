@@ -28,9 +28,8 @@ from __future__ import annotations
 import numpy as np  # the loss head on NumPy views of the tensors (see TorchCpuStep.loss_head)
 
 from .. import functions as F
-from ..fused import numpy_engine
-from ..step import TrainStep
-from .numpy_numba import Ops
+from ..fused import numpy_views
+from .numpy_numba import NumbaStep, Ops
 
 __all__ = ["TorchCpuStep", "TorchOps"]
 
@@ -45,41 +44,34 @@ class TorchOps(Ops):
         return (a.T @ H).T
 
     def _one_pass(self, name, xp, out, other, M):
-        try:
-            views = (out.numpy(), other.numpy(), None if M is None else M.numpy())
-        except (RuntimeError, TypeError):  # a tensor that requires grad has no view
-            views = None
+        views = numpy_views((out, other) if M is None else (out, other, M))
         if views is not None and self._ran(name, *views):
             return out
         return getattr(F, name)(xp, out, other, M)
 
 
-class TorchCpuStep(TrainStep):
-    """:class:`~nnarray.step.TrainStep` on torch's CPU tensors with MKL's products in ``torch.nn.Linear``'s layout
-    and Numba's loops for the rest (see the module)."""
+class TorchCpuStep(NumbaStep):
+    """:class:`~nnarray.fast.numpy_numba.NumbaStep` on torch's CPU tensors, with MKL's products in
+    ``torch.nn.Linear``'s layout (see the module)."""
 
     name = "torch-cpu"
     description = ("the generic step, its products in torch.nn.Linear's layout, each hidden layer's elementwise "
                    "passes one compiled Numba loop on the tensors' memory (numba extra)")
+    ops_class = TorchOps
 
     def __init__(self, net, opt, Xd, Td, reduction):
         super().__init__(net, opt, Xd, Td, reduction)
         import torch  # noqa: PLC0415 -- only on the torch backend
 
         self._index_select, self._from_numpy = torch.index_select, torch.from_numpy
-        self.ops = TorchOps()
         fortran_weights(net, opt)
 
     @classmethod
     def unsupported(cls, net, opt, Xd, Td, batch_size=None, explicit=False):
-        if net.backend.name != "torch":
-            return f"the torch CPU step runs on torch only, not on {net.backend.name!r}"
         device = getattr(net.backend.device, "type", str(net.backend.device))
         if device != "cpu":
             return f"the torch CPU step runs on the CPU, not on {device!r}"
-        if numpy_engine() != "numba":
-            return "the numba extra is not installed or NNARRAY_NUMBA=0 (pip install 'nnarray[numba]')"
-        return None
+        return super().unsupported(net, opt, Xd, Td, batch_size, explicit)
 
     def gather(self, A, idx):
         return self._index_select(A, 0, idx)
@@ -87,22 +79,23 @@ class TorchCpuStep(TrainStep):
     def loss_head(self, A, T, n):
         # The head's dozen operations on a (batch, classes) array cost a few µs each in NumPy and about 20 in
         # torch: computed on NumPy views of A and T; ``a`` comes back as a tensor on the same memory.
-        try:
-            Ah, Th = A.numpy(), T.numpy()
-        except (RuntimeError, TypeError):  # a tensor that requires grad has no view
+        views = numpy_views((A, T))
+        if views is None:  # a tensor that requires grad has no view
             return super().loss_head(A, T, n)
-        a, E, correct = F.softmax_cross_entropy(np, Ah, Th, self.reduction, n)
+        a, E, correct = F.softmax_cross_entropy(np, *views, self.reduction, n)
         return self._from_numpy(a), E, correct
 
 
 def fortran_weights(net, opt):
-    """Store every weight matrix of ``net`` (and the optimizer's state of it) in Fortran order, the same values:
-    the transpose of a C-contiguous copy of its transpose."""
+    """Store every weight matrix of ``net`` and the optimizer's state of it in Fortran order, the same values."""
     params = net.params
-    for k, W in list(params.items()):
-        if W.ndim == 2 and W.stride(0) != 1:
-            params[k] = W.T.contiguous().T
-            for arrays in opt.state.values():
-                s = arrays.get(k)
-                if s is not None and s.ndim == 2 and s.stride(0) != 1:
-                    arrays[k] = s.T.contiguous().T
+    for k in list(params):
+        params[k] = _fortran(params[k])
+        for arrays in opt.state.values():
+            if k in arrays:
+                arrays[k] = _fortran(arrays[k])
+
+
+def _fortran(x):
+    """A 2-D tensor as the transpose of a C-contiguous copy of its transpose (itself when it already lies so)."""
+    return x.T.contiguous().T if x.ndim == 2 and x.stride(0) != 1 else x
