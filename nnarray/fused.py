@@ -36,8 +36,8 @@ if TYPE_CHECKING:
     from .backend import Backend
     from .optim import Optimizer
 
-__all__ = ["NUMPY_FUSED_FAMILIES", "NUMBA_MISSING", "NumbaForm", "TorchNumbaForm", "describe_updates",
-           "numpy_engine", "numpy_form", "numpy_views", "torch_form", "cupy_form"]
+__all__ = ["NUMPY_FUSED_FAMILIES", "NUMBA_MISSING", "NumbaForm", "TorchNumbaForm", "TorchHeavyBallSGD",
+           "describe_updates", "numpy_engine", "numpy_form", "numpy_views", "torch_form", "cupy_form"]
 
 # Which optimizers get a compiled pass on NumPy: the figures are in docs/speed.md.
 NUMPY_FUSED_FAMILIES = frozenset({"sgd", "adam", "rmsprop", "adagrad"})
@@ -162,6 +162,12 @@ class TorchNumbaForm(NumbaForm):
             super()._write_rule(p, g, state, scalars)
 
 
+class TorchHeavyBallSGD(TorchNumbaForm, HeavyBallSGD):
+    """SGD's :class:`TorchNumbaForm` without Nesterov and weight decay, which is also the
+    :class:`~nnarray.optim.HeavyBallSGD` description the torch CPU step folds into its products
+    (:class:`nnarray.fast.torch_cpu.TorchCpuStep`)."""
+
+
 def numpy_views(tensors):
     """NumPy views of the memory of CPU ``tensors`` (``Tensor.numpy()``, no copy), or None where one has none (it
     requires grad, or is not on the CPU)."""
@@ -208,10 +214,12 @@ def numpy_form(opt, family, backend):
 
 def torch_form(opt, family, backend):
     """The torch fused form of ``family`` for ``opt``: on the CPU, NumPy's Numba loops on the tensors' memory
-    (:class:`TorchNumbaForm`) when :func:`numpy_engine` says so; else None (the functional rule; on CUDA too)."""
+    (:class:`TorchNumbaForm`; for SGD without Nesterov and weight decay :class:`TorchHeavyBallSGD`) when
+    :func:`numpy_engine` says so; else None (the functional rule; on CUDA too)."""
     device = getattr(backend, "device", None)
     if family in NUMPY_FUSED_FAMILIES and numpy_engine() == "numba" and getattr(device, "type", None) == "cpu":
-        return TorchNumbaForm(opt, backend, family)
+        heavy_ball = family == "sgd" and not opt.nesterov and not opt.weight_decay
+        return (TorchHeavyBallSGD if heavy_ball else TorchNumbaForm)(opt, backend, family)
     return None
 
 

@@ -57,8 +57,8 @@ Params: TypeAlias = dict[str, Array]
 #: A gradient hook ``hook(params, grads) -> grads`` (see :meth:`Optimizer.add_hook`).
 Hook: TypeAlias = Callable[[Params, Params], Params]
 
-__all__ = ["register_fused_forms", "Optimizer", "FusedForm", "HeavyBallSGD", "SGD", "Adam", "AdamW", "RMSprop",
-           "AdaGrad", "Adagrad", "ClipGradNorm", "from_state_dict", "OPTIMIZERS"]
+__all__ = ["register_fused_forms", "Optimizer", "FusedForm", "HeavyBallSGD", "heavy_ball_form", "SGD", "Adam", "AdamW",
+           "RMSprop", "AdaGrad", "Adagrad", "ClipGradNorm", "from_state_dict", "OPTIMIZERS"]
 
 #: Optimizer classes by name, for checkpoints (:func:`from_state_dict`). Subclasses register themselves.
 OPTIMIZERS: dict = {}
@@ -435,6 +435,23 @@ class HeavyBallSGD(FusedForm):
     def momentum(self) -> float:
         """μ (0: plain SGD, no velocity)."""
         return self.opt.momentum
+
+
+def heavy_ball_form(opt: Any, backend: Backend) -> tuple[HeavyBallSGD | None, str | None]:
+    """``(form, None)`` with ``opt``'s :class:`HeavyBallSGD` form on ``backend``, or ``(None, why not)``: for a
+    fast path whose own kernels apply the update (SGD with or without heavy-ball momentum, its velocity
+    v = −η b), which have no place for the optimizer's gradient hooks. ``opt`` may be any object with
+    ``update(params, grads)``."""
+    fused = getattr(opt, "fused", None)
+    form = fused(backend) if callable(fused) else None
+    if form is None or form.kind != "sgd-heavy-ball":
+        return None, (f"optimizer {opt!r} has no heavy-ball SGD form on {backend.name} (the kernels apply SGD with "
+                      "or without momentum only: no Nesterov, no weight_decay, no other optimizer)")
+    hooks = getattr(opt, "hooks", ())
+    if hooks:
+        return None, (f"optimizer with gradient hooks ({', '.join(map(repr, hooks))}): the kernels apply the "
+                      "update without them")
+    return form, None
 
 
 class SGD(Optimizer):

@@ -35,9 +35,10 @@ Backend-specific fast paths (:mod:`nnarray.fast`) subclass :class:`TrainStep`: t
 is computed (buffers, fused kernels, a CUDA graph that replays whole batches), not the algorithm, and are
 tested against the generic step. The pieces a subclass can swap without rewriting the step: ``ops`` (the hidden
 layers' elementwise parts and the weight gradient's product, :meth:`nnarray.MLP.forward`/``backward``),
-:meth:`TrainStep.gather` (the batch's rows) and :meth:`TrainStep.loss_head`. One whose kernels apply the update
-learns the rule from the optimizer's fused form (``opt.fused(backend)``) and refuses an optimizer with gradient
-hooks. They register with :func:`register_fast_path`; :func:`make_step` picks one.
+:meth:`TrainStep.gather` (the batch's rows), :meth:`TrainStep.loss_head` and :meth:`TrainStep.backward_update`
+(back-propagation and the update). One whose kernels apply the update learns the rule from the optimizer's fused
+form (``opt.fused(backend)``, :func:`nnarray.optim.heavy_ball_form`) and refuses an optimizer with gradient hooks
+(or leaves the update to it). They register with :func:`register_fast_path`; :func:`make_step` picks one.
 """
 
 from __future__ import annotations
@@ -155,7 +156,13 @@ class TrainStep:
         a, E, correct = self.loss_head(A, self.gather(self.Td, idx), n)
         self.loss_sum += E
         self.correct += correct
-        self.opt.update(net.params, net.backward(a, Hs, masks, self.ops))
+        self.backward_update(a, Hs, masks)
+
+    def backward_update(self, a, Hs, masks):
+        """Back-propagation from ``a`` (N, C) through the layers ``Hs`` (:meth:`nnarray.MLP.backward`) and the
+        optimizer's update of the gradients: steps 3 and 4 (a fast path may fold the update into the gradients'
+        products)."""
+        self.opt.update(self.net.params, self.net.backward(a, Hs, masks, self.ops))
 
     def epoch(self, order_d, batch_size, comm=None, on_batches=None, log_every=50):
         """Train on every batch of ``order_d`` (the epoch's permutation of row indices, on the device).

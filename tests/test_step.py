@@ -276,11 +276,12 @@ def test_the_torch_cpu_step_runs_the_loops_on_fortran_ordered_weights(torch_cpu_
     monkeypatch.setattr(fused.TorchNumbaForm, "_write_rule", lambda *a: (rules.append(1), write(*a))[1])
     X, t = blobs(n=64)
     net = nn.MLP([12, 8, 3], backend="torch", seed=0)
-    nn.fit(net, nn.SGD(0.1, momentum=0.9), X, t, epochs=2, batch_size=16)
+    # Nesterov: heavy-ball SGD would fold the weights' updates into the products (the next tests)
+    nn.fit(net, nn.SGD(0.1, momentum=0.9, nesterov=True), X, t, epochs=2, batch_size=16)
     assert len(runs) == 2 * 4 * 4 and not rules  # 8 batches, 4 parameters each
     assert (8, 12) in runs and (3, 8) in runs, "the loops see the weights' C-contiguous transposes"
     ref = nn.MLP([12, 8, 3], backend="numpy", seed=0)
-    nn.fit(ref, nn.SGD(0.1, momentum=0.9), X, t, epochs=2, batch_size=16)
+    nn.fit(ref, nn.SGD(0.1, momentum=0.9, nesterov=True), X, t, epochs=2, batch_size=16)
     np.testing.assert_allclose(net.predict(X).numpy(), np.asarray(ref.predict(X)), rtol=1e-4, atol=1e-6)
     # what leaves the device is in the seed's C layout: a model saved here and loaded on NumPy is NumPy's own
     assert net.params["W1"].stride() == (1, 12)
@@ -290,6 +291,117 @@ def test_the_torch_cpu_step_runs_the_loops_on_fortran_ordered_weights(torch_cpu_
     back = nn.load(path, backend="numpy")
     assert all(v.flags.c_contiguous for v in back.params.values())
     np.testing.assert_array_equal(back.params["W1"], net.params["W1"].numpy())
+
+
+def _torch_fits(sizes, opt_make, X, t, dropout=0.0, schedule=None, epochs=3):
+    """``[(net, opt, history)]`` of the generic step and the fast path, float64, the same training."""
+    out = []
+    for fast in (False, True):
+        net = nn.MLP(sizes, backend="torch", seed=0, dtype="float64", dropout=dropout)
+        opt = opt_make()
+        hist = nn.fit(net, opt, X, t, epochs=epochs, batch_size=32, seed=4, schedule=schedule,
+                      options=nn.FitOptions(fast=fast))
+        out.append((net, opt, hist))
+    return out
+
+
+def _assert_same_training(runs):
+    (n0, o0, h0), (n1, o1, h1) = runs
+    np.testing.assert_allclose(h1.train_loss, h0.train_loss, rtol=1e-12)
+    assert o1.t == o0.t
+    for k in n0.params:
+        np.testing.assert_allclose(n1.params[k].numpy(), n0.params[k].numpy(), rtol=1e-12, atol=1e-14, err_msg=k)
+        for name in o0.state:
+            if k in o0.state[name]:
+                np.testing.assert_allclose(o1.state[name][k].numpy(), o0.state[name][k].numpy(), rtol=1e-12,
+                                           atol=1e-14, err_msg=f"{name}[{k}]")
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("sizes,dropout", [([12, 16, 3], 0.0), ([12, 16, 9, 3], (0.3, 0.0))])
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_the_torch_cpu_step_folds_heavy_ball_sgd_into_the_products(torch_cpu_step, blobs, monkeypatch, sizes,
+                                                                    dropout, momentum):
+    """SGD without Nesterov and weight decay: each weight's update is one addmm_ into its velocity (or into the
+    weight) and no weight goes through the update's loop (only the biases do); three epochs with a schedule
+    that changes η (the velocities rescaled between epochs) equal the generic step's to 1e-12 in float64."""
+    import torch  # noqa: PLC0415
+
+    from nnarray import _numba_kernels  # noqa: PLC0415
+
+    loops = []
+    name = "sgd_momentum" if momentum else "sgd"
+    kernel = getattr(_numba_kernels, name)
+    monkeypatch.setattr(_numba_kernels, name, lambda *a: (loops.append(a[0].ndim), kernel(*a))[1])
+    X, t = blobs(n=150, n_in=sizes[0], n_classes=sizes[-1])
+    runs = _torch_fits(sizes, lambda: nn.SGD(0.05, momentum=momentum), X, t, dropout=dropout,
+                       schedule=nn.schedules.Exponential(0.05, gamma=0.5))
+    _assert_same_training(runs)
+    n_updates = 3 * 5  # 150 rows in batches of 32
+    layers = len(sizes) - 1
+    # the generic step's optimizer runs the loop on every parameter, the fast path on the biases only
+    assert loops.count(2) == n_updates * layers and loops.count(1) == 2 * n_updates * layers
+    if momentum:
+        assert set(runs[1][1].velocity) == set(runs[1][0].params)
+        assert all(isinstance(v, torch.Tensor) for v in runs[1][1].velocity.values())
+
+
+@pytest.mark.torch
+def test_the_torch_cpu_step_leaves_the_update_to_the_optimizer_with_hooks_or_other_rules(torch_cpu_step, blobs,
+                                                                                         monkeypatch):
+    """With a gradient hook, Nesterov or weight decay the update is the optimizer's own (the hook runs), and the
+    training is still the generic step's; ``$NNARRAY_FUSED=0`` turns the folded update off as well."""
+    import torch  # noqa: PLC0415
+
+    calls = []
+    addmm = torch.Tensor.addmm_
+    monkeypatch.setattr(torch.Tensor, "addmm_", lambda *a, **k: (calls.append(1), addmm(*a, **k))[1])
+    X, t = blobs(n=96)
+
+    def clipped():
+        opt = nn.SGD(0.05, momentum=0.9)
+        opt.add_hook(nn.optim.ClipGradNorm(0.5))
+        return opt
+
+    for make in (clipped, lambda: nn.SGD(0.05, momentum=0.9, nesterov=True),
+                 lambda: nn.SGD(0.05, momentum=0.9, weight_decay=1e-3)):
+        calls.clear()
+        _assert_same_training(_torch_fits([12, 16, 3], make, X, t, epochs=2))
+        assert not calls, "no update folded into a product"
+    monkeypatch.setenv("NNARRAY_FUSED", "0")
+    _assert_same_training(_torch_fits([12, 16, 3], lambda: nn.SGD(0.05, momentum=0.9), X, t, epochs=2))
+    assert not calls
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_the_torch_cpu_steps_flush_zeroes_exactly_the_subnormal_velocities(torch_cpu_step, blobs, dtype):
+    """Every flush_every updates the folded route sets velocities below the smallest normal number to 0 (what the
+    Numba kernels do at every update); normal values, ±tiny itself, inf and NaN stay."""
+    import torch  # noqa: PLC0415
+
+    X, t = blobs(n=64)
+    net = nn.MLP([12, 8, 3], backend="torch", seed=0, dtype=dtype)
+    opt = nn.SGD(0.05, momentum=0.9)
+    step = make_step(net, opt, net.backend.asarray(X, dtype=net.dtype),
+                     F.one_hot(net.xp, net.backend.asarray(t, dtype=net.backend.index_dtype), 3, net.dtype),
+                     "mean")
+    assert type(step) is torch_cpu_step
+    tiny = np.finfo(dtype).tiny
+    values = np.array([tiny, -tiny, tiny / 2, -tiny / 4, np.nextafter(tiny, 0), 0.5, -np.inf, np.nan],
+                      dtype=dtype)
+    V = torch.from_numpy(np.tile(values, (3, 1)).T.copy()).T  # Fortran order, as the weights lie
+    step._flush([V])
+    want = np.where(np.abs(values) < tiny, 0, values)
+    np.testing.assert_array_equal(V.numpy(), np.tile(want, (3, 1)))
+    # and a training flushes every velocity (the optimizer's own arrays) every flush_every updates
+    flushed, flush = [], step._flush
+    step._flush = lambda arrays: (flushed.append((opt.t, list(arrays))), flush(arrays))[1]
+    idx = net.backend.asarray(np.arange(16), dtype=net.backend.index_dtype)
+    for _ in range(2 * step.flush_every + 1):
+        step(idx, 16)
+    assert [t for t, _ in flushed] == [step.flush_every, 2 * step.flush_every]
+    assert all(a is b for a, b in zip(flushed[-1][1], opt.velocity.values(), strict=True))
 
 
 def test_torch_cpu_ops_fall_back_to_the_expressions_for_tensors_without_a_view(torch_cpu_step):

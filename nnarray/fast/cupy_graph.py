@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from ..optim import heavy_ball_form
 from ..step import TrainStep
 from ..words import arg
 
@@ -192,24 +193,6 @@ def _module(dtype_name):
     return mod
 
 
-def _heavy_ball(opt, backend):
-    """``(form, None)`` with the optimizer's :class:`nnarray.optim.HeavyBallSGD` form, or ``(None, why not)``.
-
-    The kernels implement exactly that form's update (SGD with or without heavy-ball momentum, its velocity
-    v = −η b); they have no place for the optimizer's gradient hooks.
-    """
-    fused = getattr(opt, "fused", None)
-    form = fused(backend) if callable(fused) else None
-    if form is None or form.kind != "sgd-heavy-ball":
-        return None, (f"optimizer {opt!r} has no heavy-ball SGD form on cupy (the kernels apply SGD with or "
-                      "without momentum only: no Nesterov, no weight_decay, no other optimizer)")
-    hooks = getattr(opt, "hooks", ())
-    if hooks:
-        return None, (f"optimizer with gradient hooks ({', '.join(map(repr, hooks))}): the kernels apply the "
-                      "update without them")
-    return form, None
-
-
 def _state_problem(cupy, net, state):
     """None when every optimizer state array of a parameter is on the device like it, else why not.
 
@@ -271,7 +254,7 @@ class CupyGraphStep(TrainStep):
             return f"the CuPy graph path is experimental until validated on a GPU (use {arg('fast', 'True')})"
         if net.backend.name != "cupy":
             return "not the cupy backend"
-        form, reason = _heavy_ball(opt, net.backend)
+        form, reason = heavy_ball_form(opt, net.backend)
         if form is None:
             return reason
         if batch_size is not None and cls.too_large(net, batch_size) and not force_large():
@@ -335,7 +318,7 @@ class CupyGraphStep(TrainStep):
     def _prepare(self):
         """Velocities, η/μ on the device, and recapture when parameters were replaced (once per epoch)."""
         cp, p = self.cp, self.net.params
-        form, reason = _heavy_ball(self.opt, self.backend)  # the optimizer may have changed since unsupported()
+        form, reason = heavy_ball_form(self.opt, self.backend)  # the optimizer may have changed since unsupported()
         if form is None:
             raise ValueError(f"opt: {reason}")
         momentum = form.momentum != 0.0
