@@ -23,7 +23,8 @@ numpy      :class:`~nnarray.fast.numpy_numba.NumbaStep`           by default wit
 torch      :class:`~nnarray.fast.torch_cpu.TorchCpuStep`          by default on the CPU with the ``numba``
                                                                   extra: MKL's products in
                                                                   ``torch.nn.Linear``'s layout, Numba's
-                                                                  loops on the tensors' memory
+                                                                  loops on the tensors' memory, SGD's
+                                                                  update folded into the products
 =========  =====================================================  ==========================================
 
 A buffered NumPy step (preallocated ``out=`` arrays, a second copy of the step) did not gain enough to stay
