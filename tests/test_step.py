@@ -374,6 +374,43 @@ def test_the_torch_cpu_step_leaves_the_update_to_the_optimizer_with_hooks_or_oth
 
 
 @pytest.mark.torch
+def test_the_torch_cpu_steps_folded_update_takes_any_layout_and_leaves_odd_state_to_the_optimizer(torch_cpu_step,
+                                                                                                   blobs):
+    """Weights back in C order (a checkpoint restored mid-fit) still take the folded update, with the generic
+    step's values; a velocity of another dtype (loaded by hand) takes the optimizer's update instead."""
+    import torch  # noqa: PLC0415
+
+    X, t = blobs(n=96)
+    nets = []
+    for fast in (False, True):
+        net = nn.MLP([12, 16, 3], backend="torch", seed=0, dtype="float64")
+        opt = nn.SGD(0.05, momentum=0.9)
+        Xd = net.backend.asarray(X, dtype=net.dtype)
+        Td = F.one_hot(net.xp, net.backend.asarray(t, dtype=net.backend.index_dtype), 3, net.dtype)
+        step = make_step(net, opt, Xd, Td, "mean", fast=None if fast else False)
+        idx = net.backend.asarray(np.arange(32), dtype=net.backend.index_dtype)
+        step(idx, 32)
+        if fast:
+            assert type(step) is torch_cpu_step and net.params["W1"].stride() == (1, 12)
+            for k in ("W1", "W2"):  # back to C order, as load_state_dict lays them out
+                net.params[k] = net.params[k].contiguous()
+                opt.velocity[k] = opt.velocity[k].contiguous()
+            assert step._foldable(opt.velocity)
+        step(idx, 32)
+        if fast:
+            opt.velocity["W1"] = opt.velocity["W1"].to(torch.float32)
+            assert not step._foldable(opt.velocity)
+        else:
+            opt.velocity["W1"] = opt.velocity["W1"].to(torch.float32).to(torch.float64)
+        step(idx, 32)
+        nets.append((net, opt))
+    (n0, o0), (n1, o1) = nets
+    for k in n0.params:
+        np.testing.assert_allclose(n1.params[k].numpy(), n0.params[k].numpy(), rtol=1e-6, err_msg=k)
+    assert o1.t == o0.t == 3
+
+
+@pytest.mark.torch
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_the_torch_cpu_steps_flush_zeroes_exactly_the_subnormal_velocities(torch_cpu_step, blobs, dtype):
     """Every flush_every updates the folded route sets velocities below the smallest normal number to 0 (what the

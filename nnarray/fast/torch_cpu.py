@@ -112,13 +112,13 @@ class TorchCpuStep(NumbaStep):
         values are the rule's to rounding (MKL adds μV to the product unrounded; tests/test_step.py).
         """
         form = heavy_ball_form(self.opt, self.net.backend)[0] if self._fused else None
-        if form is None:
+        velocity = {} if form is None or not form.momentum else form.buffers(self.net.params)["velocity"]
+        if form is None or not self._foldable(velocity):
             return super().backward_update(a, Hs, masks)
         net, xp, ops = self.net, self.net.xp, self.ops
         p = net.params
         self.opt.t += 1
         lr, mu, scalars = form.lr, form.momentum, form.scalars()
-        velocity = form.buffers(p)["velocity"] if mu else {}
         with self._torch.no_grad():  # a weight that requires grad may be changed in place only so
             for l in range(net.n_layers, 0, -1):
                 H_prev, W, b, dB = Hs[l - 1], p[f"W{l}"], p[f"b{l}"], xp.sum(a, axis=0)  # dB: ΔB
@@ -136,6 +136,15 @@ class TorchCpuStep(NumbaStep):
         if mu and self.opt.t % self.flush_every == 0:
             self._flush(velocity.values())
         return None
+
+    def _foldable(self, velocity):
+        """Whether every weight's velocity (if any) is a tensor of the weight's dtype and shape, as ``addmm_``
+        needs (a state loaded otherwise takes the optimizer's update, which writes the rule into it)."""
+        for k, V in velocity.items():
+            W = self.net.params[k]
+            if W.ndim == 2 and not (isinstance(V, self._torch.Tensor) and V.dtype == W.dtype and V.shape == W.shape):
+                return False
+        return True
 
     def _flush(self, arrays):
         """Set every value below the dtype's smallest normal number to 0, in place, as the Numba kernels do at
