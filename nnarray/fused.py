@@ -167,6 +167,9 @@ class TorchHeavyBallSGD(TorchNumbaForm, HeavyBallSGD):
     :class:`~nnarray.optim.HeavyBallSGD` description the torch CPU step folds into its products
     (:class:`nnarray.fast.torch_cpu.TorchCpuStep`)."""
 
+    description = ("one compiled Numba pass per parameter on the CPU tensors' memory (numba extra); in torch's CPU "
+                   "fast step the weights' update folded into their gradients' products")
+
 
 def numpy_views(tensors):
     """NumPy views of the memory of CPU ``tensors`` (``Tensor.numpy()``, no copy), or None where one has none (it

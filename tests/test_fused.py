@@ -312,7 +312,9 @@ def test_torch_cpu_form_runs_the_numba_loops_on_the_tensors_memory(name, kw, num
     params = _torch_params(torch, host)
     ids = {k: id(v) for k, v in params.items()}
     form = getattr(nn, name)(lr=LR[name], **kw).fused(nn.get_backend("torch"))
-    assert isinstance(form, fused.TorchNumbaForm) and form.description == fused.TorchNumbaForm.description
+    assert isinstance(form, fused.TorchNumbaForm) and form.description.startswith(fused.TorchNumbaForm.description)
+    heavy_ball = name == "SGD" and not kw.get("nesterov") and not kw.get("weight_decay")
+    assert isinstance(form, fused.TorchHeavyBallSGD) == heavy_ball == (form.kind == "sgd-heavy-ball")
     calls = _counted(fused.TorchNumbaForm, monkeypatch)
     _torch_run(torch, name, kw, params, host, rng)
     assert calls.count("write") == 6 and calls.count("loop") == 6 * 3  # W2 strided: the rule written back
