@@ -389,6 +389,7 @@ def _fit_pair(monkeypatch, blobs, sizes, dtype, momentum, reduction, n, batch_si
 
 def _assert_same_training(pair, dtype):
     (g_net, g_opt, g_hist), (f_net, f_opt, f_hist) = pair
+    assert f_opt.t == g_opt.t, "the graph step counts the optimizer's updates as Optimizer.update does"
     for k, v in g_net.params.items():
         np.testing.assert_array_equal(np.asarray(f_net.params[k]), v, err_msg=k, strict=True)
     for k, v in g_opt.state["velocity"].items():

@@ -445,6 +445,7 @@ class CupyGraphStep(TrainStep):
         for graph, count in graphs:
             for _ in range(count):
                 graph.launch(self.stream)
+                self.opt.t += 1  # the optimizer's count of updates, as Optimizer.update keeps it
                 b += 1
                 if on_batches is not None and (b % log_every == 0 or b == n_batches):
                     self._end()
@@ -468,4 +469,5 @@ class CupyGraphStep(TrainStep):
         graph = self._graph(n)
         self._begin()
         graph.launch(self.stream)
+        self.opt.t += 1
         self._end()
