@@ -24,7 +24,8 @@ are stored, so it holds on every Array API library — mutable (NumPy, CuPy, tor
   a fused form for the arrays' backend (:meth:`~Optimizer.fused`) and the parameters are writeable
   (``array_api_compat.is_writeable_array``), that form applies the same rule in place instead.
 * ``fused(backend)`` — a :class:`FusedForm` or None: the same rule as one in-place pass per parameter on that
-  backend, or the description a fast path's own kernels implement (the CuPy graph step's heavy-ball SGD).
+  backend, or the description a fast path's own kernels implement (heavy-ball SGD, which the CuPy graph step
+  and torch's CPU step fold into their products: :func:`heavy_ball_form`).
 * ``state`` — ``{state name: {parameter key: array}}`` on the parameters' device (SGD's ``"velocity"``,
   Adam's ``"exp_avg"`` and ``"exp_avg_sq"``, ...); entries appear at a parameter's first update.
 * ``hooks`` — the ordered gradient hooks, callables ``hook(params, grads) -> grads`` returning new gradients
