@@ -106,9 +106,11 @@ class FusedForm:
         """``{state name: {key: array}}``: the optimizer's state arrays for every key of ``params``, created
         (:meth:`Optimizer.init_state`, on the parameters' device) where missing; the dicts are the optimizer's."""
         opt = self.opt
-        for k, p in params.items():
-            opt._created_state(k, p)
-        return {name: opt.state[name] for name in opt.state_names()}
+        states = {name: opt.state[name] for name in opt.state_names()}
+        if not all(params.keys() <= s.keys() for s in states.values()):  # a step's check: nothing missing, as a rule
+            for k, p in params.items():
+                opt._created_state(k, p)
+        return states
 
     def update(self, params: Params, grads: Params, scalars: dict[str, float]) -> None:
         """One step of every parameter ``params[k]`` with a gradient ``grads[k]`` (:meth:`Optimizer.update`

@@ -41,10 +41,17 @@ class Ops:
         """:func:`nnarray.functions.hidden_backward` in one pass over ``h``."""
         return self._one_pass("hidden_backward", xp, h, H, M)
 
+    @staticmethod
+    def _views(arrays):
+        """The NumPy arrays the loops run on: the arrays themselves here (the ops for another library's arrays give
+        NumPy views of their memory, or None where one has none)."""
+        return arrays
+
     def _one_pass(self, name, xp, out, other, M):
         """The compiled loop ``name`` in place on ``out`` when the arrays allow it (:meth:`_ran`), else
         :mod:`nnarray.functions`' expressions."""
-        return out if self._ran(name, out, other, M) else getattr(F, name)(xp, out, other, M)
+        views = self._views((out, other) if M is None else (out, other, M))
+        return out if views is not None and self._ran(name, *views) else getattr(F, name)(xp, out, other, M)
 
     def _ran(self, name, out, other, M=None):
         """Run the loop ``name`` on NumPy arrays that are all C-contiguous and of ``out``'s dtype (what the loops

@@ -49,11 +49,7 @@ class TorchOps(Ops):
         """ΔW = Hᵀ·a computed as (aᵀ·H)ᵀ: a Fortran-ordered (n_in, n_out) view, the layout of the weights."""
         return (a.T @ H).T
 
-    def _one_pass(self, name, xp, out, other, M):
-        views = numpy_views((out, other) if M is None else (out, other, M))
-        if views is not None and self._ran(name, *views):
-            return out
-        return getattr(F, name)(xp, out, other, M)
+    _views = staticmethod(numpy_views)
 
 
 class TorchCpuStep(NumbaStep):
@@ -119,20 +115,21 @@ class TorchCpuStep(NumbaStep):
         p = net.params
         self.opt.t += 1
         lr, mu, scalars = form.lr, form.momentum, form.scalars()
+        bias_grads = {}
         with self._torch.no_grad():  # a weight that requires grad may be changed in place only so
             for l in range(net.n_layers, 0, -1):
-                H_prev, W, b, dB = Hs[l - 1], p[f"W{l}"], p[f"b{l}"], xp.sum(a, axis=0)  # dB: ΔB
+                H_prev, W = Hs[l - 1], p[f"W{l}"]
+                bias_grads[f"b{l}"] = xp.sum(a, axis=0)  # ΔB
                 M = None if masks is None or l == 1 else masks[l - 2]
                 h = None if l == 1 else ops.hidden_backward(xp, a @ W.T, H_prev, M)
+                # V ← μV − η·H_prevᵀa into the velocity, or W ← W − η·H_prevᵀa into W (μ = 0); the transposes
+                # are the C-contiguous buffers of the Fortran-ordered tensors
+                target = velocity[f"W{l}"] if mu else W
+                target.T.addmm_(a.T, H_prev, beta=mu or 1.0, alpha=-lr)
                 if mu:
-                    V = velocity[f"W{l}"]
-                    V.T.addmm_(a.T, H_prev, beta=mu, alpha=-lr)  # the transposes: C-contiguous in Fortran order
-                    W.add_(V)
-                    form.apply(b, dB, {"velocity": velocity[f"b{l}"]}, scalars)
-                else:
-                    W.T.addmm_(a.T, H_prev, alpha=-lr)
-                    form.apply(b, dB, {}, scalars)
+                    W.add_(target)
                 a = h
+            form.update(p, bias_grads, scalars)  # the biases: the form's Numba loop
         if mu and self.opt.t % self.flush_every == 0:
             self._flush(velocity.values())
         return None
