@@ -36,6 +36,7 @@ stops training after the current epoch by setting ``run.stop_training = True`` o
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import sys
@@ -410,22 +411,19 @@ class ProgressBar(Callback):
         self.close()
 
 
-_BAR_CLASS: list = []
-
-
+@functools.cache
 def _bar_class():
     """tqdm's bar whose ``__del__`` tolerates a half-made bar: Ctrl-C or SIGTERM inside tqdm's constructor leaves
-    one without its attributes, and tqdm's own ``__del__`` then prints a traceback when Python exits."""
-    if not _BAR_CLASS:
-        from tqdm.auto import tqdm  # noqa: PLC0415 -- the scripts extra (ProgressBar.preflight checks it)
+    one without its attributes, and tqdm's own ``__del__`` then prints a traceback when Python exits. Made once,
+    on first use (tqdm is the scripts extra; ProgressBar.preflight checks it)."""
+    from tqdm.auto import tqdm  # noqa: PLC0415
 
-        class Bar(tqdm):
-            def __del__(self):
-                with contextlib.suppress(AttributeError):
-                    super().__del__()
+    class Bar(tqdm):
+        def __del__(self):
+            with contextlib.suppress(AttributeError):
+                super().__del__()
 
-        _BAR_CLASS.append(Bar)
-    return _BAR_CLASS[0]
+    return Bar
 
 
 class DivergenceGuard(Callback):
